@@ -1,0 +1,255 @@
+"""Settlement consistency: three-way reconciliation of payer bank, switch and payee bank, plus
+the books checks (conservation, positions, net debit caps, settlement windows).
+
+Pure functions over a ledger snapshot (see `snapshot.py`), so a saved run can be re-checked later.
+A payment is clean only as (debited, committed, credited) or (not debited, not committed, not
+credited); every other combination is an anomaly with a class that says who lost what.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from dataclasses import asdict, dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from harness.snapshot import Snapshot
+
+
+class Anomaly(StrEnum):
+    DEBIT_WITHOUT_CREDIT = "debit_without_credit"  # the payer's customer lost money
+    CREDIT_WITHOUT_DEBIT = "credit_without_debit"  # money was created
+    SWITCH_DISAGREES = "switch_disagrees"  # banks agree, the switch's books say otherwise
+    AMOUNT_MISMATCH = "amount_mismatch"
+    DUPLICATE_EFFECT = "duplicate_effect"  # more than one debit, reversal or credit for one id
+    STUCK = "stuck"  # still pending somewhere
+
+
+@dataclass(frozen=True, slots=True)
+class PaymentView:
+    """The three-way state of one payment id."""
+
+    payment_id: str
+    payer_bank: str | None
+    payee_bank: str | None
+    payer: str  # ACSC | RJCT:<reason> | PDNG | absent
+    switch: str
+    payee: str  # ACCP | RJCT:<reason> | absent
+    amount: int | None
+
+
+@dataclass
+class BooksCheck:
+    name: str
+    ok: bool
+    detail: str
+
+
+@dataclass
+class Reconciliation:
+    payments: int = 0
+    clean_settled: int = 0
+    clean_failed: int = 0
+    anomalies: dict[str, list[PaymentView]] = field(default_factory=dict)
+    books: list[BooksCheck] = field(default_factory=list)
+    totals: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def anomaly_count(self) -> int:
+        return sum(len(v) for v in self.anomalies.values())
+
+    @property
+    def ok(self) -> bool:
+        return self.anomaly_count == 0 and all(b.ok for b in self.books)
+
+    def counts(self) -> dict[str, int]:
+        return {cls.value: len(self.anomalies.get(cls.value, [])) for cls in Anomaly}
+
+    def summary(self, examples: int = 5) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "payments": self.payments,
+            "clean_settled": self.clean_settled,
+            "clean_failed": self.clean_failed,
+            "anomaly_count": self.anomaly_count,
+            "anomalies": self.counts(),
+            "examples": {k: [asdict(v) for v in vs[:examples]] for k, vs in self.anomalies.items() if vs},
+            "books": [asdict(b) for b in self.books],
+            "totals": self.totals,
+        }
+
+
+def _state(row: dict[str, Any] | None) -> str:
+    if row is None:
+        return "absent"
+    if row["status"] == "RJCT":
+        return f"RJCT:{row['reason']}"
+    return str(row["status"])
+
+
+def reconcile(
+    snap: Snapshot, opening_customer_money: int | None = None, opening_settlement_money: int | None = None
+) -> Reconciliation:
+    result = Reconciliation()
+    transfers = {t["payment_id"]: t for t in snap["switch"]["transfers"]}
+    payments: dict[str, tuple[str, dict[str, Any]]] = {}
+    credits: dict[str, tuple[str, dict[str, Any]]] = {}
+    effects: Counter[tuple[str, str, str]] = Counter()
+    for code, books in snap["banks"].items():
+        for p in books["payments"]:
+            if p["fingerprint"] is not None:  # tombstones are answers, not payments
+                payments[p["payment_id"]] = (code, p)
+        for c in books["credits"]:
+            if c["fingerprint"] is not None:
+                credits[c["payment_id"]] = (code, c)
+        for e in books["entries"]:
+            effects[(code, e["payment_id"], e["kind"])] += 1
+
+    ids = set(payments) | {k for k, t in transfers.items() if t["fingerprint"] is not None} | set(credits)
+    result.payments = len(ids)
+    anomalies: dict[str, list[PaymentView]] = defaultdict(list)
+    for pid in ids:
+        payer_bank, p = payments.get(pid, (None, None))
+        payee_bank, c = credits.get(pid, (None, None))
+        t = transfers.get(pid)
+        if t is not None and t["fingerprint"] is None:
+            t = None
+        view = PaymentView(
+            payment_id=pid,
+            payer_bank=payer_bank or (t["debtor_bank"] if t else None),
+            payee_bank=payee_bank or (t["creditor_bank"] if t else None),
+            payer=_state(p),
+            switch=_state(t),
+            payee=_state(c),
+            amount=(p or t or c or {}).get("amount"),
+        )
+        debited = p is not None and p["status"] == "ACSC"
+        committed = t is not None and t["status"] == "ACSC"
+        credited = c is not None and c["status"] == "ACCP"
+        cls: Anomaly | None
+        if (p is not None and p["status"] == "PDNG") or (t is not None and t["status"] == "PDNG"):
+            cls = Anomaly.STUCK
+        elif debited and not credited:
+            cls = Anomaly.DEBIT_WITHOUT_CREDIT
+        elif credited and not debited:
+            cls = Anomaly.CREDIT_WITHOUT_DEBIT
+        elif committed != debited:
+            cls = Anomaly.SWITCH_DISAGREES
+        elif debited and len({r["amount"] for r in (p, t, c) if r is not None}) > 1:
+            cls = Anomaly.AMOUNT_MISMATCH
+        else:
+            cls = None
+        if cls is None:
+            if debited:
+                result.clean_settled += 1
+            else:
+                result.clean_failed += 1
+        else:
+            anomalies[cls.value].append(view)
+    dupes = [key for key, n in effects.items() if n > 1]
+    for code, pid, kind in dupes:
+        anomalies[Anomaly.DUPLICATE_EFFECT.value].append(
+            PaymentView(pid, code, None, f"{kind} x{effects[(code, pid, kind)]}", "", "", None)
+        )
+    for views in anomalies.values():
+        views.sort(key=lambda v: v.payment_id)
+    result.anomalies = dict(anomalies)
+    result.books = check_books(snap, transfers, opening_customer_money, opening_settlement_money, result.totals)
+    return result
+
+
+def check_books(
+    snap: Snapshot,
+    transfers: dict[str, dict[str, Any]],
+    opening_customer_money: int | None,
+    opening_settlement_money: int | None,
+    totals: dict[str, int],
+) -> list[BooksCheck]:
+    checks: list[BooksCheck] = []
+    sw = snap["switch"]
+    customer = sum(a["balance"] for b in snap["banks"].values() for a in b["accounts"])
+    held = sum(p["amount"] for b in snap["banks"].values() for p in b["payments"] if p["status"] == "PDNG")
+    totals["customer_balances"] = customer
+    totals["held_in_flight"] = held
+    totals["settlement_balances"] = sum(p["settlement_balance"] for p in sw["participants"])
+    if opening_customer_money is not None:
+        # Money held for in-flight payments left the payer but has not reached anyone yet.
+        delta = customer + held - opening_customer_money
+        totals["opening_customer_money"] = opening_customer_money
+        totals["conservation_delta"] = delta
+        checks.append(
+            BooksCheck(
+                "conservation",
+                delta == 0,
+                f"customer money + held in flight - opening = {delta:+,} (must be 0)",
+            )
+        )
+    if opening_settlement_money is not None:
+        moved = totals["settlement_balances"] - opening_settlement_money
+        checks.append(
+            BooksCheck("settlement_money_conserved", moved == 0, f"settlement balances - opening = {moved:+,}")
+        )
+
+    windows = {w["window_id"]: w for w in sw["windows"]}
+    unsettled: Counter[str] = Counter()
+    reserved: Counter[str] = Counter()
+    per_window: dict[int, Counter[str]] = defaultdict(Counter)
+    for t in transfers.values():
+        if t["status"] == "ACSC":
+            wid = t["window_id"]
+            per_window[wid][t["debtor_bank"]] += t["amount"]
+            per_window[wid][t["creditor_bank"]] -= t["amount"]
+            if windows.get(wid, {}).get("state") != "SETTLED":
+                unsettled[t["debtor_bank"]] += t["amount"]
+                unsettled[t["creditor_bank"]] -= t["amount"]
+        elif t["status"] == "PDNG":
+            reserved[t["debtor_bank"]] += t["amount"]
+
+    bad_pos = [
+        f"{p['bank']}: position {p['position']:,} vs committed unsettled {unsettled[p['bank']]:,}"
+        for p in sw["participants"]
+        if p["position"] != unsettled[p["bank"]]
+    ]
+    checks.append(BooksCheck("positions_match_transfers", not bad_pos, "; ".join(bad_pos) or "every position"))
+    bad_res = [
+        f"{p['bank']}: reserved {p['reserved']:,} vs pending {reserved[p['bank']]:,}"
+        for p in sw["participants"]
+        if p["reserved"] != reserved[p["bank"]]
+    ]
+    checks.append(BooksCheck("reservations_match_pending", not bad_res, "; ".join(bad_res) or "every reservation"))
+    pos_sum = sum(p["position"] for p in sw["participants"])
+    checks.append(BooksCheck("positions_sum_to_zero", pos_sum == 0, f"sum of positions = {pos_sum:,}"))
+    over = [
+        f"{p['bank']}: peak {p['peak_exposure']:,} > cap {p['net_debit_cap']:,}"
+        for p in sw["participants"]
+        if p["peak_exposure"] > p["net_debit_cap"]
+    ]
+    checks.append(BooksCheck("net_debit_cap_respected", not over, "; ".join(over) or "no cap ever exceeded"))
+
+    missing = [t["payment_id"] for t in transfers.values() if t["status"] == "ACSC" and t["window_id"] not in windows]
+    checks.append(
+        BooksCheck("committed_in_a_window", not missing, f"{len(missing)} committed transfers outside any window")
+    )
+    bad_windows = []
+    movements: dict[int, dict[str, int]] = defaultdict(dict)
+    for m in sw["movements"]:
+        movements[m["window_id"]][m["bank"]] = m["amount"]
+    for wid, w in windows.items():
+        if w["state"] == "OPEN":
+            continue
+        frozen = {k: v for k, v in w["net_positions"].items() if v}
+        actual = {k: v for k, v in per_window[wid].items() if v}
+        if frozen != actual:
+            bad_windows.append(f"window {wid}: frozen net {frozen} vs transfers {actual}")
+        if sum(w["net_positions"].values()) != 0:
+            bad_windows.append(f"window {wid}: net positions sum to {sum(w['net_positions'].values())}")
+        if w["state"] == "SETTLED":
+            paid = {k: -v for k, v in movements[wid].items() if v}
+            if paid != frozen:
+                bad_windows.append(f"window {wid}: moved {paid} vs net {frozen}")
+    checks.append(
+        BooksCheck(
+            "settlement_windows", not bad_windows, "; ".join(bad_windows) or f"{len(windows)} windows consistent"
+        )
+    )
+    return checks

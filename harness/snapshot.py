@@ -1,0 +1,48 @@
+"""Read every ledger of the running system into one JSON-able snapshot (the checkers' input)."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+Snapshot = dict[str, Any]
+
+
+def _get(url: str, timeout_s: float = 30.0) -> Any:
+    with urllib.request.urlopen(url, timeout=timeout_s) as resp:
+        return json.loads(resp.read())
+
+
+def take(switch_url: str, bank_urls: dict[str, str]) -> Snapshot:
+    """Fetch the switch's and every bank's books over their read endpoints."""
+    return {
+        "taken_at": time.time(),
+        "switch": {
+            "transfers": _get(switch_url + "/transfers"),
+            "participants": _get(switch_url + "/participants"),
+            "windows": _get(switch_url + "/settlement/windows"),
+            "movements": _get(switch_url + "/settlement/movements"),
+        },
+        "banks": {
+            code: {
+                "payments": _get(url + "/payments"),
+                "credits": _get(url + "/credits"),
+                "accounts": _get(url + "/accounts"),
+                "entries": _get(url + "/entries"),
+            }
+            for code, url in bank_urls.items()
+        },
+    }
+
+
+def save(snapshot: Snapshot, path: Path) -> None:
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(snapshot))
+    tmp.replace(path)
+
+
+def load(path: Path) -> Snapshot:
+    return json.loads(path.read_text())  # type: ignore[no-any-return]

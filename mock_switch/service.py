@@ -1,0 +1,141 @@
+"""What the switch and the banks share as HTTP services: error handling, health, OpenAPI,
+background work that outlives a request, and a graceful shutdown on SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import sys
+import time
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from mock_switch.api import InvalidRequest, answer, format_error, json_response
+from mock_switch.codes import Status
+from mock_switch.store import Store
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+log = logging.getLogger("mock_switch")
+
+
+@web.middleware
+async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except InvalidRequest as exc:
+        return format_error(exc.message)
+    except web.HTTPException as exc:
+        if exc.status >= 400:
+            return format_error(f"{request.method} {request.path}: {exc.reason}") if exc.status < 500 else exc
+        raise
+    except Exception as exc:
+        log.exception("unhandled error on %s %s", request.method, request.path)
+        resp = answer("", Status.PDNG, None, f"internal error: {type(exc).__name__}")
+        resp.set_status(500)
+        return resp
+
+
+class Service:
+    """Base of the switch and bank services."""
+
+    name = "service"
+
+    def __init__(self, store: Store, openapi: dict[str, Any]) -> None:
+        self.store = store
+        self.openapi = openapi
+        self.started_at = time.time()
+        self.app = web.Application(middlewares=[_errors], client_max_size=64 * 1024)
+        self.app.router.add_get("/health", self._health)
+        self.app.router.add_get("/openapi.json", self._openapi)
+        self.app.on_startup.append(self._on_startup)
+        self.app.on_cleanup.append(self._on_cleanup)
+        self.session: aiohttp.ClientSession | None = None
+        # Work that must finish even if the caller hangs up: driving a payment to an outcome.
+        self.inflight: dict[str, asyncio.Task[None]] = {}
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    async def _on_startup(self, app: web.Application) -> None:
+        connector = aiohttp.TCPConnector(limit=0, limit_per_host=512, keepalive_timeout=30)
+        self.session = aiohttp.ClientSession(connector=connector, json_serialize=None)  # type: ignore[arg-type]
+        await self.started()
+
+    async def _on_cleanup(self, app: web.Application) -> None:
+        for task in list(self.inflight.values()):
+            task.cancel()
+        await asyncio.gather(*self.inflight.values(), return_exceptions=True)
+        if self.session is not None:
+            await self.session.close()
+        self.store.close()
+
+    async def started(self) -> None:
+        """Hook: recover unfinished payments after a restart."""
+
+    def spawn(self, payment_id: str, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        task = asyncio.create_task(work)
+        self.inflight[payment_id] = task
+        task.add_done_callback(lambda t: self._done(payment_id, t))
+        return task
+
+    def _done(self, payment_id: str, task: asyncio.Task[None]) -> None:
+        if self.inflight.get(payment_id) is task:
+            del self.inflight[payment_id]
+        if not task.cancelled() and task.exception() is not None:
+            log.error("payment %s: driver failed", payment_id, exc_info=task.exception())
+
+    async def wait_for_outcome(self, payment_id: str, deadline: float) -> None:
+        """Wait for the payment's driver until the caller's deadline (loop time)."""
+        task = self.inflight.get(payment_id)
+        if task is None:
+            return
+        remaining = deadline - asyncio.get_running_loop().time()
+        if remaining > 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(task), remaining)
+
+    # -- common routes ------------------------------------------------------------------------
+
+    async def _health(self, request: web.Request) -> web.Response:
+        return json_response(
+            {
+                "service": self.name,
+                "status": "up",
+                "pid": os.getpid(),
+                "started_at": self.started_at,
+            }
+        )
+
+    async def _openapi(self, request: web.Request) -> web.Response:
+        return json_response(self.openapi)
+
+    # -- running ------------------------------------------------------------------------------
+
+    def run(self, host: str, port: int) -> None:
+        """Serve until SIGTERM/SIGINT, then stop accepting, finish the books and exit 0."""
+        try:
+            import uvloop
+
+            uvloop.install()
+        except ImportError:  # pragma: no cover - uvloop is optional; asyncio works, slower
+            pass
+        asyncio.run(self._serve(host, port))
+
+    async def _serve(self, host: str, port: int) -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        runner = web.AppRunner(self.app, access_log=None, handle_signals=False, shutdown_timeout=2.0)
+        await runner.setup()
+        site = web.TCPSite(runner, host, port, backlog=1024, reuse_address=True)
+        await site.start()
+        print(f"{self.name} listening on {host}:{port} pid={os.getpid()}", file=sys.stderr, flush=True)
+        await stop.wait()
+        log.warning("%s: shutting down", self.name)
+        await runner.cleanup()

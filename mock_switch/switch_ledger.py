@@ -1,0 +1,332 @@
+"""The switch's books: participants and positions, transfers, settlement windows.
+
+Synchronous and database-backed, so the HTTP service, the Hypothesis state machine and the
+reconciliation tools all exercise the same code. Position sign: a bank's position is what it owes
+the others (sent minus received) over committed, not yet settled transfers.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from mock_switch.api import TransferRequest
+from mock_switch.codes import Reason, Status
+from mock_switch.config import SystemConfig
+from mock_switch.store import Store
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS participants (
+    bank TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    net_debit_cap INTEGER NOT NULL,
+    position INTEGER NOT NULL DEFAULT 0,
+    reserved INTEGER NOT NULL DEFAULT 0,
+    -- highest position + reserved ever seen: lets a checker prove the cap was never exceeded
+    peak_exposure INTEGER NOT NULL DEFAULT 0,
+    settlement_balance INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS windows (
+    window_id INTEGER PRIMARY KEY,
+    state TEXT NOT NULL CHECK (state IN ('OPEN', 'CLOSED', 'SETTLED')),
+    opened_at REAL NOT NULL,
+    closed_at REAL,
+    settled_at REAL
+);
+CREATE UNIQUE INDEX IF NOT EXISTS one_open_window ON windows(state) WHERE state = 'OPEN';
+CREATE TABLE IF NOT EXISTS transfers (
+    payment_id TEXT PRIMARY KEY,
+    fingerprint TEXT,
+    debtor_bank TEXT,
+    debtor_account TEXT,
+    creditor_bank TEXT,
+    creditor_account TEXT,
+    amount INTEGER,
+    status TEXT NOT NULL CHECK (status IN ('PDNG', 'ACSC', 'RJCT')),
+    reason TEXT,
+    window_id INTEGER REFERENCES windows(window_id),
+    received_at REAL NOT NULL,
+    decided_at REAL,
+    CHECK ((status = 'ACSC') = (window_id IS NOT NULL))
+);
+CREATE TABLE IF NOT EXISTS window_positions (
+    window_id INTEGER NOT NULL REFERENCES windows(window_id),
+    bank TEXT NOT NULL REFERENCES participants(bank),
+    net_position INTEGER NOT NULL,
+    PRIMARY KEY (window_id, bank)
+);
+CREATE TABLE IF NOT EXISTS settlement_movements (
+    movement_id INTEGER PRIMARY KEY,
+    window_id INTEGER NOT NULL REFERENCES windows(window_id),
+    bank TEXT NOT NULL REFERENCES participants(bank),
+    amount INTEGER NOT NULL,
+    balance_after INTEGER NOT NULL,
+    at REAL NOT NULL,
+    UNIQUE (window_id, bank)
+);
+"""
+
+
+class Begin(StrEnum):
+    """What `begin_transfer` did with a request."""
+
+    RESERVED = "reserved"  # new transfer, funds reserved: forward it to the payee
+    REJECTED = "rejected"  # new transfer, rejected and recorded (AM23, AC01)
+    REPLAY = "replay"  # same id, same body: answer what we know
+    DUPLICATE = "duplicate"  # same id, different body: RJCT DUPL, nothing written
+    LATE = "late"  # we already answered "not received" for this id: RJCT AB06
+
+
+@dataclass(frozen=True, slots=True)
+class Transfer:
+    payment_id: str
+    fingerprint: str | None
+    debtor_bank: str | None
+    debtor_account: str | None
+    creditor_bank: str | None
+    creditor_account: str | None
+    amount: int | None
+    status: Status
+    reason: Reason | None
+    window_id: int | None
+    received_at: float
+    decided_at: float | None
+
+    @classmethod
+    def from_row(cls, row: sqlite3.Row) -> Transfer:
+        d = dict(row)
+        d["status"] = Status(d["status"])
+        d["reason"] = Reason(d["reason"]) if d["reason"] else None
+        return cls(**d)
+
+    @property
+    def final(self) -> bool:
+        return self.status is not Status.PDNG
+
+
+class WindowError(Exception):
+    def __init__(self, http_status: int, message: str) -> None:
+        super().__init__(message)
+        self.http_status = http_status
+        self.message = message
+
+
+class SwitchLedger:
+    def __init__(self, store: Store, config: SystemConfig, now: float) -> None:
+        self.store = store
+        self.db = store.conn
+        self._seed(config, now)
+
+    def _seed(self, config: SystemConfig, now: float) -> None:
+        """First start only: register participants and open window 1. Restarts keep the books."""
+        with self.store.unit() as db:
+            db.executemany(
+                "INSERT OR IGNORE INTO participants(bank, name, net_debit_cap, settlement_balance) VALUES (?, ?, ?, ?)",
+                [(b.code, b.name or b.code, b.net_debit_cap, b.settlement_balance) for b in config.banks],
+            )
+            if db.execute("SELECT 1 FROM windows LIMIT 1").fetchone() is None:
+                db.execute("INSERT INTO windows(state, opened_at) VALUES ('OPEN', ?)", (now,))
+        self.store.commit()
+
+    # -- transfers --------------------------------------------------------------------------
+
+    def get(self, payment_id: str) -> Transfer | None:
+        row = self.db.execute("SELECT * FROM transfers WHERE payment_id = ?", (payment_id,)).fetchone()
+        return Transfer.from_row(row) if row else None
+
+    def is_participant(self, bank: str) -> bool:
+        return self.db.execute("SELECT 1 FROM participants WHERE bank = ?", (bank,)).fetchone() is not None
+
+    def begin_transfer(self, req: TransferRequest, fingerprint: str, now: float) -> tuple[Begin, Transfer]:
+        """Idempotency, participant and net-debit-cap checks, then reserve. One atomic unit."""
+        with self.store.unit() as db:
+            existing = self.get(req.payment_id)
+            if existing is not None:
+                if existing.fingerprint is None:
+                    return Begin.LATE, existing
+                if existing.fingerprint != fingerprint:
+                    return Begin.DUPLICATE, existing
+                return Begin.REPLAY, existing
+            reason: Reason | None = None
+            if not self.is_participant(req.creditor_bank):
+                reason = Reason.AC01
+            else:
+                cap, position, reserved = db.execute(
+                    "SELECT net_debit_cap, position, reserved FROM participants WHERE bank = ?",
+                    (req.debtor_bank,),
+                ).fetchone()
+                if position + reserved + req.amount > cap:
+                    reason = Reason.AM23
+            status = Status.RJCT if reason else Status.PDNG
+            db.execute(
+                "INSERT INTO transfers(payment_id, fingerprint, debtor_bank, debtor_account,"
+                " creditor_bank, creditor_account, amount, status, reason, received_at, decided_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    req.payment_id, fingerprint, req.debtor_bank, req.debtor_account,
+                    req.creditor_bank, req.creditor_account, req.amount, status.value,
+                    reason.value if reason else None, now, now if reason else None,
+                ),
+            )  # fmt: skip
+            if reason is None:
+                db.execute(
+                    "UPDATE participants SET reserved = reserved + ?,"
+                    " peak_exposure = max(peak_exposure, ?) WHERE bank = ?",
+                    (req.amount, position + reserved + req.amount, req.debtor_bank),
+                )
+        transfer = self.get(req.payment_id)
+        assert transfer is not None
+        return (Begin.REJECTED if reason else Begin.RESERVED), transfer
+
+    def commit(self, payment_id: str, now: float) -> Transfer:
+        """Payee accepted: move positions, put the transfer in the open window."""
+        with self.store.unit() as db:
+            t = self._pending(payment_id)
+            if t is None:
+                return self._must_get(payment_id)
+            (window_id,) = db.execute("SELECT window_id FROM windows WHERE state = 'OPEN'").fetchone()
+            db.execute(
+                "UPDATE transfers SET status = 'ACSC', window_id = ?, decided_at = ? WHERE payment_id = ?",
+                (window_id, now, payment_id),
+            )
+            db.execute(
+                "UPDATE participants SET reserved = reserved - ?, position = position + ? WHERE bank = ?",
+                (t.amount, t.amount, t.debtor_bank),
+            )
+            db.execute(
+                "UPDATE participants SET position = position - ? WHERE bank = ?",
+                (t.amount, t.creditor_bank),
+            )
+        return self._must_get(payment_id)
+
+    def abort(self, payment_id: str, reason: Reason, now: float) -> Transfer:
+        """Payee rejected (or, in naive mode, did not answer in time): release the reservation."""
+        with self.store.unit() as db:
+            t = self._pending(payment_id)
+            if t is None:
+                return self._must_get(payment_id)
+            db.execute(
+                "UPDATE transfers SET status = 'RJCT', reason = ?, decided_at = ? WHERE payment_id = ?",
+                (reason.value, now, payment_id),
+            )
+            db.execute(
+                "UPDATE participants SET reserved = reserved - ? WHERE bank = ?",
+                (t.amount, t.debtor_bank),
+            )
+        return self._must_get(payment_id)
+
+    def status_query(self, payment_id: str, remember_not_received: bool, now: float) -> Transfer | None:
+        """pacs.028: what happened to this payment? Unknown ids may be remembered as AG09."""
+        t = self.get(payment_id)
+        if t is not None or not remember_not_received:
+            return t
+        with self.store.unit() as db:
+            db.execute(
+                "INSERT INTO transfers(payment_id, status, reason, received_at, decided_at)"
+                " VALUES (?, 'RJCT', 'AG09', ?, ?)",
+                (payment_id, now, now),
+            )
+        return self._must_get(payment_id)
+
+    def pending(self) -> list[Transfer]:
+        rows = self.db.execute("SELECT * FROM transfers WHERE status = 'PDNG' ORDER BY received_at")
+        return [Transfer.from_row(r) for r in rows]
+
+    def _pending(self, payment_id: str) -> Transfer | None:
+        t = self._must_get(payment_id)
+        return t if t.status is Status.PDNG else None
+
+    def _must_get(self, payment_id: str) -> Transfer:
+        t = self.get(payment_id)
+        if t is None:
+            raise KeyError(payment_id)
+        return t
+
+    # -- settlement -------------------------------------------------------------------------
+
+    def close_window(self, now: float) -> dict[str, Any]:
+        """Close the open window (freezing its net positions) and open the next one."""
+        with self.store.unit() as db:
+            (window_id,) = db.execute("SELECT window_id FROM windows WHERE state = 'OPEN'").fetchone()
+            db.execute(
+                "UPDATE windows SET state = 'CLOSED', closed_at = ? WHERE window_id = ?",
+                (now, window_id),
+            )
+            db.execute(
+                "INSERT INTO window_positions(window_id, bank, net_position)"
+                " SELECT ?, p.bank,"
+                "  coalesce((SELECT sum(amount) FROM transfers WHERE window_id = ? AND debtor_bank = p.bank), 0)"
+                " - coalesce((SELECT sum(amount) FROM transfers WHERE window_id = ? AND creditor_bank = p.bank), 0)"
+                " FROM participants p",
+                (window_id, window_id, window_id),
+            )
+            db.execute("INSERT INTO windows(state, opened_at) VALUES ('OPEN', ?)", (now,))
+        return self.window(window_id)
+
+    def settle_window(self, window_id: int, now: float) -> dict[str, Any]:
+        """Move each bank's net position between settlement accounts. Settling twice is a no-op."""
+        with self.store.unit() as db:
+            row = db.execute("SELECT state FROM windows WHERE window_id = ?", (window_id,)).fetchone()
+            if row is None:
+                raise WindowError(404, f"settlement window {window_id} does not exist")
+            if row["state"] == "OPEN":
+                raise WindowError(409, f"settlement window {window_id} is open; close it first")
+            if row["state"] == "CLOSED":
+                for bank, net in db.execute(
+                    "SELECT bank, net_position FROM window_positions WHERE window_id = ?",
+                    (window_id,),
+                ).fetchall():
+                    db.execute(
+                        "UPDATE participants SET settlement_balance = settlement_balance - ?,"
+                        " position = position - ? WHERE bank = ?",
+                        (net, net, bank),
+                    )
+                    db.execute(
+                        "INSERT INTO settlement_movements(window_id, bank, amount, balance_after, at)"
+                        " SELECT ?, bank, ?, settlement_balance, ? FROM participants WHERE bank = ?",
+                        (window_id, -net, now, bank),
+                    )
+                db.execute(
+                    "UPDATE windows SET state = 'SETTLED', settled_at = ? WHERE window_id = ?",
+                    (now, window_id),
+                )
+        return self.window(window_id)
+
+    # -- read models (everything reconciliation needs) ---------------------------------------
+
+    def window(self, window_id: int) -> dict[str, Any]:
+        row = self.db.execute("SELECT * FROM windows WHERE window_id = ?", (window_id,)).fetchone()
+        if row is None:
+            raise WindowError(404, f"settlement window {window_id} does not exist")
+        w = dict(row)
+        w["net_positions"] = {
+            bank: net
+            for bank, net in self.db.execute(
+                "SELECT bank, net_position FROM window_positions WHERE window_id = ? ORDER BY bank",
+                (window_id,),
+            )
+        }
+        (w["transfer_count"], w["transfer_value"]) = self.db.execute(
+            "SELECT count(*), coalesce(sum(amount), 0) FROM transfers WHERE window_id = ?",
+            (window_id,),
+        ).fetchone()
+        return w
+
+    def windows(self) -> list[dict[str, Any]]:
+        ids = [r[0] for r in self.db.execute("SELECT window_id FROM windows ORDER BY window_id")]
+        return [self.window(i) for i in ids]
+
+    def participants(self) -> list[dict[str, Any]]:
+        return [dict(r) for r in self.db.execute("SELECT * FROM participants ORDER BY bank")]
+
+    def transfers(self, after: str = "", limit: int = 1_000_000) -> list[dict[str, Any]]:
+        rows = self.db.execute(
+            "SELECT * FROM transfers WHERE payment_id > ? ORDER BY payment_id LIMIT ?",
+            (after, limit),
+        )
+        return [dict(r) for r in rows]
+
+    def movements(self) -> list[dict[str, Any]]:
+        return [dict(r) for r in self.db.execute("SELECT * FROM settlement_movements ORDER BY movement_id")]
