@@ -10,15 +10,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from harness.direct_load import drive, summarise  # noqa: E402
-from harness.topology import local_system  # noqa: E402
+from harness.direct_load import drive, summarise
+from harness.topology import local_system
 
 
 def main() -> None:

@@ -37,18 +37,17 @@ def build_system(
     banks: int = 4,
     resilience: Resilience = "robust",
     switch_resilience: Resilience | None = None,
+    payee_timeout_s: float = 2.0,
     **overrides: Any,
 ) -> SystemConfig:
     """A system on free loopback ports with every link direct (no proxy yet).
 
-    `overrides` go to each BankConfig (e.g. accounts=200, credit_delay_ms=...) or, when prefixed
-    with `switch_`, to the SwitchConfig (e.g. switch_payee_timeout_s=0.5)."""
-    codes = [f"BNK{chr(ord('A') + i)}" for i in range(banks)] if banks <= 26 else None
-    if codes is None:
-        raise ValueError("at most 26 banks")
-    switch_kw = {k.removeprefix("switch_"): v for k, v in overrides.items() if k.startswith("switch_")}
+    System-wide settings (durability, status_query, currency) and any BankConfig field
+    (accounts=200, credit_delay_ms=..., switch_timeout_s=...) can be overridden."""
+    if not 1 <= banks <= 26:
+        raise ValueError("banks must be between 1 and 26")
+    codes = [f"BNK{chr(ord('A') + i)}" for i in range(banks)]
     system_kw = {k: overrides.pop(k) for k in ("durability", "status_query", "currency") if k in overrides}
-    bank_kw = {k: v for k, v in overrides.items() if not k.startswith("switch_")}
     switch_port = free_port()
     bank_ports = {code: free_port() for code in codes}
     return SystemConfig(
@@ -56,7 +55,7 @@ def build_system(
             listen=f"127.0.0.1:{switch_port}",
             bank_urls={code: f"http://127.0.0.1:{port}" for code, port in bank_ports.items()},
             resilience=switch_resilience or resilience,
-            **switch_kw,
+            payee_timeout_s=payee_timeout_s,
         ),
         banks=[
             BankConfig(
@@ -64,7 +63,7 @@ def build_system(
                 listen=f"127.0.0.1:{bank_ports[code]}",
                 switch_url=f"http://127.0.0.1:{switch_port}",
                 resilience=resilience,
-                **bank_kw,
+                **overrides,
             )
             for code in codes
         ],

@@ -31,8 +31,10 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     except InvalidRequest as exc:
         return format_error(exc.message)
     except web.HTTPException as exc:
-        if exc.status >= 400:
-            return format_error(f"{request.method} {request.path}: {exc.reason}") if exc.status < 500 else exc
+        if 400 <= exc.status < 500:  # unknown route, wrong method: still a coded answer
+            resp = format_error(f"{request.method} {request.path}: {exc.reason}")
+            resp.set_status(exc.status)
+            return resp
         raise
     except Exception as exc:
         log.exception("unhandled error on %s %s", request.method, request.path)

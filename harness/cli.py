@@ -1,0 +1,89 @@
+"""`harness`: the command line of the chaos harness."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from pathlib import Path
+
+from harness import snapshot
+from harness.direct_load import drive, summarise
+from harness.reconcile import reconcile
+from harness.topology import LocalTopology, TopologyError, build_system
+
+
+def demo(args: argparse.Namespace) -> int:
+    """Start the mock payment system, pay for a few seconds, settle, reconcile, print a summary."""
+    run_dir = args.out / time.strftime("demo-%Y%m%d-%H%M%S")
+    system = build_system(banks=args.banks, accounts=1000)
+    print(f"run directory: {run_dir}")
+    print(f"starting the switch and {args.banks} banks as local processes ...")
+    topo = LocalTopology(system, run_dir)
+    try:
+        topo.start()
+        urls = {code: topo.bank(code).url for code in topo.bank_codes}
+        print(f"paying for {args.seconds:g}s with {args.customers} customers ...")
+        started = time.monotonic()
+        results = asyncio.run(
+            drive(system, urls, args.seconds, args.customers, prefix="demo", progress=True, seed=args.seed)
+        )
+        elapsed = time.monotonic() - started
+        switch = topo.switch.url
+        closed = json.loads(_post(switch + "/settlement/windows/close"))
+        _post(switch + f"/settlement/windows/{closed['window_id']}/settle")
+        snap = snapshot.take(switch, urls)
+        snapshot.save(snap, run_dir / "ledgers.json")
+    except TopologyError as exc:
+        print(f"harness: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\ninterrupted: stopping the services", file=sys.stderr)
+        return 130
+    finally:
+        topo.stop()
+    load = summarise(results, elapsed)
+    result = reconcile(snap, system.total_customer_money(), system.total_settlement_money())
+    summary = {"load": load, "settlement_window": closed, "reconciliation": result.summary()}
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    print()
+    print(f"payments      {load['payments']:,} in {elapsed:.1f}s ({load['payments_per_s']:.0f}/s)")
+    print(f"latency       p50 {load['p50_ms']:.0f} ms, p99 {load['p99_ms']:.0f} ms")
+    print(f"outcomes      {load['outcomes']}  rejections {load['reasons']}")
+    print(f"window {closed['window_id']}      closed and settled: {closed['transfer_count']:,} transfers")
+    print(f"  net positions {closed['net_positions']}")
+    print(
+        f"reconcile     {result.payments:,} payments: {result.clean_settled:,} settled, "
+        f"{result.clean_failed:,} cleanly failed, {result.anomaly_count} anomalies"
+    )
+    for check in result.books:
+        print(f"  {'ok  ' if check.ok else 'FAIL'} {check.name}: {check.detail}")
+    print(f"\nverdict: {'CONSISTENT' if result.ok else 'INCONSISTENT'}; details in {run_dir / 'summary.json'}")
+    return 0 if result.ok else 1
+
+
+def _post(url: str) -> bytes:
+    import urllib.request
+
+    with urllib.request.urlopen(urllib.request.Request(url, data=b"", method="POST"), timeout=30) as resp:
+        return resp.read()  # type: ignore[no-any-return]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="harness", description="Chaos-testing harness for payment switches.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    d = sub.add_parser("demo", help="start the mock system, pay for a while, settle and reconcile")
+    d.add_argument("--seconds", type=float, default=5.0)
+    d.add_argument("--customers", type=int, default=32, help="customers paying concurrently")
+    d.add_argument("--banks", type=int, default=4)
+    d.add_argument("--seed", type=int, default=1)
+    d.add_argument("--out", type=Path, default=Path("reports/runs"))
+    args = parser.parse_args(argv)
+    commands = {"demo": demo}
+    return commands[args.command](args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
