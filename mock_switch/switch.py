@@ -42,6 +42,7 @@ class SwitchService(Service):
         self.config = config
         self.ledger = SwitchLedger(store, config, time.time())
         self.robust = config.switch.resilience == "robust"
+        self.participants = frozenset(b.code for b in config.banks)
         self.directory: dict[str, Party] = {}
         for p in config.parties():
             self.directory[p.account] = p
@@ -100,7 +101,7 @@ class SwitchService(Service):
     def _validate(self, req: TransferRequest) -> None:
         if req.currency != self.config.currency:
             raise InvalidRequest(f"field 'currency': this switch settles {self.config.currency} only")
-        if not self.ledger.is_participant(req.debtor_bank):
+        if req.debtor_bank not in self.participants:
             raise InvalidRequest(f"field 'debtor_bank': {req.debtor_bank} is not a participant")
         if req.creditor_bank == req.debtor_bank:
             raise InvalidRequest("field 'creditor_bank': on-us payments do not go through the switch")
