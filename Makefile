@@ -4,14 +4,29 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test setup lint typecheck unit bench clean
+TOOLS  := .tools/bin
+TOXIPROXY_VERSION := v2.12.0
+
+.PHONY: demo test setup tools lint typecheck unit bench clean
 
 demo: setup
 	$(BIN)/harness demo
 
 test: setup lint typecheck unit
 
-setup: $(STAMP)
+setup: $(STAMP) tools
+
+# Toxiproxy is not packaged for PyPI or Debian: build the real server once from the Go module
+# proxy into a project-local folder. Elsewhere, set TOXIPROXY_SERVER to a release binary instead.
+tools: $(TOOLS)/toxiproxy-server
+
+$(TOOLS)/toxiproxy-server:
+	@if [ -n "$$TOXIPROXY_SERVER" ]; then echo "using TOXIPROXY_SERVER=$$TOXIPROXY_SERVER"; exit 0; fi; \
+	command -v go >/dev/null || { echo "Go is needed to build toxiproxy-server (or set TOXIPROXY_SERVER to a release binary)"; exit 1; }; \
+	mkdir -p $(TOOLS) && tmp=$$(mktemp -d) && \
+	GOBIN=$$tmp CGO_ENABLED=0 go install github.com/Shopify/toxiproxy/v2/cmd/server@$(TOXIPROXY_VERSION) && \
+	GOBIN=$$tmp CGO_ENABLED=0 go install github.com/Shopify/toxiproxy/v2/cmd/cli@$(TOXIPROXY_VERSION) && \
+	mv $$tmp/cli $(TOOLS)/toxiproxy-cli && mv $$tmp/server $(TOOLS)/toxiproxy-server && rmdir $$tmp
 
 # Re-install only when the dependency list changes.
 $(STAMP): pyproject.toml

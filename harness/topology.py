@@ -8,6 +8,7 @@ kill -9 of the harness; `stop()` sends SIGTERM, then SIGKILL after a grace perio
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import signal
 import socket
@@ -20,11 +21,18 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from mock_switch.config import BankConfig, Resilience, SwitchConfig, SystemConfig
 
-DEFAULT_BANKS = ("BNKA", "BNKB", "BNKC", "BNKD")
+if TYPE_CHECKING:
+    from harness.toxiproxy import Link
+
+
+def parent_death_preexec() -> None:
+    """Runs in the child before exec: have the kernel SIGTERM it when the harness dies."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG survives exec
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -73,6 +81,40 @@ def build_system(
 
 class TopologyError(Exception):
     pass
+
+
+def link_names(system: SystemConfig) -> list[str]:
+    """Every link of the topology, in a stable order."""
+    names = []
+    for bank in system.banks:
+        names += [f"customers->{bank.code}", f"{bank.code}->switch", f"switch->{bank.code}"]
+    return names
+
+
+def route_through(system: SystemConfig, host: str = "127.0.0.1") -> tuple[SystemConfig, dict[str, Link]]:
+    """Give every link its own proxy listener and point each caller at it.
+
+    Returns the system to start (banks dial the switch, and the switch dials each bank, through
+    their link's listener) and the links to create on the Toxiproxy server."""
+    from harness.toxiproxy import Link
+
+    switch_listen = system.switch.listen
+    links: dict[str, Link] = {}
+    for bank in system.banks:
+        links[f"customers->{bank.code}"] = Link(f"customers->{bank.code}", f"{host}:{free_port(host)}", bank.listen)
+        links[f"{bank.code}->switch"] = Link(f"{bank.code}->switch", f"{host}:{free_port(host)}", switch_listen)
+        links[f"switch->{bank.code}"] = Link(f"switch->{bank.code}", f"{host}:{free_port(host)}", bank.listen)
+    routed = system.model_copy(
+        update={
+            "switch": system.switch.model_copy(
+                update={"bank_urls": {b.code: f"http://{links[f'switch->{b.code}'].listen}" for b in system.banks}}
+            ),
+            "banks": [
+                b.model_copy(update={"switch_url": f"http://{links[f'{b.code}->switch'].listen}"}) for b in system.banks
+            ],
+        }
+    )
+    return routed, links
 
 
 @dataclass
@@ -205,6 +247,16 @@ class LocalTopology:
         except BaseException:
             self.stop()
             raise
+
+    @property
+    def service_names(self) -> list[str]:
+        return list(self.services)
+
+    def kill(self, name: str) -> None:
+        self.services[name].kill()
+
+    def signal(self, name: str, sig: signal.Signals) -> None:
+        self.services[name].signal(sig)
 
     def restart(self, name: str) -> None:
         svc = self.services[name]

@@ -1,0 +1,240 @@
+"""The nemesis: faults applied to links (Toxiproxy) and services (processes) on a schedule.
+
+Every apply and heal is appended to the fault timeline (faults.jsonl) with its real timestamp.
+Faults are healed when their window ends, by `heal_all()` in a `finally`, and Toxiproxy is reset
+when the harness starts, so a crashed run cannot leave a toxic behind for the next one.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any, Literal, Protocol
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from harness.toxiproxy import Link, ToxiproxyServer
+
+# Toxiproxy toxics and the attributes each one takes (all integers; times in ms, rates in KB/s).
+TOXICS: dict[str, dict[str, str]] = {
+    "latency": {"latency": "added delay, ms", "jitter": "random +/- ms"},
+    "bandwidth": {"rate": "KB/s"},
+    "timeout": {"timeout": "ms before the connection is closed; 0 = black hole until healed"},
+    "reset_peer": {"timeout": "ms before the connection is reset (TCP RST)"},
+    "slow_close": {"delay": "ms before a close is passed on"},
+    "slicer": {"average_size": "bytes per slice", "size_variation": "bytes", "delay": "µs between slices"},
+    "limit_data": {"bytes": "bytes passed before the connection is closed"},
+}
+LINK_FAULTS = ("down", "partition")
+SERVICE_FAULTS = ("crash", "pause")
+FAULT_KINDS = (*TOXICS, *LINK_FAULTS, *SERVICE_FAULTS)
+
+FaultKind = Literal[
+    "latency", "bandwidth", "timeout", "reset_peer", "slow_close", "slicer", "limit_data",
+    "down", "partition", "crash", "pause",
+]  # fmt: skip
+
+
+class FaultSpec(BaseModel):
+    """One fault of a schedule: what, where, when (offset from the start of load) and how long."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = ""
+    kind: FaultKind
+    # Links (`switch->BNKB`), a bank code or `switch` (all of its links), or services for crash/pause.
+    targets: list[str] = Field(min_length=1)
+    start: float = Field(ge=0, description="seconds after load starts")
+    duration: float = Field(gt=0, description="seconds until healed (for crash: until restarted)")
+    attributes: dict[str, int] = Field(default_factory=dict)
+    stream: Literal["upstream", "downstream"] = "downstream"
+    toxicity: float = Field(1.0, ge=0, le=1)
+
+    @field_validator("targets", mode="before")
+    @classmethod
+    def _one_or_many(cls, v: Any) -> Any:
+        return [v] if isinstance(v, str) else v
+
+    @model_validator(mode="after")
+    def _check_attributes(self) -> FaultSpec:
+        if self.kind in TOXICS:
+            allowed = TOXICS[self.kind]
+            unknown = sorted(set(self.attributes) - set(allowed))
+            if unknown:
+                raise ValueError(
+                    f"attributes {unknown} do not apply to a {self.kind} fault; it takes "
+                    + ", ".join(f"{k} ({v})" for k, v in allowed.items())
+                )
+            negative = sorted(k for k, v in self.attributes.items() if v < 0)
+            if negative:
+                raise ValueError(f"attributes {negative} must not be negative")
+        elif self.attributes:
+            raise ValueError(f"a {self.kind} fault takes no attributes")
+        return self
+
+    @property
+    def end(self) -> float:
+        return self.start + self.duration
+
+
+def expand_targets(fault: FaultSpec, links: list[str], services: list[str]) -> list[str]:
+    """Resolve bank codes and `switch` to their links (for link faults), validating every name."""
+    if fault.kind in SERVICE_FAULTS:
+        bad = [t for t in fault.targets if t not in services]
+        if bad:
+            raise ValueError(f"{fault.kind} targets {bad}, which are not services; services are {services}")
+        return list(fault.targets)
+    out: list[str] = []
+    for target in fault.targets:
+        if target in links:
+            out.append(target)
+            continue
+        touching = [
+            name
+            for name in links
+            if target in name.split("->") and not (target == "switch" and name.startswith("customers->"))
+        ]
+        if not touching or target == "customers":
+            raise ValueError(
+                f"{fault.kind} targets {target!r}, which is neither a link nor a service; links are {links}"
+            )
+        out.extend(touching)
+    return list(dict.fromkeys(out))
+
+
+class ServiceControl(Protocol):
+    """What the nemesis needs from a topology backend to crash and pause services."""
+
+    @property
+    def service_names(self) -> list[str]: ...
+    def kill(self, name: str) -> None: ...
+    def restart(self, name: str) -> None: ...
+    def signal(self, name: str, sig: signal.Signals) -> None: ...
+
+
+@dataclass
+class _Active:
+    fault: FaultSpec
+    targets: list[str]
+
+
+@dataclass
+class Nemesis:
+    toxiproxy: ToxiproxyServer
+    links: dict[str, Link]
+    services: ServiceControl
+    timeline_path: Path
+    active: dict[str, _Active] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _out: IO[str] | None = None
+
+    def record(self, event: str, fault: FaultSpec, targets: list[str], **extra: Any) -> None:
+        if self._out is None:
+            self.timeline_path.parent.mkdir(parents=True, exist_ok=True)
+            self._out = self.timeline_path.open("a")
+        line = {"event": event, "fault": fault.name, "kind": fault.kind, "targets": targets, "at": time.time()}
+        if event == "apply" and fault.attributes:
+            line["attributes"] = dict(fault.attributes)
+        line.update(extra)
+        self._out.write(json.dumps(line) + "\n")
+        self._out.flush()
+
+    def apply(self, fault: FaultSpec) -> None:
+        targets = expand_targets(fault, list(self.links), self._service_names())
+        with self._lock:
+            if fault.name in self.active:
+                raise ValueError(f"fault {fault.name!r} is already active")
+            if fault.kind in TOXICS:
+                for t in targets:
+                    self.toxiproxy.add_toxic(
+                        self.links[t], fault.name, fault.kind, dict(fault.attributes), fault.stream, fault.toxicity
+                    )
+            elif fault.kind in LINK_FAULTS:
+                for t in targets:
+                    self.toxiproxy.set_enabled(self.links[t], False)
+            elif fault.kind == "crash":
+                for t in targets:
+                    self.services.kill(t)
+            elif fault.kind == "pause":
+                for t in targets:
+                    self.services.signal(t, signal.SIGSTOP)
+            self.active[fault.name] = _Active(fault, targets)
+            self.record("apply", fault, targets)
+
+    def heal(self, name: str) -> None:
+        with self._lock:
+            act = self.active.pop(name, None)
+            if act is None:
+                return
+            fault, targets = act.fault, act.targets
+            if fault.kind in TOXICS:
+                for t in targets:
+                    self.toxiproxy.remove_toxic(self.links[t], fault.name)
+            elif fault.kind in LINK_FAULTS:
+                still_down = {t for a in self.active.values() if a.fault.kind in LINK_FAULTS for t in a.targets}
+                for t in targets:
+                    if t not in still_down:  # overlapping partitions: the link stays down for the other
+                        self.toxiproxy.set_enabled(self.links[t], True)
+            elif fault.kind == "crash":
+                for t in targets:
+                    self.services.restart(t)
+            elif fault.kind == "pause":
+                for t in targets:
+                    self.services.signal(t, signal.SIGCONT)
+            self.record("heal", fault, targets)
+
+    def heal_all(self) -> None:
+        """Heal everything still active (in reverse order of application), then reset Toxiproxy."""
+        for name in reversed(list(self.active)):
+            act = self.active[name]
+            try:
+                self.heal(name)
+            except Exception as exc:  # keep healing the rest; the reset below is the backstop
+                self.active.pop(name, None)
+                self.record("heal-failed", act.fault, act.targets, error=str(exc))
+        self.toxiproxy.reset()
+
+    def close(self) -> None:
+        if self._out is not None:
+            self._out.close()
+            self._out = None
+
+    def _service_names(self) -> list[str]:
+        return self.services.service_names
+
+
+class SchedulePlayer(threading.Thread):
+    """Plays a fault schedule against the wall clock from `t0`; heals everything on stop."""
+
+    def __init__(self, nemesis: Nemesis, schedule: list[FaultSpec], t0: float) -> None:
+        super().__init__(name="nemesis", daemon=True)
+        self.nemesis = nemesis
+        self.events = sorted(
+            [(f.start, 1, "apply", f) for f in schedule] + [(f.end, 0, "heal", f) for f in schedule],
+            key=lambda e: (e[0], e[1]),  # at the same instant, heal before apply
+        )
+        self.t0 = t0
+        self.stop_event = threading.Event()
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            for offset, _, action, fault in self.events:
+                if self.stop_event.wait(max(0.0, self.t0 + offset - time.time())):
+                    return
+                if action == "apply":
+                    self.nemesis.apply(fault)
+                else:
+                    self.nemesis.heal(fault.name)
+        except BaseException as exc:  # surfaced by stop(); the run must not pretend it went well
+            self.error = exc
+        finally:
+            self.nemesis.heal_all()
+
+    def stop(self, timeout_s: float = 60.0) -> None:
+        self.stop_event.set()
+        self.join(timeout_s)

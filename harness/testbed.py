@@ -1,0 +1,69 @@
+"""A testbed: Toxiproxy, the links, and the mock payment system, started and stopped together.
+
+Start order: Toxiproxy (reset), one proxy per link, then the services configured to dial each
+other through those proxies. Stop order is the reverse, and always happens.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import TracebackType
+
+from harness.nemesis import Nemesis
+from harness.topology import LocalTopology, route_through
+from harness.toxiproxy import Link, ToxiproxyServer
+from mock_switch.config import SystemConfig
+
+
+class Testbed:
+    __test__ = False  # not a pytest test class, despite the name
+
+    def __init__(self, system: SystemConfig, run_dir: Path) -> None:
+        self.run_dir = run_dir
+        self.toxiproxy = ToxiproxyServer(run_dir / "logs" / "toxiproxy.log")
+        self.system, self.links = route_through(system)
+        self.topology = LocalTopology(self.system, run_dir)
+        self.nemesis = Nemesis(self.toxiproxy, self.links, self.topology, run_dir / "faults.jsonl")
+
+    def start(self) -> None:
+        try:
+            self.toxiproxy.start()
+            for link in self.links.values():
+                self.toxiproxy.create(link)
+            self.topology.start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        try:
+            if self.nemesis.active:
+                self.nemesis.heal_all()
+        finally:
+            self.nemesis.close()
+            self.topology.stop()
+            self.toxiproxy.stop()
+
+    @property
+    def customer_urls(self) -> dict[str, str]:
+        """Where customers reach each bank: through the `customers->BANK` link."""
+        return {code: f"http://{self.links[f'customers->{code}'].listen}" for code in self.topology.bank_codes}
+
+    @property
+    def direct_urls(self) -> dict[str, str]:
+        """The services' own addresses, bypassing Toxiproxy (for ledger snapshots)."""
+        urls = {code: self.topology.bank(code).url for code in self.topology.bank_codes}
+        urls["switch"] = self.topology.switch.url
+        return urls
+
+    def link(self, name: str) -> Link:
+        return self.links[name]
+
+    def __enter__(self) -> Testbed:
+        self.start()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.stop()

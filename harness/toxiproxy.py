@@ -1,0 +1,186 @@
+"""Toxiproxy: the real server as a subprocess, and every link of the topology as one of its proxies.
+
+The client is toxiproxy-python. Where it falls short we call Toxiproxy's HTTP API directly, here
+and nowhere else:
+- it has no request timeouts (a wedged server would hang the harness), so every call goes through
+  `_api()` with a deadline;
+- it cannot update a toxic in place (POST /proxies/{proxy}/toxics/{toxic});
+- its host/port live in a class attribute shared by the whole process, so we set it on each call.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from toxiproxy import Toxiproxy
+from toxiproxy.api import APIConsumer
+
+from harness.topology import free_port
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+TOOLS_BIN = PROJECT_ROOT / ".tools" / "bin"
+TOXIPROXY_VERSION = "v2.12.0"
+INSTALL_HINT = (
+    "build it once with `make tools` (needs Go: installs github.com/Shopify/toxiproxy/v2/cmd/server@"
+    f"{TOXIPROXY_VERSION} into .tools/bin), or download a release binary of toxiproxy-server and set "
+    "TOXIPROXY_SERVER=/path/to/toxiproxy-server"
+)
+
+
+class ToxiproxyError(Exception):
+    pass
+
+
+def find_server() -> Path | None:
+    """The toxiproxy-server binary: $TOXIPROXY_SERVER, then .tools/bin, then $PATH."""
+    env = os.environ.get("TOXIPROXY_SERVER")
+    if env:
+        return Path(env) if Path(env).is_file() else None
+    local = TOOLS_BIN / "toxiproxy-server"
+    if local.is_file():
+        return local
+    found = shutil.which("toxiproxy-server")
+    return Path(found) if found else None
+
+
+@dataclass(frozen=True)
+class Link:
+    """A directed network path through Toxiproxy, e.g. `switch->BNKB`."""
+
+    name: str  # as people write it: customers->BNKA, BNKA->switch, switch->BNKA
+    listen: str  # host:port of the proxy listener (what the caller dials)
+    upstream: str  # host:port of the real service
+
+    @property
+    def proxy(self) -> str:
+        """Toxiproxy's name for the proxy (no '>' in URLs)."""
+        return self.name.replace("->", "__to__")
+
+
+class ToxiproxyServer:
+    """A toxiproxy-server process on a free loopback port, reset at start."""
+
+    def __init__(self, log_path: Path, binary: Path | None = None, host: str = "127.0.0.1") -> None:
+        self.binary = binary or find_server()
+        self.host = host
+        self.port = 0
+        self.log_path = log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+        self._log: Any = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def start(self, timeout_s: float = 10.0) -> None:
+        if self.binary is None:
+            raise ToxiproxyError(f"toxiproxy-server not found; {INSTALL_HINT}")
+        self.port = free_port(self.host)
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self._log = self.log_path.open("ab")
+        from harness.topology import parent_death_preexec
+
+        self.proc = subprocess.Popen(
+            [str(self.binary), "-host", self.host, "-port", str(self.port)],
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            preexec_fn=parent_death_preexec,  # a Go binary cannot watch its parent for us
+        )
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise ToxiproxyError(f"toxiproxy-server exited with {self.proc.returncode}; see {self.log_path}")
+            with contextlib.suppress(OSError):
+                if self.version():
+                    self.reset()
+                    return
+            time.sleep(0.05)
+        self.stop()
+        raise ToxiproxyError(f"toxiproxy-server did not answer on {self.url} within {timeout_s:.0f}s")
+
+    def version(self) -> str:
+        with urllib.request.urlopen(self.url + "/version", timeout=1) as resp:
+            return str(resp.read().decode().strip())
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    # -- the client --------------------------------------------------------------------------
+
+    def _client(self) -> Toxiproxy:
+        APIConsumer.host, APIConsumer.port = self.host, self.port
+        return Toxiproxy()
+
+    def _api(self, method: str, path: str, body: dict[str, Any] | None = None) -> Any:
+        data = json.dumps(body).encode() if body is not None else None
+        req = urllib.request.Request(
+            self.url + path, data=data, method=method, headers={"Content-Type": "application/json"}
+        )
+        try:
+            with urllib.request.urlopen(req, timeout=5) as resp:
+                raw = resp.read()
+        except urllib.error.HTTPError as exc:
+            detail = exc.read().decode(errors="replace").strip()
+            raise ToxiproxyError(f"toxiproxy {method} {path}: HTTP {exc.code}: {detail}") from None
+        return json.loads(raw) if raw.strip() else None
+
+    def reset(self) -> None:
+        """Re-enable every proxy and remove every toxic."""
+        self._api("POST", "/reset")
+
+    def create(self, link: Link) -> None:
+        # A fresh server at every run start holds no proxies; a name clash means a programming error.
+        self._client().create(upstream=link.upstream, name=link.proxy, listen=link.listen, enabled=True)
+
+    def proxies(self) -> dict[str, Any]:
+        return self._api("GET", "/proxies")  # type: ignore[no-any-return]
+
+    def add_toxic(
+        self, link: Link, name: str, kind: str, attributes: dict[str, int], stream: str = "downstream",
+        toxicity: float = 1.0,
+    ) -> None:  # fmt: skip
+        proxy = self._client().get_proxy(link.proxy)
+        if proxy is None:
+            raise ToxiproxyError(f"link {link.name} has no proxy on {self.url}")
+        proxy.add_toxic(name=name, type=kind, attributes=attributes, stream=stream, toxicity=toxicity)
+
+    def update_toxic(self, link: Link, name: str, attributes: dict[str, int], toxicity: float | None = None) -> None:
+        # Not in toxiproxy-python: update in place, so a latency can change without a gap.
+        body: dict[str, Any] = {"attributes": attributes}
+        if toxicity is not None:
+            body["toxicity"] = toxicity
+        self._api("POST", f"/proxies/{link.proxy}/toxics/{name}", body)
+
+    def remove_toxic(self, link: Link, name: str) -> None:
+        with contextlib.suppress(ToxiproxyError):  # already gone is healed
+            self._api("DELETE", f"/proxies/{link.proxy}/toxics/{name}")
+
+    def set_enabled(self, link: Link, enabled: bool) -> None:
+        proxy = self._client().get_proxy(link.proxy)
+        if proxy is None:
+            raise ToxiproxyError(f"link {link.name} has no proxy on {self.url}")
+        if enabled:
+            proxy.enable()
+        else:
+            proxy.disable()
