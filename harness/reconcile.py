@@ -36,6 +36,7 @@ class PaymentView:
     switch: str
     payee: str  # ACCP | RJCT:<reason> | absent
     amount: int | None
+    first_seen: float | None = None  # earliest timestamp any ledger has for it
 
 
 @dataclass
@@ -53,6 +54,8 @@ class Reconciliation:
     anomalies: dict[str, list[PaymentView]] = field(default_factory=dict)
     books: list[BooksCheck] = field(default_factory=list)
     totals: dict[str, int] = field(default_factory=dict)
+    settled_ids: set[str] = field(default_factory=set, repr=False)  # money moved, cleanly
+    failed_ids: set[str] = field(default_factory=set, repr=False)  # no money moved, cleanly
 
     @property
     def anomaly_count(self) -> int:
@@ -88,8 +91,13 @@ def _state(row: dict[str, Any] | None) -> str:
 
 
 def reconcile(
-    snap: Snapshot, opening_customer_money: int | None = None, opening_settlement_money: int | None = None
+    snap: Snapshot,
+    opening_customer_money: int | None = None,
+    opening_settlement_money: int | None = None,
+    settled_before: float | None = None,
 ) -> Reconciliation:
+    """Reconcile a snapshot. With `settled_before`, payments first seen after that time are still
+    in their normal flight and are left out of the anomaly classes (used while load is running)."""
     result = Reconciliation()
     transfers = {t["payment_id"]: t for t in snap["switch"]["transfers"]}
     payments: dict[str, tuple[str, dict[str, Any]]] = {}
@@ -122,6 +130,10 @@ def reconcile(
             switch=_state(t),
             payee=_state(c),
             amount=(p or t or c or {}).get("amount"),
+            first_seen=min(
+                (ts for ts in (p and p["created_at"], t and t["received_at"], c and c["received_at"]) if ts),
+                default=None,
+            ),
         )
         debited = p is not None and p["status"] == "ACSC"
         committed = t is not None and t["status"] == "ACSC"
@@ -139,11 +151,13 @@ def reconcile(
             cls = Anomaly.AMOUNT_MISMATCH
         else:
             cls = None
+        if settled_before is not None and (view.first_seen or 0) > settled_before:
+            continue
         if cls is None:
             if debited:
-                result.clean_settled += 1
+                result.settled_ids.add(pid)
             else:
-                result.clean_failed += 1
+                result.failed_ids.add(pid)
         else:
             anomalies[cls.value].append(view)
     dupes = [key for key, n in effects.items() if n > 1]
@@ -151,6 +165,7 @@ def reconcile(
         anomalies[Anomaly.DUPLICATE_EFFECT.value].append(
             PaymentView(pid, code, None, f"{kind} x{effects[(code, pid, kind)]}", "", "", None)
         )
+    result.clean_settled, result.clean_failed = len(result.settled_ids), len(result.failed_ids)
     for views in anomalies.values():
         views.sort(key=lambda v: v.payment_id)
     result.anomalies = dict(anomalies)

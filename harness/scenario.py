@@ -1,0 +1,188 @@
+"""Scenarios: topology + load profile + fault schedule + expectations, from YAML or Python.
+
+A malformed scenario file is rejected before anything starts, with an error naming the file, the
+field and the fix, e.g. "scenarios/x.yaml: faults[1].targets: 'switch->ZBNK' is neither a link
+nor a service; links are [...]".
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from harness.nemesis import FAULT_KINDS, FaultSpec, expand_targets
+from mock_switch.config import Resilience
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TopologySpec(_Strict):
+    banks: int = Field(4, ge=2, le=26)
+    resilience: Resilience = "robust"
+    switch_resilience: Resilience | None = None  # default: same as the banks
+    accounts: int = Field(1000, ge=10)
+    net_debit_cap: int = Field(100_000_000, gt=0)
+    payee_timeout_s: float = Field(1.0, gt=0)
+    switch_timeout_s: float = Field(2.5, gt=0)
+    customer_timeout_s: float = Field(3.0, gt=0)
+    durability: Literal["fsync", "os"] = "fsync"
+
+    @property
+    def bank_codes(self) -> list[str]:
+        return [f"BNK{chr(ord('A') + i)}" for i in range(self.banks)]
+
+    @property
+    def link_names(self) -> list[str]:
+        return [n for c in self.bank_codes for n in (f"customers->{c}", f"{c}->switch", f"switch->{c}")]
+
+    @property
+    def service_names(self) -> list[str]:
+        return ["switch", *self.bank_codes]
+
+
+class LoadSpec(_Strict):
+    shape: Literal["constant", "ramp", "spike"] = "constant"
+    users: int = Field(20, ge=1, le=2000)
+    spawn_rate: float = Field(50, gt=0)
+    duration: float = Field(30, gt=0, le=600, description="seconds of load")
+    # What a customer does after an unknown outcome: ask for the status, re-send, or nothing.
+    unknown_policy: Literal["status", "retry", "none"] = "status"
+    processes: int = Field(1, ge=1, le=8)
+    # For payer-concentrated scenarios (e.g. pushing one bank against its net debit cap).
+    payer_banks: list[str] | None = None
+    amount_min: int = Field(100, gt=0)
+    amount_max: int = Field(20_000, gt=0)
+
+
+class SettlementAction(_Strict):
+    at: float = Field(ge=0, description="seconds after load starts")
+    action: Literal["close", "settle", "close_and_settle"] = "close"
+
+
+class AvailabilityExpectation(_Strict):
+    latency_slo_ms: float = Field(2000, gt=0)
+    baseline_success_ratio: float | None = Field(0.99, ge=0, le=1)
+    steady_success_ratio: float | None = Field(0.95, ge=0, le=1)
+    overall_success_ratio: float | None = Field(None, ge=0, le=1)
+    max_time_to_recover_s: float | None = Field(None, gt=0)
+    # Bulkhead: payments between banks not touched by any fault stay available during faults.
+    unaffected_banks_success_ratio: float | None = Field(None, ge=0, le=1)
+
+
+class ConsistencyExpectation(_Strict):
+    # consistent: zero anomalies at the end. anomalies_detected: the checker must find some (naive mode).
+    verdict: Literal["consistent", "anomalies_detected"] = "consistent"
+    max_time_to_consistency_s: float | None = Field(30, gt=0)
+    no_acknowledged_payment_lost: bool = True
+
+
+class Expectations(_Strict):
+    availability: AvailabilityExpectation = AvailabilityExpectation()
+    consistency: ConsistencyExpectation = ConsistencyExpectation()
+
+
+class Scenario(_Strict):
+    name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$")
+    description: str = ""
+    backend: Literal["local", "docker"] = "local"
+    seed: int = 1
+    topology: TopologySpec = TopologySpec()
+    load: LoadSpec = LoadSpec()
+    faults: list[FaultSpec] = Field(default_factory=list)
+    settlement: list[SettlementAction] = Field(default_factory=list)
+    expect: Expectations = Expectations()
+    source: str | None = Field(None, exclude=True)
+
+    @model_validator(mode="after")
+    def _check(self) -> Scenario:
+        topo = self.topology
+        if not topo.payee_timeout_s < topo.switch_timeout_s:
+            raise ValueError(
+                f"topology.payee_timeout_s ({topo.payee_timeout_s}) must be shorter than topology.switch_timeout_s"
+                f" ({topo.switch_timeout_s}) so the switch can answer before the payer bank gives up"
+            )
+        names = [f.name for f in self.faults]
+        for i, fault in enumerate(self.faults):
+            where = f"faults[{i}]"
+            try:
+                expand_targets(fault, topo.link_names, topo.service_names)
+            except ValueError as exc:
+                raise ValueError(f"{where}.targets: {exc}") from None
+            if fault.end > self.load.duration:
+                raise ValueError(
+                    f"{where} ends at {fault.end:g}s, after the load stops at {self.load.duration:g}s;"
+                    " shorten it or lengthen load.duration, so its effect and recovery are measured"
+                )
+            if fault.name and names.count(fault.name) > 1:
+                raise ValueError(f"{where}.name: {fault.name!r} is used twice; fault names must be unique")
+        for i, action in enumerate(self.settlement):
+            if action.at > self.load.duration:
+                raise ValueError(f"settlement[{i}].at: {action.at:g}s is after the load stops")
+        if self.load.payer_banks:
+            unknown = sorted(set(self.load.payer_banks) - set(topo.bank_codes))
+            if unknown:
+                raise ValueError(f"load.payer_banks: {unknown} are not banks; banks are {topo.bank_codes}")
+        return self
+
+    def named_faults(self) -> list[FaultSpec]:
+        """Faults with a name each (`<kind>-<n>` when the file gave none)."""
+        return [f if f.name else f.model_copy(update={"name": f"{f.kind}-{i + 1}"}) for i, f in enumerate(self.faults)]
+
+
+class ScenarioError(Exception):
+    """A scenario file is malformed; the message names the file, the field and the fix."""
+
+
+def _loc(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out or "(top level)"
+
+
+def parse(data: Any, source: str) -> Scenario:
+    if not isinstance(data, dict):
+        raise ScenarioError(f"{source}: a scenario must be a mapping with at least a 'name'")
+    try:
+        return Scenario.model_validate({**data, "source": source})
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            msg = err["msg"].removeprefix("Value error, ")
+            if err["type"] == "extra_forbidden":
+                msg = f"unknown field; {_hint(err['loc'])}"
+            elif err["type"] == "literal_error":
+                msg = f"{msg} (got {err['input']!r})"
+            problems.append(f"{_loc(err['loc'])}: {msg}" if err["loc"] else msg)
+        raise ScenarioError(f"{source}: " + "; ".join(problems)) from None
+
+
+def _hint(loc: tuple[Any, ...]) -> str:
+    models: dict[str, type[BaseModel]] = {
+        "topology": TopologySpec, "load": LoadSpec, "faults": FaultSpec, "settlement": SettlementAction,
+        "expect": Expectations, "availability": AvailabilityExpectation, "consistency": ConsistencyExpectation,
+    }  # fmt: skip
+    parent = next((str(p) for p in reversed(loc[:-1]) if isinstance(p, str)), None)
+    model = models.get(parent or "", Scenario)
+    fields = [f for f in model.model_fields if f != "source"]
+    extra = f"; fault kinds are {list(FAULT_KINDS)}" if model is FaultSpec else ""
+    return f"fields here are {fields}{extra}"
+
+
+def load(path: Path) -> Scenario:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise ScenarioError(f"{path}: no such scenario file") from None
+    except yaml.YAMLError as exc:
+        raise ScenarioError(f"{path}: not valid YAML: {exc}") from None
+    return parse(data, str(path))
+
+
+def dump(scenario: Scenario) -> str:
+    return yaml.safe_dump(scenario.model_dump(mode="json", exclude_defaults=False), sort_keys=False)
