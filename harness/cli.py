@@ -64,6 +64,33 @@ def demo(args: argparse.Namespace) -> int:
     return 0 if result.ok else 1
 
 
+def run_cmd(args: argparse.Namespace) -> int:
+    from harness.runner import run
+    from harness.scenario import ScenarioError, load
+
+    try:
+        scenarios = [load(Path(p)) for p in args.scenarios]
+    except ScenarioError as exc:
+        print(f"harness: {exc}", file=sys.stderr)
+        return 2
+    failed = 0
+    for scenario in scenarios:
+        try:
+            outcome = run(scenario, args.out)
+        except KeyboardInterrupt:
+            print("\ninterrupted: faults healed, services and Locust stopped", file=sys.stderr)
+            return 130
+        failed += not outcome.ok
+    return 1 if failed else 0
+
+
+def check_cmd(args: argparse.Namespace) -> int:
+    from harness.runner import check
+
+    outcome = check(args.run_dir)
+    return 0 if outcome.ok else 1
+
+
 def _post(url: str) -> bytes:
     import urllib.request
 
@@ -80,8 +107,13 @@ def main(argv: list[str] | None = None) -> int:
     d.add_argument("--banks", type=int, default=4)
     d.add_argument("--seed", type=int, default=1)
     d.add_argument("--out", type=Path, default=Path("reports/runs"))
+    r = sub.add_parser("run", help="run scenario files (progress shown); writes a run directory each")
+    r.add_argument("scenarios", nargs="+", help="scenario YAML files, e.g. scenarios/baseline.yaml")
+    r.add_argument("--out", type=Path, default=Path("reports/runs"))
+    c = sub.add_parser("check", help="re-run the checkers on a saved run directory")
+    c.add_argument("run_dir", type=Path)
     args = parser.parse_args(argv)
-    commands = {"demo": demo}
+    commands = {"demo": demo, "run": run_cmd, "check": check_cmd}
     return commands[args.command](args)
 
 

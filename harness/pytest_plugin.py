@@ -1,0 +1,77 @@
+"""pytest plugin: every YAML file in a `scenarios/` directory is a test.
+
+Registered through the `pytest11` entry point, so `pytest scenarios/` just works. A scenario
+passes when its expectations hold (SLOs and consistency invariants); a failure prints what was
+expected, what was measured, the run directory and the command that reproduces it.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from harness.scenario import Scenario, ScenarioError, load
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("harness", "payment-switch chaos harness")
+    group.addoption("--harness-out", default="reports/runs", help="where scenario runs write their run directories")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "scenario: a chaos scenario run against the mock payment system")
+    config.addinivalue_line("markers", "docker: needs a Docker engine (backend: docker)")
+
+
+def pytest_collect_file(parent: pytest.Collector, file_path: Path) -> pytest.Collector | None:
+    if file_path.suffix in (".yaml", ".yml") and file_path.parent.name == "scenarios":
+        return ScenarioFile.from_parent(parent, path=file_path)
+    return None
+
+
+class ScenarioFile(pytest.File):
+    def collect(self) -> Iterator[pytest.Item]:
+        try:
+            scenario = load(self.path)
+        except ScenarioError as exc:
+            raise self.CollectError(str(exc)) from None
+        item = ScenarioItem.from_parent(self, name=scenario.name, scenario=scenario)
+        item.add_marker(pytest.mark.scenario)
+        if scenario.backend == "docker":
+            item.add_marker(pytest.mark.docker)
+        yield item
+
+
+class ScenarioFailed(Exception):
+    def __init__(self, report: str) -> None:
+        super().__init__(report)
+        self.report = report
+
+
+class ScenarioItem(pytest.Item):
+    def __init__(self, *, scenario: Scenario, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.scenario = scenario
+
+    def runtest(self) -> None:
+        from harness.runner import run
+
+        if self.scenario.backend == "docker" and shutil.which("docker") is None:
+            pytest.skip("backend docker: no docker client on this machine")
+        out = Path(self.config.getoption("--harness-out"))
+        outcome = run(self.scenario, out, progress=None)
+        self.user_properties.append(("run_dir", str(outcome.run_dir)))
+        if not outcome.ok:
+            raise ScenarioFailed(outcome.failure_report())
+
+    def repr_failure(self, excinfo: pytest.ExceptionInfo[BaseException], style: Any = None) -> str:
+        if isinstance(excinfo.value, ScenarioFailed):
+            return excinfo.value.report
+        return str(super().repr_failure(excinfo))
+
+    def reportinfo(self) -> tuple[Path, int, str]:
+        return self.path, 0, f"scenario {self.scenario.name}"
