@@ -1,8 +1,8 @@
 """Local-process topology: the switch and N banks as subprocesses on loopback.
 
 Each service gets its own data directory and log file inside the run directory. Services are
-started with the harness's pid and die with it (PR_SET_PDEATHSIG), so no orphan survives even a
-kill -9 of the harness; `stop()` sends SIGTERM, then SIGKILL after a grace period.
+given the harness's pid and exit when it disappears, so no orphan survives even a kill -9 of the
+harness; `stop()` sends SIGTERM, then SIGKILL after a grace period.
 """
 
 from __future__ import annotations
@@ -30,7 +30,10 @@ if TYPE_CHECKING:
 
 
 def parent_death_preexec() -> None:
-    """Runs in the child before exec: have the kernel SIGTERM it when the harness dies."""
+    """Runs in the child before exec: have the kernel SIGTERM it when the harness dies.
+
+    Caution: the signal fires when the *thread* that started the child exits, so only use it for
+    processes started from a thread that lives as long as the harness (the main thread)."""
     libc = ctypes.CDLL(None, use_errno=True)
     libc.prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG survives exec
 

@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import ctypes
 import json
 import logging
-import os
-import signal
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -16,20 +13,6 @@ from mock_switch.config import ConfigError, SystemConfig, parse_listen
 
 if TYPE_CHECKING:
     from mock_switch.bank import BankService
-
-PR_SET_PDEATHSIG = 1
-
-
-def die_with_parent(expected_parent: int) -> None:
-    """Ask Linux to SIGTERM us when the process that started us dies, so a killed harness
-    cannot leave services running. Exits now if the parent is already gone."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-    except (OSError, AttributeError):  # pragma: no cover - not Linux
-        return
-    if os.getppid() != expected_parent:
-        sys.exit(0)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -55,8 +38,6 @@ def main(argv: list[str] | None = None) -> int:
         return 0
 
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    if args.parent_pid:
-        die_with_parent(args.parent_pid)
     try:
         config = SystemConfig.load(args.config)
         if args.command == "switch":
@@ -75,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"mock-switch: {exc}", file=sys.stderr)
         return 2
-    service.run(host, port)
+    service.run(host, port, parent_pid=args.parent_pid)
     return 0
 
 

@@ -118,26 +118,41 @@ class Service:
 
     # -- running ------------------------------------------------------------------------------
 
-    def run(self, host: str, port: int) -> None:
-        """Serve until SIGTERM/SIGINT, then stop accepting, finish the books and exit 0."""
+    def run(self, host: str, port: int, parent_pid: int | None = None) -> None:
+        """Serve until SIGTERM/SIGINT (or until `parent_pid` dies), then stop accepting, finish the
+        books and exit 0."""
         try:
             import uvloop
 
             uvloop.install()
         except ImportError:  # pragma: no cover - uvloop is optional; asyncio works, slower
             pass
-        asyncio.run(self._serve(host, port))
+        asyncio.run(self._serve(host, port, parent_pid))
 
-    async def _serve(self, host: str, port: int) -> None:
+    @staticmethod
+    async def _watch_parent(parent_pid: int, stop: asyncio.Event) -> None:
+        while os.getppid() == parent_pid:
+            await asyncio.sleep(0.5)
+        log.warning("parent %d is gone: shutting down", parent_pid)
+        stop.set()
+
+    async def _serve(self, host: str, port: int, parent_pid: int | None) -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+        if parent_pid is not None:
+            # No orphans: when the harness dies (even by kill -9) we are re-parented, so leave.
+            # Polling the parent pid works whichever harness thread started us, unlike
+            # PR_SET_PDEATHSIG, which fires when that *thread* exits.
+            watchdog = asyncio.create_task(self._watch_parent(parent_pid, stop))
         runner = web.AppRunner(self.app, access_log=None, handle_signals=False, shutdown_timeout=2.0)
         await runner.setup()
         site = web.TCPSite(runner, host, port, backlog=1024, reuse_address=True)
         await site.start()
         print(f"{self.name} listening on {host}:{port} pid={os.getpid()}", file=sys.stderr, flush=True)
         await stop.wait()
+        if parent_pid is not None:
+            watchdog.cancel()
         log.warning("%s: shutting down", self.name)
         await runner.cleanup()

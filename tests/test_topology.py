@@ -83,3 +83,25 @@ def test_mock_switch_cli_rejects_an_unknown_bank(tmp_path: Path) -> None:
         timeout=30,
     )
     assert out.returncode == 2 and "no bank 'ZZZZ'" in out.stderr and "BNKA" in out.stderr
+
+
+def test_a_service_restarted_from_a_short_lived_thread_keeps_running(tmp_path: Path) -> None:
+    """Regression: PR_SET_PDEATHSIG fires when the forking *thread* exits; the nemesis restarts
+    crashed services from its schedule thread, which ends soon after."""
+    import threading
+    import time
+
+    from harness.topology import LocalTopology, build_system
+
+    topo = LocalTopology(build_system(banks=2, accounts=10), tmp_path)
+    topo.start()
+    try:
+        t = threading.Thread(target=topo.restart, args=("BNKA",))
+        t.start()
+        t.join()
+        pid = topo.bank("BNKA").pid
+        assert pid is not None
+        time.sleep(1.5)  # longer than the parent watchdog's poll period
+        assert alive(pid) and topo.bank("BNKA").running()
+    finally:
+        topo.stop()
