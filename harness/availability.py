@@ -1,0 +1,767 @@
+"""Availability: per-second and per-phase success ratio, latency and errors, time to detect and time
+to recover, nines and error-budget burn, and the SLO verdicts (DESIGN.md section 5).
+
+Pure functions over a history (`history.jsonl`) and a fault timeline (`faults.jsonl`), so a saved
+run can be re-checked later. An operation is *good* when it is a definitive answer (ACSC, or a
+business reject) within the latency SLO; everything else spends error budget.
+
+Every operation is placed in time by its COMPLETE time, everywhere (buckets, phases, time to
+detect): an outcome only exists once the customer has it, and the history is appended in that
+order. Bucketing by invoke time would book a 10 s timeout against the second it was sent, so a
+timeout fault would show a time to detect of ~0 s although no customer knew anything for 10 s, and
+the seconds just after a heal would look clean while customers were still hanging. By completion,
+time to detect is when the first customer actually got a bad answer, recovery waits for the
+stragglers, and a second's bucket is final once that second has passed (a live view agrees with a
+re-check). The price: a slow operation counts in the second it finished, and a bucket's count is
+the completion rate, which drops to zero while customers hang; that is the signal we want.
+
+Phases: `baseline` until the first apply, `fault` while any fault is active, then `recovery` from
+the heal until the first `recovery_window_s` consecutive seconds each at least the baseline ratio
+minus a tolerance, then `steady` until the next apply. A flapping fault repeats fault, recovery
+(steady) for every quiet gap; time to recover is measured from the last heal.
+"""
+
+from __future__ import annotations
+
+import math
+from bisect import bisect_left, bisect_right
+from collections import Counter
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from operator import itemgetter
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+PHASES = ("baseline", "fault", "recovery", "steady")
+
+# Definitive rejects that are the customer's or the request's fault, not the system's: the switch
+# answered correctly and in time, so they count as available (DESIGN.md section 5). Technical
+# rejects (AB05/AB06 timeouts, AB08 offline, AG09 "not received" after an unknown) do not.
+BUSINESS_REASONS = frozenset({"AM04", "AM23", "AC01", "AC06", "DUPL", "FF01"})
+
+# A run with no bad operation has infinitely many nines; report this many instead ("at least").
+MAX_NINES = 9.0
+
+# A history longer than this is a clock error (an epoch of 0, milliseconds for seconds), not a run.
+MAX_SPAN_S = 7 * 24 * 3600
+
+# Per-operation state, kept in one bytearray so counting and searching run in C.
+_DOWN, _GOOD, _SLOW = 0, 1, 2  # technical failure | good | definitive but over the latency SLO
+
+
+class RunFileError(ValueError):
+    """A line of a run-directory JSONL file that cannot be read."""
+
+
+class TimelineError(ValueError):
+    """A fault timeline whose apply/heal events do not pair up."""
+
+
+@dataclass(frozen=True, slots=True)
+class PhaseTarget:
+    """Per-phase override of the SLO targets (None: no verdict for that figure in that phase)."""
+
+    success_ratio: float | None = None
+    p99_ms: float | None = None
+
+
+@dataclass(frozen=True)
+class SLO:
+    """What "available" means for a run, and the targets the verdicts compare against.
+
+    `success_ratio` is the target for baseline and steady (and the error budget); `p99_ms` the
+    target for baseline; `phase_targets` adds or replaces targets per phase (e.g. a floor during
+    `fault`). Recovery is `recovery_window_s` consecutive 1 s buckets, each with a success ratio
+    of at least the baseline's minus `recovery_tolerance`.
+    """
+
+    latency_slo_ms: float = 2000.0
+    success_ratio: float = 0.999
+    p99_ms: float | None = None
+    max_recovery_s: float | None = None
+    recovery_window_s: int = 3
+    recovery_tolerance: float = 0.01
+    phase_targets: dict[str, PhaseTarget] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.latency_slo_ms > 0:
+            raise ValueError(f"SLO latency_slo_ms={self.latency_slo_ms}: must be > 0 (milliseconds)")
+        if not 0 < self.success_ratio < 1:
+            raise ValueError(f"SLO success_ratio={self.success_ratio}: must be in (0, 1), e.g. 0.999")
+        if self.recovery_window_s < 1:
+            raise ValueError(f"SLO recovery_window_s={self.recovery_window_s}: must be at least 1 second")
+        if not 0 <= self.recovery_tolerance < 1:
+            raise ValueError(f"SLO recovery_tolerance={self.recovery_tolerance}: must be in [0, 1)")
+        if self.max_recovery_s is not None and self.max_recovery_s < 0:
+            raise ValueError(f"SLO max_recovery_s={self.max_recovery_s}: must be >= 0 seconds")
+        unknown = sorted(set(self.phase_targets) - set(PHASES))
+        if unknown:
+            raise ValueError(f"SLO phase_targets names unknown phases {unknown}; phases are: {', '.join(PHASES)}")
+        for phase, t in self.phase_targets.items():
+            if t.success_ratio is not None and not 0 <= t.success_ratio <= 1:
+                raise ValueError(f"SLO phase_targets[{phase!r}].success_ratio={t.success_ratio}: must be in [0, 1]")
+
+    def ratio_target(self, phase: str) -> float | None:
+        override = self.phase_targets.get(phase)
+        if override is not None and override.success_ratio is not None:
+            return override.success_ratio
+        return self.success_ratio if phase in ("baseline", "steady") else None
+
+    def p99_target(self, phase: str) -> float | None:
+        override = self.phase_targets.get(phase)
+        if override is not None and override.p99_ms is not None:
+            return override.p99_ms
+        return self.p99_ms if phase == "baseline" else None
+
+
+@dataclass(frozen=True, slots=True)
+class Stats:
+    """Operations completed in a span of time (a phase, or the whole run)."""
+
+    duration_s: float
+    operations: int
+    good: int
+    slow: int  # definitive answers over the latency SLO (not available, no reason code)
+    errors: dict[str, int]  # every outcome other than ok, by reason (business rejects included)
+    p50_ms: float | None
+    p95_ms: float | None
+    p99_ms: float | None
+    p999_ms: float | None
+
+    @property
+    def success_ratio(self) -> float | None:
+        return self.good / self.operations if self.operations else None
+
+    @property
+    def throughput(self) -> float | None:
+        """Operations per second (completions)."""
+        return self.operations / self.duration_s if self.duration_s > 0 else None
+
+
+@dataclass(frozen=True, slots=True)
+class Bucket:
+    """One second of completions, [start + t, start + t + 1)."""
+
+    t: int
+    count: int
+    good: int
+    slow: int
+    errors: dict[str, int]
+    p50_ms: float | None
+    p95_ms: float | None
+    p99_ms: float | None
+
+    @property
+    def success_ratio(self) -> float | None:
+        return self.good / self.count if self.count else None
+
+
+@dataclass(frozen=True, slots=True)
+class Segment:
+    phase: str
+    start: float
+    end: float
+
+
+@dataclass(frozen=True, slots=True)
+class FaultWindow:
+    """One apply..heal of a named fault (a flapping fault has several)."""
+
+    fault: str
+    kind: str | None
+    targets: tuple[str, ...]
+    apply: float
+    heal: float | None  # None: never healed, active until the end of the history
+    time_to_detect_s: float | None = None
+    operations: int = 0
+    good: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Recovery:
+    """After a heal that left no fault active: when the success ratio was back, if it was."""
+
+    heal: float
+    recovered: float | None
+
+    @property
+    def time_to_recover_s(self) -> float | None:
+        return None if self.recovered is None else self.recovered - self.heal
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    name: str
+    target: float | None
+    measured: float | None
+    ok: bool
+
+
+@dataclass
+class Availability:
+    slo: SLO
+    operations: int
+    start: float | None  # first completion (epoch seconds); offsets in the summary are from here
+    end: float | None  # last completion
+    overall: Stats
+    phases: dict[str, Stats]
+    timeline: list[Segment]
+    faults: list[FaultWindow]
+    recoveries: list[Recovery]
+    baseline_ratio: float | None
+    recovery_threshold: float | None
+    time_to_recover_s: float | None
+    per_second: list[Bucket]
+    verdicts: list[Verdict]
+    warnings: list[str]
+
+    @property
+    def ok(self) -> bool:
+        return all(v.ok for v in self.verdicts)
+
+    @property
+    def nines(self) -> float | None:
+        return nines(self.overall.success_ratio)
+
+    @property
+    def error_budget_burn(self) -> float | None:
+        return error_budget_burn(self.overall.success_ratio, self.slo.success_ratio)
+
+    def summary(self) -> dict[str, Any]:
+        t0 = self.start or 0.0
+
+        def off(t: float | None) -> float | None:
+            return None if t is None else round(t - t0, 3)
+
+        def stats(s: Stats) -> dict[str, Any]:
+            ratio = s.success_ratio
+            return {
+                "duration_s": round(s.duration_s, 3),
+                "operations": s.operations,
+                "good": s.good,
+                "slow": s.slow,
+                "success_ratio": _round(ratio, 6),
+                "nines": _round(nines(ratio), 3),
+                # The budget is the SLO's; per phase this says how much of it that phase spent.
+                "error_budget_burn": _round(error_budget_burn(ratio, self.slo.success_ratio), 3),
+                "throughput": _round(s.throughput, 2),
+                "p50_ms": _round(s.p50_ms, 1),
+                "p95_ms": _round(s.p95_ms, 1),
+                "p99_ms": _round(s.p99_ms, 1),
+                "p999_ms": _round(s.p999_ms, 1),
+                "errors": s.errors,
+            }
+
+        return {
+            "ok": self.ok,
+            "slo": asdict(self.slo),
+            "operations": self.operations,
+            "start": self.start,
+            "end": self.end,
+            "duration_s": round(self.overall.duration_s, 3),
+            "overall": stats(self.overall),
+            "phases": {name: stats(s) for name, s in self.phases.items()},
+            "baseline_ratio": _round(self.baseline_ratio, 6),
+            "recovery_threshold": _round(self.recovery_threshold, 6),
+            "time_to_recover_s": _round(self.time_to_recover_s, 3),
+            "timeline": [{"phase": s.phase, "start": off(s.start), "end": off(s.end)} for s in self.timeline],
+            "faults": [
+                {
+                    "fault": w.fault,
+                    "kind": w.kind,
+                    "targets": list(w.targets),
+                    "apply": off(w.apply),
+                    "heal": off(w.heal),
+                    "healed": w.heal is not None,
+                    "time_to_detect_s": _round(w.time_to_detect_s, 3),
+                    "operations": w.operations,
+                    "success_ratio": _round(w.good / w.operations if w.operations else None, 6),
+                }
+                for w in self.faults
+            ],
+            "recoveries": [
+                {
+                    "heal": off(r.heal),
+                    "recovered": off(r.recovered),
+                    "time_to_recover_s": _round(r.time_to_recover_s, 3),
+                }
+                for r in self.recoveries
+            ],
+            "verdicts": [
+                {"name": v.name, "target": _round(v.target, 6), "measured": _round(v.measured, 6), "ok": v.ok}
+                for v in self.verdicts
+            ],
+            "warnings": self.warnings,
+            "per_second": [
+                {
+                    "t": b.t,
+                    "count": b.count,
+                    "good": b.good,
+                    "slow": b.slow,
+                    "success_ratio": _round(b.success_ratio, 6),
+                    "throughput": b.count,  # completions in a 1 s bucket (the last one may be partial)
+                    "p50_ms": _round(b.p50_ms, 1),
+                    "p95_ms": _round(b.p95_ms, 1),
+                    "p99_ms": _round(b.p99_ms, 1),
+                    "errors": b.errors,
+                }
+                for b in self.per_second
+            ],
+        }
+
+
+def _round(x: float | None, digits: int) -> float | None:
+    return None if x is None else round(x, digits)
+
+
+# ----------------------------------------------------------------------------- reading run files
+
+
+def _read_jsonl(
+    path: str | Path, check: Callable[[Mapping[str, Any]], str | None] | None = None
+) -> list[dict[str, Any]]:
+    rows: list[dict[str, Any]] = []
+    with open(path, "rb") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = orjson.loads(line)
+            except orjson.JSONDecodeError as exc:
+                raise RunFileError(
+                    f"{path}:{lineno}: not valid JSON ({exc}); each line must be one JSON object "
+                    "(see docs/run-directory.md)"
+                ) from None
+            if not isinstance(row, dict):
+                raise RunFileError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
+            problem = check(row) if check else None
+            if problem:
+                raise RunFileError(f"{path}:{lineno}: {problem}")
+            rows.append(row)
+    return rows
+
+
+def load_history(path: str | Path) -> list[dict[str, Any]]:
+    """The operations of a `history.jsonl`."""
+    return _read_jsonl(path)
+
+
+def load_faults(path: str | Path) -> list[dict[str, Any]]:
+    """The apply/heal events of a `faults.jsonl`, each checked for `event`, `fault` and `at`."""
+    return _read_jsonl(path, _event_problem)
+
+
+def _event_problem(e: Mapping[str, Any]) -> str | None:
+    if e.get("event") not in ("apply", "heal"):
+        return f"event {e.get('event')!r} is neither 'apply' nor 'heal'"
+    if not isinstance(e.get("fault"), str):
+        return "fault event has no 'fault' name"
+    at = e.get("at")
+    if not isinstance(at, int | float) or isinstance(at, bool) or not math.isfinite(at):
+        return f"fault {e['fault']!r}: 'at' must be epoch seconds, got {at!r}"
+    return None
+
+
+# ----------------------------------------------------------------------------- small measures
+
+
+def percentile(ordered: Sequence[float], q: float) -> float | None:
+    """Nearest-rank percentile of sorted values: the smallest value with at least a fraction `q` of
+    all values at or below it (an observed latency, never an interpolation). None when empty."""
+    n = len(ordered)
+    if n == 0:
+        return None
+    rank = math.ceil(q * n - 1e-9)  # 0.99 * 100 must be rank 99, not 100 by float noise
+    return ordered[min(n, max(1, rank)) - 1]
+
+
+def nines(ratio: float | None) -> float | None:
+    """-log10(1 - ratio): 0.999 -> 3. A perfect ratio reports MAX_NINES."""
+    if ratio is None:
+        return None
+    if ratio >= 1:
+        return MAX_NINES
+    return min(MAX_NINES, -math.log10(1 - ratio))
+
+
+def error_budget_burn(ratio: float | None, target: float) -> float | None:
+    """Share of the error budget spent: 1.0 spent exactly, above 1 overspent."""
+    if ratio is None:
+        return None
+    return (1 - ratio) / (1 - target)
+
+
+# ----------------------------------------------------------------------------- the fault timeline
+
+
+def fault_windows(faults: Iterable[Mapping[str, Any]]) -> list[FaultWindow]:
+    """Pair apply and heal events per fault name, in time order; an apply without a heal stays open.
+
+    Events of one fault at the same instant pair in whichever order is valid (heal then re-apply
+    when open, apply then heal when closed), so the result does not depend on the input order.
+    """
+    by_name: dict[str, list[Mapping[str, Any]]] = {}
+    for i, e in enumerate(faults):
+        problem = _event_problem(e)
+        if problem:
+            raise TimelineError(f"fault event {i}: {problem}")
+        by_name.setdefault(e["fault"], []).append(e)
+    windows: list[FaultWindow] = []
+    for name, events in by_name.items():
+        events.sort(key=itemgetter("at"))
+        opened: Mapping[str, Any] | None = None
+        k = 0
+        while k < len(events):
+            at = events[k]["at"]
+            group = [e for e in events[k:] if e["at"] == at]
+            k += len(group)
+            applies = [e for e in group if e["event"] == "apply"]
+            heals = len(group) - len(applies)
+            while applies or heals:
+                if opened is None:
+                    if not applies:
+                        raise TimelineError(
+                            f"fault {name!r}: heal at {at} without an apply before it; "
+                            "every heal must follow an apply of the same fault"
+                        )
+                    opened = applies.pop()
+                elif heals:
+                    heals -= 1
+                    windows.append(_window(name, opened, at))
+                    opened = None
+                else:
+                    raise TimelineError(
+                        f"fault {name!r}: applied again at {at} while active since {opened['at']}; "
+                        "heal it before applying it again"
+                    )
+        if opened is not None:
+            windows.append(_window(name, opened, None))
+    windows.sort(key=lambda w: (w.apply, w.fault))
+    return windows
+
+
+def _window(name: str, apply: Mapping[str, Any], heal: float | None) -> FaultWindow:
+    targets = apply.get("targets") or ()
+    if isinstance(targets, str):
+        targets = (targets,)
+    return FaultWindow(name, apply.get("kind"), tuple(str(t) for t in targets), float(apply["at"]), heal)
+
+
+def _active_periods(windows: Sequence[FaultWindow]) -> list[tuple[float, float]]:
+    """Union of the fault windows: when at least one fault is active (touching windows merge)."""
+    periods: list[tuple[float, float]] = []
+    for w in sorted(windows, key=lambda w: w.apply):
+        end = math.inf if w.heal is None else w.heal
+        if periods and w.apply <= periods[-1][1]:
+            periods[-1] = (periods[-1][0], max(periods[-1][1], end))
+        else:
+            periods.append((w.apply, end))
+    return periods
+
+
+# ----------------------------------------------------------------------------- the checker
+
+
+def check_availability(
+    history: Sequence[Mapping[str, Any]],
+    faults: Iterable[Mapping[str, Any]] = (),
+    slo: SLO | None = None,
+    *,
+    op_types: Collection[str] | None = ("payment",),
+) -> Availability:
+    """Measure availability of a run. `op_types` selects the operations that count (status queries
+    are follow-ups of an unknown payment, not customer payments); None counts every operation."""
+    slo = slo or SLO()
+    windows = fault_windows(faults)
+    warnings = [
+        f"fault {w.fault!r} applied at {w.apply} was never healed; it counts as active until the end of the history"
+        for w in windows
+        if w.heal is None
+    ]
+    if op_types is None:
+        selected = list(history)
+    else:
+        wanted = frozenset(op_types)
+        selected = [o for o in history if o.get("op", "payment") in wanted]
+    if not selected:
+        return _empty(slo, windows, warnings)
+
+    ops, completes = _sorted_by_complete(selected)
+    n = len(ops)
+    t0, t_end = float(completes[0]), float(completes[-1])
+    if t_end - t0 > MAX_SPAN_S:
+        raise ValueError(
+            f"history spans {t_end - t0:,.0f} s, from operation {ops[0].get('id')!r} to {ops[-1].get('id')!r}; "
+            "'complete' must be epoch seconds (is one clock wrong, or in milliseconds?)"
+        )
+    lats, keys, state = _classify(ops, slo.latency_slo_ms)
+
+    # Buckets: [t0 + b, t0 + b + 1); the same bisect defines bucket and phase membership.
+    n_buckets = int(t_end - t0) + 1
+    bounds = [0]
+    for b in range(1, n_buckets):
+        bounds.append(bisect_left(completes, t0 + b, bounds[-1]))
+    bounds.append(n)
+    per_second = []
+    bucket_lats: list[list[float]] = []  # each sorted once; phases merge these runs
+    for b in range(n_buckets):
+        s, e = bounds[b], bounds[b + 1]
+        ordered = sorted(lats[s:e])
+        bucket_lats.append(ordered)
+        per_second.append(
+            Bucket(
+                t=b,
+                count=e - s,
+                good=state.count(_GOOD, s, e),
+                slow=state.count(_SLOW, s, e),
+                errors=_errors(Counter(keys[s:e])),
+                p50_ms=percentile(ordered, 0.50),
+                p95_ms=percentile(ordered, 0.95),
+                p99_ms=percentile(ordered, 0.99),
+            )
+        )
+
+    periods = _active_periods(windows)
+    first_apply = periods[0][0] if periods else math.inf
+    base_end = bisect_left(completes, first_apply)
+    baseline_ratio = state.count(_GOOD, 0, base_end) / base_end if base_end else None
+    reference = baseline_ratio if baseline_ratio is not None else slo.success_ratio
+    threshold = reference - slo.recovery_tolerance
+
+    def recovered_at(heal: float, next_apply: float) -> float | None:
+        """Start of the first `recovery_window_s` consecutive buckets, all after the heal and before
+        the next apply, each non-empty with a ratio >= threshold. An empty second breaks the run:
+        no answers is not recovery (customers are hanging)."""
+        b = max(0, math.ceil(heal - t0))
+        while b < n_buckets and t0 + b < heal:  # float noise around the ceiling
+            b += 1
+        while b > 0 and t0 + b - 1 >= heal:
+            b -= 1
+        streak = 0
+        for k in range(b, n_buckets):
+            if t0 + k + 1 > next_apply:
+                return None
+            bucket = per_second[k]
+            if bucket.count and bucket.good >= threshold * bucket.count:
+                streak += 1
+                if streak == slo.recovery_window_s:
+                    return t0 + k - streak + 1
+            else:
+                streak = 0
+        return None
+
+    # The phase timeline over the whole time axis, then clipped to the run.
+    axis: list[Segment] = []
+    recoveries: list[Recovery] = []
+    if not periods:
+        axis.append(Segment("baseline", -math.inf, math.inf))
+    else:
+        axis.append(Segment("baseline", -math.inf, periods[0][0]))
+        for k, (a, h) in enumerate(periods):
+            axis.append(Segment("fault", a, h))
+            if h == math.inf:
+                break
+            nxt = periods[k + 1][0] if k + 1 < len(periods) else math.inf
+            r = recovered_at(h, nxt)
+            recoveries.append(Recovery(h, r))
+            if r is None:
+                axis.append(Segment("recovery", h, nxt))
+            else:
+                axis += [Segment("recovery", h, r), Segment("steady", r, nxt)]
+    timeline = [Segment(s.phase, max(s.start, t0), min(s.end, t_end)) for s in axis]
+    timeline = [s for s in timeline if s.end > s.start]
+    if not timeline:  # every operation completed in the same instant
+        timeline = [Segment(s.phase, t0, t_end) for s in axis if s.start <= t0 < s.end]
+
+    # Operations per phase: the segments are contiguous, so each is an index range of the sorted ops.
+    starts = [0] + [bisect_left(completes, s.start) for s in timeline[1:]] + [n]
+    ranges: dict[str, list[tuple[int, int]]] = {p: [] for p in PHASES}
+    durations = dict.fromkeys(PHASES, 0.0)
+    for k, seg in enumerate(timeline):
+        ranges[seg.phase].append((starts[k], starts[k + 1]))
+        durations[seg.phase] += seg.end - seg.start
+    phases: dict[str, Stats] = {}
+    everything: list[float] = []
+    for p in PHASES:
+        chosen: list[float] = []
+        for s, e in ranges[p]:
+            # Whole buckets are sorted runs and timsort merges runs in near-linear time; only the
+            # partial buckets at a segment's edges are really sorted again.
+            b = bisect_right(bounds, s) - 1
+            while b < n_buckets and bounds[b] < e:
+                lo, hi = bounds[b], bounds[b + 1]
+                chosen += bucket_lats[b] if s <= lo and hi <= e else lats[max(s, lo) : min(e, hi)]
+                b += 1
+        chosen.sort()
+        phases[p] = _stats(durations[p], ranges[p], chosen, state, keys)
+        everything += chosen
+    everything.sort()  # four sorted runs: timsort merges them in near-linear time
+    overall = _stats(t_end - t0, [(0, n)], everything, state, keys)
+
+    # Time to detect: the first bad completion at or after the apply, before the next apply of the
+    # same fault and before the system is next steady (a later failure is not this fault's doing).
+    steady_starts = [s.start for s in axis if s.phase == "steady"]
+    measured: list[FaultWindow] = []
+    for w in windows:
+        later = [x.apply for x in windows if x.fault == w.fault and x.apply > w.apply]
+        deadline = min([*later, *(s for s in steady_starts if s > w.apply), math.inf])
+        i = bisect_left(completes, w.apply)
+        j = n if deadline == math.inf else bisect_left(completes, deadline)
+        hits = [x for x in (state.find(_DOWN, i, j), state.find(_SLOW, i, j)) if x >= 0]
+        ttd = completes[min(hits)] - w.apply if hits else None
+        stop = n if w.heal is None else bisect_left(completes, w.heal)
+        measured.append(
+            FaultWindow(
+                w.fault, w.kind, w.targets, w.apply, w.heal, ttd, max(0, stop - i), state.count(_GOOD, i, max(i, stop))
+            )
+        )
+
+    healed = bool(periods) and periods[-1][1] != math.inf
+    ttr = recoveries[-1].time_to_recover_s if healed else None
+    if periods and periods[-1][0] > t_end:
+        warnings.append("the last fault was applied after the last operation completed: the history cannot show it")
+    if ttr is None and healed:
+        warnings.append(
+            f"no {slo.recovery_window_s} s window at a success ratio >= {threshold:.4f} after the last heal "
+            "(never recovered, or the run ended too soon after the heal)"
+        )
+
+    return Availability(
+        slo=slo,
+        operations=n,
+        start=t0,
+        end=t_end,
+        overall=overall,
+        phases=phases,
+        timeline=timeline,
+        faults=measured,
+        recoveries=recoveries,
+        baseline_ratio=baseline_ratio,
+        recovery_threshold=threshold,
+        time_to_recover_s=ttr,
+        per_second=per_second,
+        verdicts=_verdicts(slo, phases, bool(periods), ttr),
+        warnings=warnings,
+    )
+
+
+def _sorted_by_complete(ops: list[Mapping[str, Any]]) -> tuple[list[Mapping[str, Any]], list[float]]:
+    """The operations in completion order, and their completion times; bad times name the operation."""
+
+    def bad(op: Mapping[str, Any]) -> bool:
+        c = op.get("complete")
+        return not isinstance(c, int | float) or isinstance(c, bool) or not math.isfinite(c)
+
+    def error(op: Mapping[str, Any]) -> ValueError:
+        return ValueError(
+            f"history operation {op.get('id')!r}: 'complete' must be epoch seconds, got {op.get('complete')!r} "
+            "(see docs/run-directory.md)"
+        )
+
+    try:
+        ordered = sorted(ops, key=itemgetter("complete"))
+    except (KeyError, TypeError):
+        culprit = next((o for o in ops if bad(o)), None)
+        if culprit is None:
+            raise
+        raise error(culprit) from None
+    completes: list[float] = list(map(itemgetter("complete"), ordered))
+    # Strings sort among themselves and NaN sorts anywhere without raising: check the ends and the sum.
+    if bad(ordered[0]) or bad(ordered[-1]) or not math.isfinite(math.fsum(completes)):
+        raise error(next(o for o in ordered if bad(o)))
+    return ordered, completes
+
+
+def _classify(ops: Sequence[Mapping[str, Any]], limit_ms: float) -> tuple[list[float], list[str | None], bytearray]:
+    """Latency, error key (None for ok) and state of every operation, in parallel arrays."""
+    n = len(ops)
+    lats = [0.0] * n
+    keys: list[str | None] = [None] * n
+    state = bytearray(n)  # _DOWN unless proven good or slow
+    i = 0
+    try:
+        for i, o in enumerate(ops):
+            lat = o.get("latency_ms")
+            if lat is None:
+                lat = (o["complete"] - o["invoke"]) * 1000.0
+            lats[i] = lat
+            outcome = o.get("outcome")
+            if outcome == "ok":
+                state[i] = _GOOD if lat <= limit_ms else _SLOW
+                continue
+            key = o.get("reason") or o.get("error") or ("PDNG" if o.get("status") == "PDNG" else "unknown")
+            keys[i] = key
+            if outcome == "fail" and key in BUSINESS_REASONS:
+                state[i] = _GOOD if lat <= limit_ms else _SLOW
+    except (KeyError, TypeError) as exc:
+        raise ValueError(
+            f"history operation {ops[i].get('id')!r}: no usable latency ({exc!r}); "
+            "it needs 'latency_ms' or numeric 'invoke' and 'complete' (see docs/run-directory.md)"
+        ) from None
+    return lats, keys, state
+
+
+def _errors(counts: Counter[str | None]) -> dict[str, int]:
+    return {k: v for k, v in sorted(counts.items(), key=lambda kv: (-kv[1], str(kv[0]))) if k is not None}
+
+
+def _stats(
+    duration: float, ranges: list[tuple[int, int]], ordered: list[float], state: bytearray, keys: list[str | None]
+) -> Stats:
+    errors: Counter[str | None] = Counter()
+    for s, e in ranges:
+        errors.update(keys[s:e])
+    return Stats(
+        duration_s=duration,
+        operations=sum(e - s for s, e in ranges),
+        good=sum(state.count(_GOOD, s, e) for s, e in ranges),
+        slow=sum(state.count(_SLOW, s, e) for s, e in ranges),
+        errors=_errors(errors),
+        p50_ms=percentile(ordered, 0.50),
+        p95_ms=percentile(ordered, 0.95),
+        p99_ms=percentile(ordered, 0.99),
+        p999_ms=percentile(ordered, 0.999),
+    )
+
+
+def _verdicts(slo: SLO, phases: Mapping[str, Stats], had_faults: bool, ttr: float | None) -> list[Verdict]:
+    verdicts: list[Verdict] = []
+    for p in PHASES:
+        s = phases[p]
+        if not s.operations:  # a phase that did not happen has nothing to judge
+            continue
+        target = slo.ratio_target(p)
+        ratio = s.success_ratio
+        if target is not None and ratio is not None:
+            verdicts.append(Verdict(f"success_ratio.{p}", target, ratio, ratio >= target))
+        p99 = slo.p99_target(p)
+        if p99 is not None and s.p99_ms is not None:
+            verdicts.append(Verdict(f"p99_ms.{p}", p99, s.p99_ms, s.p99_ms <= p99))
+    if had_faults:
+        # Never recovering is a failure whether or not a maximum recovery time was given.
+        ok = ttr is not None and (slo.max_recovery_s is None or ttr <= slo.max_recovery_s)
+        verdicts.append(Verdict("time_to_recover_s", slo.max_recovery_s, ttr, ok))
+    return verdicts
+
+
+def _empty(slo: SLO, windows: list[FaultWindow], warnings: list[str]) -> Availability:
+    nothing = Stats(0.0, 0, 0, 0, {}, None, None, None, None)
+    return Availability(
+        slo=slo,
+        operations=0,
+        start=None,
+        end=None,
+        overall=nothing,
+        phases=dict.fromkeys(PHASES, nothing),
+        timeline=[],
+        faults=windows,
+        recoveries=[],
+        baseline_ratio=None,
+        recovery_threshold=None,
+        time_to_recover_s=None,
+        per_second=[],
+        verdicts=[Verdict("operations", 1, 0, False)],  # no operations: nothing shows the service was up
+        warnings=[*warnings, "the history has no operations to measure"],
+    )
