@@ -132,11 +132,12 @@ class Nemesis:
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _out: IO[str] | None = None
 
-    def record(self, event: str, fault: FaultSpec, targets: list[str], **extra: Any) -> None:
+    def record(self, event: str, fault: FaultSpec, targets: list[str], at: float | None = None, **extra: Any) -> None:
         if self._out is None:
             self.timeline_path.parent.mkdir(parents=True, exist_ok=True)
             self._out = self.timeline_path.open("a")
-        line = {"event": event, "fault": fault.name, "kind": fault.kind, "targets": targets, "at": time.time()}
+        at = time.time() if at is None else at
+        line = {"event": event, "fault": fault.name, "kind": fault.kind, "targets": targets, "at": at}
         if event == "apply" and fault.attributes:
             line["attributes"] = dict(fault.attributes)
         line.update(extra)
@@ -148,6 +149,9 @@ class Nemesis:
         with self._lock:
             if fault.name in self.active:
                 raise ValueError(f"fault {fault.name!r} is already active")
+            # The fault starts when we begin applying it (a partition takes several API calls);
+            # it ends when the heal has completed. Neither edge flatters the system.
+            started = time.time()
             if fault.kind in TOXICS:
                 for t in targets:
                     self.toxiproxy.add_toxic(
@@ -163,7 +167,7 @@ class Nemesis:
                 for t in targets:
                     self.services.signal(t, signal.SIGSTOP)
             self.active[fault.name] = _Active(fault, targets)
-            self.record("apply", fault, targets)
+            self.record("apply", fault, targets, at=started)
 
     def heal(self, name: str) -> None:
         with self._lock:

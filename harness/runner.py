@@ -29,6 +29,7 @@ from harness.topology import build_system
 from mock_switch.config import SystemConfig
 
 Progress = Callable[[str], None] | None
+LOCUST_BOOT_S = 4.0
 
 
 @dataclass
@@ -141,8 +142,18 @@ def collect(scenario: Scenario, run_dir: Path, progress: Progress = print) -> No
         sampler = ConsistencySampler(
             switch_url, direct, run_dir / "consistency.jsonl", grace_s=scenario.topology.customer_timeout_s + 1.0
         )
-        load = start_load(scenario, bed, run_dir)
-        t0 = load.started_at
+        # Locust needs a few seconds to boot; give it that on top, so `load.duration` seconds of
+        # load follow the first answered payment.
+        booted = scenario.load.model_copy(update={"duration": scenario.load.duration + LOCUST_BOOT_S})
+        load = start_load(scenario.model_copy(update={"load": booted}), bed, run_dir)
+        # Offsets in the scenario count from the first answered payment, not from Locust's boot.
+        first_op_by = time.time() + 30
+        while load.operations() == 0 and load.running() and time.time() < first_op_by:
+            time.sleep(0.05)
+        if load.operations() == 0:
+            load.stop()
+            raise RuntimeError(f"Locust produced no operation within 30 s; see {run_dir / 'logs' / 'locust.log'}")
+        t0 = time.time()
         from harness.nemesis import SchedulePlayer
 
         player = SchedulePlayer(bed.nemesis, scenario.named_faults(), t0)
