@@ -90,6 +90,12 @@ def _state(row: dict[str, Any] | None) -> str:
     return str(row["status"])
 
 
+def _first_seen(p: dict[str, Any] | None, t: dict[str, Any] | None, c: dict[str, Any] | None) -> float:
+    """Earliest timestamp any ledger has for the payment (0 if none)."""
+    stamps = [r[k] for r, k in ((p, "created_at"), (t, "received_at"), (c, "received_at")) if r is not None and r[k]]
+    return min(stamps) if stamps else 0.0
+
+
 def reconcile(
     snap: Snapshot,
     opening_customer_money: int | None = None,
@@ -122,19 +128,8 @@ def reconcile(
         t = transfers.get(pid)
         if t is not None and t["fingerprint"] is None:
             t = None
-        view = PaymentView(
-            payment_id=pid,
-            payer_bank=payer_bank or (t["debtor_bank"] if t else None),
-            payee_bank=payee_bank or (t["creditor_bank"] if t else None),
-            payer=_state(p),
-            switch=_state(t),
-            payee=_state(c),
-            amount=(p or t or c or {}).get("amount"),
-            first_seen=min(
-                (ts for ts in (p and p["created_at"], t and t["received_at"], c and c["received_at"]) if ts),
-                default=None,
-            ),
-        )
+        if settled_before is not None and _first_seen(p, t, c) > settled_before:
+            continue  # still in its normal flight
         debited = p is not None and p["status"] == "ACSC"
         committed = t is not None and t["status"] == "ACSC"
         credited = c is not None and c["status"] == "ACCP"
@@ -147,19 +142,24 @@ def reconcile(
             cls = Anomaly.CREDIT_WITHOUT_DEBIT
         elif committed != debited:
             cls = Anomaly.SWITCH_DISAGREES
-        elif debited and len({r["amount"] for r in (p, t, c) if r is not None}) > 1:
+        elif debited and not (p["amount"] == c["amount"] == (t["amount"] if t else p["amount"])):  # type: ignore[index]
             cls = Anomaly.AMOUNT_MISMATCH
         else:
-            cls = None
-        if settled_before is not None and (view.first_seen or 0) > settled_before:
+            (result.settled_ids if debited else result.failed_ids).add(pid)
             continue
-        if cls is None:
-            if debited:
-                result.settled_ids.add(pid)
-            else:
-                result.failed_ids.add(pid)
-        else:
-            anomalies[cls.value].append(view)
+        # Only anomalies get a full three-way view: clean payments are the vast majority.
+        anomalies[cls.value].append(
+            PaymentView(
+                payment_id=pid,
+                payer_bank=payer_bank or (t["debtor_bank"] if t else None),
+                payee_bank=payee_bank or (t["creditor_bank"] if t else None),
+                payer=_state(p),
+                switch=_state(t),
+                payee=_state(c),
+                amount=(p or t or c or {}).get("amount"),
+                first_seen=_first_seen(p, t, c) or None,
+            )
+        )
     dupes = [key for key, n in effects.items() if n > 1]
     for code, pid, kind in dupes:
         anomalies[Anomaly.DUPLICATE_EFFECT.value].append(
@@ -239,6 +239,22 @@ def check_books(
         for p in sw["participants"]
         if p["peak_exposure"] > p["net_debit_cap"]
     ]
+    over += [
+        f"{p['bank']}: position {p['position']:,} > cap {p['net_debit_cap']:,}"
+        for p in sw["participants"]
+        if p["position"] > p["net_debit_cap"]
+    ]
+    receivable: Counter[str] = Counter()
+    for w in sw["windows"]:
+        if w["state"] == "CLOSED":
+            for bank, net in w["net_positions"].items():
+                receivable[bank] += max(0, -net)
+    bad_credit = [
+        f"{p['bank']}: closed_credit {p['closed_credit']:,} vs closed windows owe it {receivable[p['bank']]:,}"
+        for p in sw["participants"]
+        if p.get("closed_credit", 0) != receivable[p["bank"]]
+    ]
+    checks.append(BooksCheck("closed_credit_matches_windows", not bad_credit, "; ".join(bad_credit) or "every bank"))
     checks.append(BooksCheck("net_debit_cap_respected", not over, "; ".join(over) or "no cap ever exceeded"))
 
     missing = [t["payment_id"] for t in transfers.values() if t["status"] == "ACSC" and t["window_id"] not in windows]

@@ -24,7 +24,10 @@ CREATE TABLE IF NOT EXISTS participants (
     net_debit_cap INTEGER NOT NULL,
     position INTEGER NOT NULL DEFAULT 0,
     reserved INTEGER NOT NULL DEFAULT 0,
-    -- highest position + reserved ever seen: lets a checker prove the cap was never exceeded
+    -- what the bank is owed by closed, unsettled windows: settling them raises its position by
+    -- this much, so it is not headroom under the cap (else settlement could push it over)
+    closed_credit INTEGER NOT NULL DEFAULT 0,
+    -- highest position + closed_credit + reserved ever seen: proves the cap was never exceeded
     peak_exposure INTEGER NOT NULL DEFAULT 0,
     settlement_balance INTEGER NOT NULL
 );
@@ -153,11 +156,11 @@ class SwitchLedger:
             if not self.is_participant(req.creditor_bank):
                 reason = Reason.AC01
             else:
-                cap, position, reserved = db.execute(
-                    "SELECT net_debit_cap, position, reserved FROM participants WHERE bank = ?",
+                cap, exposure = db.execute(
+                    "SELECT net_debit_cap, position + closed_credit + reserved FROM participants WHERE bank = ?",
                     (req.debtor_bank,),
                 ).fetchone()
-                if position + reserved + req.amount > cap:
+                if exposure + req.amount > cap:
                     reason = Reason.AM23
             status = Status.RJCT if reason else Status.PDNG
             db.execute(
@@ -174,7 +177,7 @@ class SwitchLedger:
                 db.execute(
                     "UPDATE participants SET reserved = reserved + ?,"
                     " peak_exposure = max(peak_exposure, ?) WHERE bank = ?",
-                    (req.amount, position + reserved + req.amount, req.debtor_bank),
+                    (req.amount, exposure + req.amount, req.debtor_bank),
                 )
         transfer = self.get(req.payment_id)
         assert transfer is not None
@@ -262,6 +265,12 @@ class SwitchLedger:
                 " FROM participants p",
                 (window_id, window_id, window_id),
             )
+            db.execute(
+                "UPDATE participants SET closed_credit = closed_credit + coalesce((SELECT -net_position"
+                " FROM window_positions w WHERE w.window_id = ? AND w.bank = participants.bank"
+                " AND net_position < 0), 0)",
+                (window_id,),
+            )
             db.execute("INSERT INTO windows(state, opened_at) VALUES ('OPEN', ?)", (now,))
         return self.window(window_id)
 
@@ -280,8 +289,8 @@ class SwitchLedger:
                 ).fetchall():
                     db.execute(
                         "UPDATE participants SET settlement_balance = settlement_balance - ?,"
-                        " position = position - ? WHERE bank = ?",
-                        (net, net, bank),
+                        " position = position - ?, closed_credit = closed_credit - ? WHERE bank = ?",
+                        (net, net, max(0, -net), bank),
                     )
                     db.execute(
                         "INSERT INTO settlement_movements(window_id, bank, amount, balance_after, at)"
