@@ -7,12 +7,12 @@ STAMP  := $(VENV)/.installed
 TOOLS  := .tools/bin
 TOXIPROXY_VERSION := v2.12.0
 
-.PHONY: demo test setup tools lint typecheck unit bench clean
+.PHONY: demo test setup tools lint typecheck unit scenarios bench clean
 
 demo: setup
 	$(BIN)/harness demo
 
-test: setup lint typecheck unit
+test: setup lint typecheck unit scenarios
 
 setup: $(STAMP) tools
 
@@ -36,14 +36,18 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 lint: setup
-	$(BIN)/ruff check mock_switch harness tests benchmarks
-	$(BIN)/ruff format --check mock_switch harness tests benchmarks
+	$(BIN)/ruff check mock_switch harness tests benchmarks scenarios
+	$(BIN)/ruff format --check mock_switch harness tests benchmarks scenarios
 
 typecheck: setup
 	$(BIN)/mypy
 
 unit: setup
 	$(BIN)/pytest tests
+
+# Every chaos scenario, against the real Toxiproxy, services and Locust (about 10 minutes).
+scenarios: setup
+	$(BIN)/pytest scenarios/
 
 bench: setup
 	$(BIN)/python benchmarks/switch_throughput.py --seconds 10
