@@ -15,7 +15,6 @@ from mock_switch.api import (
     CreditRequest,
     InvalidRequest,
     PaymentRequest,
-    TransferRequest,
     answer,
     json_response,
     parse,
@@ -103,21 +102,22 @@ class BankService(Service):
     async def _drive(self, p: Payment) -> None:
         """Send a debited payment to the switch and finalise or reverse it."""
         assert self.switch is not None
-        transfer = TransferRequest(
-            payment_id=p.payment_id,
-            debtor_bank=self.code,
-            debtor_account=p.debtor_account or "",
-            creditor_bank=p.creditor_bank or "",
-            creditor_account=p.creditor_account or "",
-            amount=p.amount or 0,
-            currency=self.config.currency,
-        )
+        # Built from a payment that passed PaymentRequest validation: no need to validate again.
+        transfer = {
+            "payment_id": p.payment_id,
+            "debtor_bank": self.code,
+            "debtor_account": p.debtor_account,
+            "creditor_bank": p.creditor_bank,
+            "creditor_account": p.creditor_account,
+            "amount": p.amount,
+            "currency": self.config.currency,
+        }
         timeout = self.bank.switch_timeout_s
         reply = await self.switch.call(
             "POST",
             "/transfers",
             timeout,
-            transfer.model_dump(),
+            transfer,
             {"X-Deadline-Ms": str(int(timeout * 1000))},
         )
         if reply.definitive:

@@ -4,7 +4,6 @@ background work that outlives a request, and a graceful shutdown on SIGTERM."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import signal
@@ -98,8 +97,8 @@ class Service:
             return
         remaining = deadline - asyncio.get_running_loop().time()
         if remaining > 0:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(asyncio.shield(task), remaining)
+            # asyncio.wait never cancels the driver on timeout (no shield, no extra task needed).
+            await asyncio.wait({task}, timeout=remaining)
 
     # -- common routes ------------------------------------------------------------------------
 

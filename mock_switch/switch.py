@@ -12,7 +12,6 @@ from aiohttp import web
 
 from mock_switch.api import (
     Answer,
-    CreditRequest,
     InvalidRequest,
     TransferRequest,
     answer,
@@ -130,15 +129,16 @@ class SwitchService(Service):
         if peer is None:
             await self._decide(t.payment_id, Reply(status=Status.RJCT, reason=Reason.AB08))
             return
-        credit = CreditRequest(
-            payment_id=t.payment_id,
-            debtor_bank=t.debtor_bank or "",
-            debtor_account=t.debtor_account or "",
-            creditor_account=t.creditor_account or "",
-            amount=t.amount or 0,
-            currency=self.config.currency,
-        )
-        reply = await peer.call("POST", "/credits", self.config.switch.payee_timeout_s, credit.model_dump())
+        # Built from a transfer that passed TransferRequest validation: no need to validate again.
+        credit = {
+            "payment_id": t.payment_id,
+            "debtor_bank": t.debtor_bank,
+            "debtor_account": t.debtor_account,
+            "creditor_account": t.creditor_account,
+            "amount": t.amount,
+            "currency": self.config.currency,
+        }
+        reply = await peer.call("POST", "/credits", self.config.switch.payee_timeout_s, credit)
         if reply.definitive:
             await self._decide(t.payment_id, reply)
         elif reply.never_sent:
