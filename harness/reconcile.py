@@ -90,6 +90,18 @@ def _state(row: dict[str, Any] | None) -> str:
     return str(row["status"])
 
 
+def _duplicate_effects(entries: list[dict[str, Any]]) -> list[tuple[str, int, str]]:
+    """(kind, count, payment id) for every payment with more than one entry of a kind."""
+    out: list[tuple[str, int, str]] = []
+    by_kind: dict[str, list[str]] = defaultdict(list)
+    for e in entries:
+        by_kind[e["kind"]].append(e["payment_id"])
+    for kind, pids in by_kind.items():
+        if len(set(pids)) != len(pids):  # the common case, all distinct, costs one set build
+            out += [(kind, n, pid) for pid, n in Counter(pids).items() if n > 1]
+    return out
+
+
 def _first_seen(p: dict[str, Any] | None, t: dict[str, Any] | None, c: dict[str, Any] | None) -> float:
     """Earliest timestamp any ledger has for the payment (0 if none)."""
     stamps = [r[k] for r, k in ((p, "created_at"), (t, "received_at"), (c, "received_at")) if r is not None and r[k]]
@@ -105,65 +117,60 @@ def reconcile(
     """Reconcile a snapshot. With `settled_before`, payments first seen after that time are still
     in their normal flight and are left out of the anomaly classes (used while load is running)."""
     result = Reconciliation()
-    transfers = {t["payment_id"]: t for t in snap["switch"]["transfers"]}
-    payments: dict[str, tuple[str, dict[str, Any]]] = {}
-    credits: dict[str, tuple[str, dict[str, Any]]] = {}
-    effects: Counter[tuple[str, str, str]] = Counter()
-    for code, books in snap["banks"].items():
-        for p in books["payments"]:
-            if p["fingerprint"] is not None:  # tombstones are answers, not payments
-                payments[p["payment_id"]] = (code, p)
-        for c in books["credits"]:
-            if c["fingerprint"] is not None:
-                credits[c["payment_id"]] = (code, c)
-        for e in books["entries"]:
-            effects[(code, e["payment_id"], e["kind"])] += 1
-
-    ids = set(payments) | {k for k, t in transfers.items() if t["fingerprint"] is not None} | set(credits)
-    result.payments = len(ids)
+    # Tombstones (fingerprint null) are answers to status queries, not payments.
+    transfers = {t["payment_id"]: t for t in snap["switch"]["transfers"] if t["fingerprint"] is not None}
+    payments: dict[str, dict[str, Any]] = {}
+    credits: dict[str, dict[str, Any]] = {}
+    payer_of: dict[str, str] = {}
+    payee_of: dict[str, str] = {}
     anomalies: dict[str, list[PaymentView]] = defaultdict(list)
+    for code, books in snap["banks"].items():
+        mine = {p["payment_id"]: p for p in books["payments"] if p["fingerprint"] is not None}
+        payments.update(mine)
+        payer_of.update(dict.fromkeys(mine, code))
+        theirs = {c["payment_id"]: c for c in books["credits"] if c["fingerprint"] is not None}
+        credits.update(theirs)
+        payee_of.update(dict.fromkeys(theirs, code))
+        for kind, n, pid in _duplicate_effects(books["entries"]):
+            anomalies[Anomaly.DUPLICATE_EFFECT.value].append(PaymentView(pid, code, None, f"{kind} x{n}", "", "", None))
+
+    ids = payments.keys() | transfers.keys() | credits.keys()
+    result.payments = len(ids)
+    settled_add, failed_add = result.settled_ids.add, result.failed_ids.add
+    get_p, get_t, get_c = payments.get, transfers.get, credits.get
     for pid in ids:
-        payer_bank, p = payments.get(pid, (None, None))
-        payee_bank, c = credits.get(pid, (None, None))
-        t = transfers.get(pid)
-        if t is not None and t["fingerprint"] is None:
-            t = None
+        p, t, c = get_p(pid), get_t(pid), get_c(pid)
         if settled_before is not None and _first_seen(p, t, c) > settled_before:
+            result.payments -= 1
             continue  # still in its normal flight
-        debited = p is not None and p["status"] == "ACSC"
-        committed = t is not None and t["status"] == "ACSC"
+        p_status = p["status"] if p is not None else None
+        t_status = t["status"] if t is not None else None
+        debited = p_status == "ACSC"
         credited = c is not None and c["status"] == "ACCP"
         cls: Anomaly | None
-        if (p is not None and p["status"] == "PDNG") or (t is not None and t["status"] == "PDNG"):
+        if p_status == "PDNG" or t_status == "PDNG":
             cls = Anomaly.STUCK
-        elif debited and not credited:
-            cls = Anomaly.DEBIT_WITHOUT_CREDIT
-        elif credited and not debited:
-            cls = Anomaly.CREDIT_WITHOUT_DEBIT
-        elif committed != debited:
+        elif debited != credited:
+            cls = Anomaly.DEBIT_WITHOUT_CREDIT if debited else Anomaly.CREDIT_WITHOUT_DEBIT
+        elif (t_status == "ACSC") != debited:
             cls = Anomaly.SWITCH_DISAGREES
         elif debited and not (p["amount"] == c["amount"] == (t["amount"] if t else p["amount"])):  # type: ignore[index]
             cls = Anomaly.AMOUNT_MISMATCH
         else:
-            (result.settled_ids if debited else result.failed_ids).add(pid)
+            settled_add(pid) if debited else failed_add(pid)
             continue
         # Only anomalies get a full three-way view: clean payments are the vast majority.
         anomalies[cls.value].append(
             PaymentView(
                 payment_id=pid,
-                payer_bank=payer_bank or (t["debtor_bank"] if t else None),
-                payee_bank=payee_bank or (t["creditor_bank"] if t else None),
+                payer_bank=payer_of.get(pid) or (t["debtor_bank"] if t else None),
+                payee_bank=payee_of.get(pid) or (t["creditor_bank"] if t else None),
                 payer=_state(p),
                 switch=_state(t),
                 payee=_state(c),
                 amount=(p or t or c or {}).get("amount"),
                 first_seen=_first_seen(p, t, c) or None,
             )
-        )
-    dupes = [key for key, n in effects.items() if n > 1]
-    for code, pid, kind in dupes:
-        anomalies[Anomaly.DUPLICATE_EFFECT.value].append(
-            PaymentView(pid, code, None, f"{kind} x{effects[(code, pid, kind)]}", "", "", None)
         )
     result.clean_settled, result.clean_failed = len(result.settled_ids), len(result.failed_ids)
     for views in anomalies.values():
