@@ -17,6 +17,7 @@ from typing import Any
 import aiohttp
 import orjson
 
+from harness.availability import percentile
 from mock_switch.config import SystemConfig, account_number
 
 
@@ -139,20 +140,13 @@ async def drive(
     return results
 
 
-def percentile(values: list[float], q: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
 def summarise(results: list[Outcome], seconds: float) -> dict[str, Any]:
-    lat = [r.latency_ms for r in results]
+    lat = sorted(r.latency_ms for r in results)
     return {
         "payments": len(results),
         "payments_per_s": len(results) / seconds if seconds > 0 else 0.0,
-        "p50_ms": percentile(lat, 0.50),
-        "p99_ms": percentile(lat, 0.99),
+        "p50_ms": percentile(lat, 0.50) or float("nan"),
+        "p99_ms": percentile(lat, 0.99) or float("nan"),
         "outcomes": dict(Counter(r.outcome for r in results)),
         "reasons": dict(Counter(r.reason or r.error or r.status for r in results if r.outcome != "ok")),
     }
