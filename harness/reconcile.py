@@ -251,11 +251,16 @@ def check_books(
         for p in sw["participants"]
         if p["position"] > p["net_debit_cap"]
     ]
+    # What closing/closed, unsettled windows owe each bank beyond its own pending debits in them.
+    pending_in: dict[int, Counter[str]] = defaultdict(Counter)
+    for t in transfers.values():
+        if t["status"] == "PDNG" and t.get("window_id") is not None:
+            pending_in[t["window_id"]][t["debtor_bank"]] += t["amount"]
     receivable: Counter[str] = Counter()
-    for w in sw["windows"]:
-        if w["state"] == "CLOSED":
-            for bank, net in w["net_positions"].items():
-                receivable[bank] += max(0, -net)
+    for wid, w in windows.items():
+        if w["state"] in ("CLOSING", "CLOSED"):
+            for bank in {*per_window[wid], *pending_in[wid]}:
+                receivable[bank] += max(0, -(per_window[wid][bank] + pending_in[wid][bank]))
     bad_credit = [
         f"{p['bank']}: closed_credit {p['closed_credit']:,} vs closed windows owe it {receivable[p['bank']]:,}"
         for p in sw["participants"]
@@ -273,7 +278,7 @@ def check_books(
     for m in sw["movements"]:
         movements[m["window_id"]][m["bank"]] = m["amount"]
     for wid, w in windows.items():
-        if w["state"] == "OPEN":
+        if w["state"] in ("OPEN", "CLOSING"):
             continue
         frozen = {k: v for k, v in w["net_positions"].items() if v}
         actual = {k: v for k, v in per_window[wid].items() if v}

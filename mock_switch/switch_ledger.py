@@ -24,16 +24,14 @@ CREATE TABLE IF NOT EXISTS participants (
     net_debit_cap INTEGER NOT NULL,
     position INTEGER NOT NULL DEFAULT 0,
     reserved INTEGER NOT NULL DEFAULT 0,
-    -- what the bank is owed by closed, unsettled windows: settling them raises its position by
-    -- this much, so it is not headroom under the cap (else settlement could push it over)
-    closed_credit INTEGER NOT NULL DEFAULT 0,
-    -- highest position + closed_credit + reserved ever seen: proves the cap was never exceeded
+    -- highest exposure (see SwitchLedger.exposure) ever seen: proves the cap was never exceeded
     peak_exposure INTEGER NOT NULL DEFAULT 0,
     settlement_balance INTEGER NOT NULL
 );
 CREATE TABLE IF NOT EXISTS windows (
     window_id INTEGER PRIMARY KEY,
-    state TEXT NOT NULL CHECK (state IN ('OPEN', 'CLOSED', 'SETTLED')),
+    -- CLOSING: no new transfers, waiting for the ones reserved in it to be decided
+    state TEXT NOT NULL CHECK (state IN ('OPEN', 'CLOSING', 'CLOSED', 'SETTLED')),
     opened_at REAL NOT NULL,
     closed_at REAL,
     settled_at REAL
@@ -49,10 +47,20 @@ CREATE TABLE IF NOT EXISTS transfers (
     amount INTEGER,
     status TEXT NOT NULL CHECK (status IN ('PDNG', 'ACSC', 'RJCT')),
     reason TEXT,
+    -- the window that was open when the transfer was reserved; it commits into that window
     window_id INTEGER REFERENCES windows(window_id),
     received_at REAL NOT NULL,
     decided_at REAL,
-    CHECK ((status = 'ACSC') = (window_id IS NOT NULL))
+    CHECK (status != 'ACSC' OR window_id IS NOT NULL)
+);
+CREATE INDEX IF NOT EXISTS transfers_by_window ON transfers(window_id, status);
+-- Running per-window figures, so the cap check never scans transfers.
+CREATE TABLE IF NOT EXISTS window_exposure (
+    window_id INTEGER NOT NULL REFERENCES windows(window_id),
+    bank TEXT NOT NULL REFERENCES participants(bank),
+    committed_net INTEGER NOT NULL DEFAULT 0,  -- sent minus received, committed
+    pending_debits INTEGER NOT NULL DEFAULT 0,  -- reserved by this bank, not yet decided
+    PRIMARY KEY (window_id, bank)
 );
 CREATE TABLE IF NOT EXISTS window_positions (
     window_id INTEGER NOT NULL REFERENCES windows(window_id),
@@ -156,21 +164,22 @@ class SwitchLedger:
             if not self.is_participant(req.creditor_bank):
                 reason = Reason.AC01
             else:
-                cap, exposure = db.execute(
-                    "SELECT net_debit_cap, position + closed_credit + reserved FROM participants WHERE bank = ?",
-                    (req.debtor_bank,),
+                (cap,) = db.execute(
+                    "SELECT net_debit_cap FROM participants WHERE bank = ?", (req.debtor_bank,)
                 ).fetchone()
+                exposure = self.exposure(req.debtor_bank)
                 if exposure + req.amount > cap:
                     reason = Reason.AM23
             status = Status.RJCT if reason else Status.PDNG
+            window_id = None if reason else self._open_window()
             db.execute(
                 "INSERT INTO transfers(payment_id, fingerprint, debtor_bank, debtor_account,"
-                " creditor_bank, creditor_account, amount, status, reason, received_at, decided_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " creditor_bank, creditor_account, amount, status, reason, window_id, received_at, decided_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 (
                     req.payment_id, fingerprint, req.debtor_bank, req.debtor_account,
                     req.creditor_bank, req.creditor_account, req.amount, status.value,
-                    reason.value if reason else None, now, now if reason else None,
+                    reason.value if reason else None, window_id, now, now if reason else None,
                 ),
             )  # fmt: skip
             if reason is None:
@@ -179,21 +188,19 @@ class SwitchLedger:
                     " peak_exposure = max(peak_exposure, ?) WHERE bank = ?",
                     (req.amount, exposure + req.amount, req.debtor_bank),
                 )
+                self._window_figures(window_id, req.debtor_bank, pending=req.amount)
         transfer = self.get(req.payment_id)
         assert transfer is not None
         return (Begin.REJECTED if reason else Begin.RESERVED), transfer
 
     def commit(self, payment_id: str, now: float) -> Transfer:
-        """Payee accepted: move positions, put the transfer in the open window."""
+        """Payee accepted: move positions; the transfer lands in the window it was reserved in."""
         with self.store.unit() as db:
             t = self._pending(payment_id)
             if t is None:
                 return self._must_get(payment_id)
-            (window_id,) = db.execute("SELECT window_id FROM windows WHERE state = 'OPEN'").fetchone()
-            db.execute(
-                "UPDATE transfers SET status = 'ACSC', window_id = ?, decided_at = ? WHERE payment_id = ?",
-                (window_id, now, payment_id),
-            )
+            assert t.amount is not None and t.window_id is not None
+            db.execute("UPDATE transfers SET status = 'ACSC', decided_at = ? WHERE payment_id = ?", (now, payment_id))
             db.execute(
                 "UPDATE participants SET reserved = reserved - ?, position = position + ? WHERE bank = ?",
                 (t.amount, t.amount, t.debtor_bank),
@@ -202,6 +209,9 @@ class SwitchLedger:
                 "UPDATE participants SET position = position - ? WHERE bank = ?",
                 (t.amount, t.creditor_bank),
             )
+            self._window_figures(t.window_id, t.debtor_bank or "", pending=-t.amount, net=t.amount)
+            self._window_figures(t.window_id, t.creditor_bank or "", net=-t.amount)
+            self._finish_closing(t.window_id, now)
         return self._must_get(payment_id)
 
     def abort(self, payment_id: str, reason: Reason, now: float) -> Transfer:
@@ -210,6 +220,7 @@ class SwitchLedger:
             t = self._pending(payment_id)
             if t is None:
                 return self._must_get(payment_id)
+            assert t.amount is not None and t.window_id is not None
             db.execute(
                 "UPDATE transfers SET status = 'RJCT', reason = ?, decided_at = ? WHERE payment_id = ?",
                 (reason.value, now, payment_id),
@@ -218,7 +229,60 @@ class SwitchLedger:
                 "UPDATE participants SET reserved = reserved - ? WHERE bank = ?",
                 (t.amount, t.debtor_bank),
             )
+            self._window_figures(t.window_id, t.debtor_bank or "", pending=-t.amount)
+            self._finish_closing(t.window_id, now)
         return self._must_get(payment_id)
+
+    def exposure(self, bank: str) -> int:
+        """What the net debit cap limits: position + reservations + what closing/closed, unsettled
+        windows owe the bank beyond its own debits in them. That receivable is not headroom: settling
+        those windows raises the position by exactly that much."""
+        (position, reserved) = self.db.execute(
+            "SELECT position, reserved FROM participants WHERE bank = ?", (bank,)
+        ).fetchone()
+        return int(position + reserved + self.receivable(bank))
+
+    def receivable(self, bank: str) -> int:
+        (owed,) = self.db.execute(
+            "SELECT coalesce(sum(max(0, -(e.committed_net + e.pending_debits))), 0) FROM window_exposure e"
+            " JOIN windows w USING (window_id) WHERE e.bank = ? AND w.state IN ('CLOSING', 'CLOSED')",
+            (bank,),
+        ).fetchone()
+        return int(owed)
+
+    def _open_window(self) -> int:
+        (window_id,) = self.db.execute("SELECT window_id FROM windows WHERE state = 'OPEN'").fetchone()
+        return int(window_id)
+
+    def _window_figures(self, window_id: int | None, bank: str, pending: int = 0, net: int = 0) -> None:
+        self.db.execute(
+            "INSERT INTO window_exposure(window_id, bank, committed_net, pending_debits) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (window_id, bank) DO UPDATE SET committed_net = committed_net + excluded.committed_net,"
+            " pending_debits = pending_debits + excluded.pending_debits",
+            (window_id, bank, net, pending),
+        )
+
+    def _finish_closing(self, window_id: int, now: float) -> None:
+        """A CLOSING window whose last reserved transfer was just decided becomes CLOSED."""
+        state = self.db.execute("SELECT state FROM windows WHERE window_id = ?", (window_id,)).fetchone()[0]
+        if state == "CLOSING" and self._in_flight(window_id) == 0:
+            self._freeze(window_id, now)
+
+    def _in_flight(self, window_id: int) -> int:
+        (n,) = self.db.execute(
+            "SELECT count(*) FROM transfers WHERE window_id = ? AND status = 'PDNG'", (window_id,)
+        ).fetchone()
+        return int(n)
+
+    def _freeze(self, window_id: int, now: float) -> None:
+        """CLOSED: every transfer of the window is decided; its net positions are final."""
+        self.db.execute("UPDATE windows SET state = 'CLOSED', closed_at = ? WHERE window_id = ?", (now, window_id))
+        self.db.execute(
+            "INSERT INTO window_positions(window_id, bank, net_position)"
+            " SELECT ?, p.bank, coalesce((SELECT committed_net FROM window_exposure e"
+            "  WHERE e.window_id = ? AND e.bank = p.bank), 0) FROM participants p",
+            (window_id, window_id),
+        )
 
     def status_query(self, payment_id: str, remember_not_received: bool, now: float) -> Transfer | None:
         """pacs.028: what happened to this payment? Unknown ids may be remembered as AG09."""
@@ -250,28 +314,15 @@ class SwitchLedger:
     # -- settlement -------------------------------------------------------------------------
 
     def close_window(self, now: float) -> dict[str, Any]:
-        """Close the open window (freezing its net positions) and open the next one."""
+        """Stop taking transfers into the open window and open the next one. The closed window
+        stays CLOSING until every transfer reserved in it is decided (they commit into it), then
+        its net positions are frozen (CLOSED)."""
         with self.store.unit() as db:
-            (window_id,) = db.execute("SELECT window_id FROM windows WHERE state = 'OPEN'").fetchone()
-            db.execute(
-                "UPDATE windows SET state = 'CLOSED', closed_at = ? WHERE window_id = ?",
-                (now, window_id),
-            )
-            db.execute(
-                "INSERT INTO window_positions(window_id, bank, net_position)"
-                " SELECT ?, p.bank,"
-                "  coalesce((SELECT sum(amount) FROM transfers WHERE window_id = ? AND debtor_bank = p.bank), 0)"
-                " - coalesce((SELECT sum(amount) FROM transfers WHERE window_id = ? AND creditor_bank = p.bank), 0)"
-                " FROM participants p",
-                (window_id, window_id, window_id),
-            )
-            db.execute(
-                "UPDATE participants SET closed_credit = closed_credit + coalesce((SELECT -net_position"
-                " FROM window_positions w WHERE w.window_id = ? AND w.bank = participants.bank"
-                " AND net_position < 0), 0)",
-                (window_id,),
-            )
+            window_id = self._open_window()
+            db.execute("UPDATE windows SET state = 'CLOSING', closed_at = ? WHERE window_id = ?", (now, window_id))
             db.execute("INSERT INTO windows(state, opened_at) VALUES ('OPEN', ?)", (now,))
+            if self._in_flight(window_id) == 0:
+                self._freeze(window_id, now)
         return self.window(window_id)
 
     def settle_window(self, window_id: int, now: float) -> dict[str, Any]:
@@ -282,6 +333,12 @@ class SwitchLedger:
                 raise WindowError(404, f"settlement window {window_id} does not exist")
             if row["state"] == "OPEN":
                 raise WindowError(409, f"settlement window {window_id} is open; close it first")
+            if row["state"] == "CLOSING":
+                raise WindowError(
+                    409,
+                    f"settlement window {window_id} is still closing: {self._in_flight(window_id)} transfers"
+                    " reserved in it are in flight; settle it once it is CLOSED",
+                )
             if row["state"] == "CLOSED":
                 for bank, net in db.execute(
                     "SELECT bank, net_position FROM window_positions WHERE window_id = ?",
@@ -289,8 +346,8 @@ class SwitchLedger:
                 ).fetchall():
                     db.execute(
                         "UPDATE participants SET settlement_balance = settlement_balance - ?,"
-                        " position = position - ?, closed_credit = closed_credit - ? WHERE bank = ?",
-                        (net, net, max(0, -net), bank),
+                        " position = position - ? WHERE bank = ?",
+                        (net, net, bank),
                     )
                     db.execute(
                         "INSERT INTO settlement_movements(window_id, bank, amount, balance_after, at)"
@@ -318,7 +375,7 @@ class SwitchLedger:
             )
         }
         (w["transfer_count"], w["transfer_value"]) = self.db.execute(
-            "SELECT count(*), coalesce(sum(amount), 0) FROM transfers WHERE window_id = ?",
+            "SELECT count(*), coalesce(sum(amount), 0) FROM transfers WHERE window_id = ? AND status = 'ACSC'",
             (window_id,),
         ).fetchone()
         return w
@@ -328,7 +385,10 @@ class SwitchLedger:
         return [self.window(i) for i in ids]
 
     def participants(self) -> list[dict[str, Any]]:
-        return [dict(r) for r in self.db.execute("SELECT * FROM participants ORDER BY bank")]
+        rows = [dict(r) for r in self.db.execute("SELECT * FROM participants ORDER BY bank")]
+        for row in rows:  # derived, for reconciliation and people: not headroom under the cap
+            row["closed_credit"] = self.receivable(row["bank"])
+        return rows
 
     def transfers(self, after: str = "", limit: int = 1_000_000) -> list[dict[str, Any]]:
         rows = self.db.execute(

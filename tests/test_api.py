@@ -215,3 +215,35 @@ def test_openapi_documents_describe_the_routes(topo: LocalTopology) -> None:
 def test_health(topo: LocalTopology) -> None:
     status, body = get(topo.switch.url + "/health")
     assert status == 200 and body["status"] == "up" and body["pid"] == topo.switch.pid
+
+
+def test_a_window_closed_with_a_transfer_in_flight_waits_for_it(topo: LocalTopology) -> None:
+    """The transfer commits into the window it was reserved in; until then the window is CLOSING
+    and cannot be settled."""
+    import threading
+
+    a, b, s = topo.bank("BNKA").url, topo.bank("BNKB").url, topo.switch.url
+    assert post(b + "/admin/behaviour", {"credit_delay_ms": 1500})[0] == 200
+    try:
+        p = pid()
+        paying = threading.Thread(target=post, args=(a + "/payments", payment(p)))
+        paying.start()
+
+        def transfer() -> dict[str, object]:
+            # The read endpoint, not a status query: asking about an id the switch has not seen yet
+            # would make it remember "not received" and refuse the payment (as designed).
+            return next((t for t in get(s + "/transfers")[1] if t["payment_id"] == p), {})
+
+        eventually(lambda: transfer().get("status") == "PDNG", what="the transfer to be reserved")
+        status, closing = post(s + "/settlement/windows/close")
+        assert (status, closing["state"]) == (200, "CLOSING")
+        status, body = post(s + f"/settlement/windows/{closing['window_id']}/settle")
+        assert status == 409 and "still closing" in body["message"]
+        paying.join(20)
+        eventually(lambda: transfer().get("status") == "ACSC", what="the transfer to commit")
+        closed = get(s + f"/settlement/windows/{closing['window_id']}")[1]
+        assert closed["state"] == "CLOSED" and closed["transfer_count"] >= 1
+        assert [t["window_id"] for t in get(s + "/transfers")[1] if t["payment_id"] == p] == [closing["window_id"]]
+        assert post(s + f"/settlement/windows/{closing['window_id']}/settle")[1]["state"] == "SETTLED"
+    finally:
+        post(b + "/admin/behaviour", {"credit_delay_ms": 0})
