@@ -296,6 +296,8 @@ def _slo(scenario: Scenario) -> Any:
 
     ae = scenario.expect.availability
     phases: dict[str, PhaseTarget] = {}
+    if ae.baseline_success_ratio is None:
+        phases["baseline"] = PhaseTarget(success_ratio=0.0)  # null in the scenario: no baseline verdict
     if ae.steady_success_ratio is None:
         phases["steady"] = PhaseTarget(success_ratio=0.0)  # no floor after the faults
     elif ae.steady_success_ratio != ae.baseline_success_ratio:
