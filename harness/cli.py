@@ -179,13 +179,6 @@ def down(args: argparse.Namespace) -> int:
     return 0
 
 
-def _post(url: str) -> bytes:
-    import urllib.request
-
-    with urllib.request.urlopen(urllib.request.Request(url, data=b"", method="POST"), timeout=30) as resp:
-        return resp.read()  # type: ignore[no-any-return]
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="harness", description="Chaos-testing harness for payment switches.")
     sub = parser.add_subparsers(dest="command", required=True)

@@ -84,7 +84,6 @@ async def drive(
     seed: int = 1,
     prefix: str = "pay",
     timeout_s: float = 10.0,
-    progress: bool = False,
 ) -> list[Outcome]:
     """Run `concurrency` customers paying back to back until `seconds` or `max_payments`."""
     customers = Customers(system, seed)
@@ -124,19 +123,7 @@ async def drive(
                     )
                 )  # fmt: skip
 
-        async def ticker() -> None:
-            started = time.monotonic()
-            while True:
-                await asyncio.sleep(1.0)
-                ok = sum(1 for r in results if r.status == "ACSC")
-                print(f"  {time.monotonic() - started:4.0f}s  {len(results):7,} payments  {ok:7,} ACSC", flush=True)
-
-        tick = asyncio.create_task(ticker()) if progress else None
-        try:
-            await asyncio.gather(*(customer() for _ in range(concurrency)))
-        finally:
-            if tick is not None:
-                tick.cancel()
+        await asyncio.gather(*(customer() for _ in range(concurrency)))
     return results
 
 

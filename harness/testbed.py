@@ -11,7 +11,7 @@ from types import TracebackType
 
 from harness.nemesis import Nemesis
 from harness.topology import LocalTopology, route_through
-from harness.toxiproxy import Link, ToxiproxyServer
+from harness.toxiproxy import ToxiproxyServer
 from mock_switch.config import SystemConfig
 
 
@@ -55,9 +55,6 @@ class Testbed:
         urls = {code: self.topology.bank(code).url for code in self.topology.bank_codes}
         urls["switch"] = self.topology.switch.url
         return urls
-
-    def link(self, name: str) -> Link:
-        return self.links[name]
 
     def __enter__(self) -> Testbed:
         self.start()
