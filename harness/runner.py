@@ -186,7 +186,7 @@ def collect(scenario: Scenario, run_dir: Path, progress: Progress = print) -> No
         sampler.stop()
         sampler.sample()
         _settle_all(switch_url)
-        snapshot.save(snapshot.take(switch_url, direct), run_dir / "ledgers.json")
+        snapshot.save(snapshot.take_stable(switch_url, direct), run_dir / "ledgers.json")
         versions = {"toxiproxy": bed.toxiproxy.version()}
     (run_dir / "environment.json").write_text(json.dumps(_environment(versions), indent=2))
 
@@ -248,8 +248,8 @@ def check(run_dir: Path, progress: Progress = print) -> RunOutcome:
     if ce.verdict == "consistent":
         if not rec.ok:
             counts = {k: v for k, v in rec.counts().items() if v}
-            broken = [b.name for b in rec.books if not b.ok]
-            failures.append(f"consistency: {rec.anomaly_count} anomalies {counts}, books failing {broken}")
+            broken = "; ".join(f"{b.name} ({b.detail})" for b in rec.books if not b.ok) or "none"
+            failures.append(f"consistency: {rec.anomaly_count} anomalies {counts}, books failing: {broken}")
         if ce.max_time_to_consistency_s is not None and (ttc is None or ttc > ce.max_time_to_consistency_s):
             failures.append(f"time to consistency {ttc} s > {ce.max_time_to_consistency_s} s")
     elif rec.ok:

@@ -38,6 +38,26 @@ def take(switch_url: str, bank_urls: dict[str, str]) -> Snapshot:
     }
 
 
+def take_stable(switch_url: str, bank_urls: dict[str, str], attempts: int = 20) -> Snapshot:
+    """A snapshot that two consecutive reads agree on.
+
+    Each ledger is read over several HTTP calls, one service after another, so a payment still
+    moving while we read (a debit between a bank's payments and its accounts) would show as money
+    lost or created. Reading until nothing changes makes the checkers judge a settled state."""
+    previous = take(switch_url, bank_urls)
+    for _ in range(attempts):
+        current = take(switch_url, bank_urls)
+        if _books(current) == _books(previous):
+            return current
+        previous = current
+        time.sleep(0.2)
+    raise RuntimeError(f"the ledgers kept changing over {attempts + 1} reads; is something still sending payments?")
+
+
+def _books(snap: Snapshot) -> tuple[Any, Any]:
+    return snap["switch"], snap["banks"]
+
+
 def save(snapshot: Snapshot, path: Path) -> None:
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(snapshot))
