@@ -31,15 +31,19 @@ def demo(args: argparse.Namespace) -> int:
         print("\ninterrupted: faults healed, services and Locust stopped", file=sys.stderr)
         return 130
     print("\n== demo summary ==")
+    from harness.report import fmt_pct, write_index
+
     for o in outcomes:
         rec = o.result["consistency"]["reconciliation"]
         ratio = o.result["availability"]["overall"]["success_ratio"]
         print(
-            f"{o.result['verdict'].upper():4}  {o.result['scenario']['name']:<24} availability {ratio}"
-            f"  anomalies {rec['anomaly_count']}  ->  {o.run_dir / 'result.json'}"
+            f"{o.result['verdict'].upper():4}  {o.result['scenario']['name']:<24} availability {fmt_pct(ratio, 3):>9}"
+            f"  anomalies {rec['anomaly_count']:>4,}  ->  {o.run_dir / 'report.html'}"
         )
     if any(o.result["scenario"]["name"].endswith("naive") for o in outcomes):
         print("\nA naive scenario passes when the checker catches its anomalies: that is what it expects.")
+    index = write_index(args.out.parent, args.out)
+    print(f"\nSuite page: {index}  (open it in a browser; every report opens offline)")
     return 0 if all(o.ok for o in outcomes) else 1
 
 
@@ -60,7 +64,54 @@ def run_cmd(args: argparse.Namespace) -> int:
             print("\ninterrupted: faults healed, services and Locust stopped", file=sys.stderr)
             return 130
         failed += not outcome.ok
+    from harness.report import write_index
+
+    print(f"suite page    {write_index(args.out.parent, args.out)}")
     return 1 if failed else 0
+
+
+def report_cmd(args: argparse.Namespace) -> int:
+    """Rebuild report pages from saved files: nothing is run and no checker is re-run."""
+    from harness.report import write_index, write_report
+
+    status = 0
+    for run_dir in args.run_dirs:
+        try:
+            page = write_report(run_dir)
+        except FileNotFoundError as exc:
+            print(f"harness report: {exc}", file=sys.stderr)
+            status = 2
+            continue
+        print(page)
+        if args.screenshot:
+            from harness.browser import BrowserUnavailable, open_report
+
+            try:
+                seen = open_report(page, screenshot=page.with_suffix(".png"))
+            except BrowserUnavailable as exc:
+                print(f"harness report: no screenshot: {exc}", file=sys.stderr)
+                return 2
+            print(
+                f"{seen.screenshot}  ({seen.charts} charts, {len(seen.console_errors)} console errors,"
+                f" {len(seen.requests)} network requests)"
+            )
+    if args.index or not args.run_dirs:
+        print(write_index(args.reports, args.reports / "runs"))
+    return status
+
+
+def baseline_cmd(args: argparse.Namespace) -> int:
+    """Name a run as its scenario's baseline on the suite page."""
+    from harness.report import set_baseline, write_index
+
+    try:
+        summary = set_baseline(args.run_dir, args.reports)
+    except FileNotFoundError as exc:
+        print(f"harness baseline: {exc}", file=sys.stderr)
+        return 2
+    print(f"baseline for {summary['scenario']}: {args.run_dir} (recorded in {args.reports / 'baselines.json'})")
+    print(write_index(args.reports, args.reports / "runs"))
+    return 0
 
 
 def check_cmd(args: argparse.Namespace) -> int:
@@ -190,6 +241,14 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--out", type=Path, default=Path("reports/runs"))
     c = sub.add_parser("check", help="re-run the checkers on a saved run directory")
     c.add_argument("run_dir", type=Path)
+    rp = sub.add_parser("report", help="rebuild report.html of saved runs, and the suite page reports/index.html")
+    rp.add_argument("run_dirs", nargs="*", type=Path, help="run directories (none: only the suite page)")
+    rp.add_argument("--index", action="store_true", help="also rebuild the suite page")
+    rp.add_argument("--screenshot", action="store_true", help="open each report in headless Chromium, save report.png")
+    rp.add_argument("--reports", type=Path, default=Path("reports"), help="folder of the suite page (default: reports)")
+    bl = sub.add_parser("baseline", help="name a run as its scenario's baseline for regression flags on the suite page")
+    bl.add_argument("run_dir", type=Path)
+    bl.add_argument("--reports", type=Path, default=Path("reports"))
     sub.add_parser("doctor", help="what is installed and how to fix what is missing")
     ls = sub.add_parser("list", help="scenarios, links and fault types")
     ls.add_argument("--dir", default="scenarios")
@@ -201,7 +260,8 @@ def main(argv: list[str] | None = None) -> int:
     dn.add_argument("--out", type=Path, default=Path("reports/runs"))
     args = parser.parse_args(argv)
     commands = {
-        "demo": demo, "run": run_cmd, "check": check_cmd, "doctor": doctor, "list": list_cmd, "up": up, "down": down,
+        "demo": demo, "run": run_cmd, "check": check_cmd, "report": report_cmd, "baseline": baseline_cmd,
+        "doctor": doctor, "list": list_cmd, "up": up, "down": down,
     }  # fmt: skip
     return commands[args.command](args)
 

@@ -22,6 +22,7 @@ from typing import Any
 from harness import __version__, snapshot
 from harness.consistency import ConsistencySampler, customer_view, load_samples, time_to_consistency
 from harness.reconcile import reconcile
+from harness.report import fmt_duration, fmt_pct, write_report
 from harness.scenario import Scenario, SettlementAction, dump
 from harness.scenario import load as load_scenario
 from harness.testbed import Testbed
@@ -251,7 +252,10 @@ def check(run_dir: Path, progress: Progress = print) -> RunOutcome:
             broken = "; ".join(f"{b.name} ({b.detail})" for b in rec.books if not b.ok) or "none"
             failures.append(f"consistency: {rec.anomaly_count} anomalies {counts}, books failing: {broken}")
         if ce.max_time_to_consistency_s is not None and (ttc is None or ttc > ce.max_time_to_consistency_s):
-            failures.append(f"time to consistency {ttc} s > {ce.max_time_to_consistency_s} s")
+            failures.append(
+                f"time to consistency {'never reached' if ttc is None else fmt_duration(ttc)}"
+                f" (objective {fmt_duration(ce.max_time_to_consistency_s)})"
+            )
     elif rec.ok:
         failures.append("consistency: expected the checker to detect anomalies (naive components), found none")
     if ce.no_acknowledged_payment_lost and view.lost_acknowledged and ce.verdict == "consistent":
@@ -285,6 +289,15 @@ def check(run_dir: Path, progress: Progress = print) -> RunOutcome:
         "run_dir": str(run_dir),
     }
     (run_dir / "result.json").write_text(json.dumps(result, indent=2, default=str))
+    try:
+        # The report reads the result as saved (JSON types), exactly as `harness report` will later.
+        write_report(run_dir, json.loads(json.dumps(result, default=str)))
+    except Exception as exc:  # the verdict stands without its page; say so loudly rather than lose the run
+        print(
+            f"harness: report.html could not be written ({exc!r}); result.json is complete."
+            f" Retry with: harness report {run_dir}",
+            file=sys.stderr,
+        )
     outcome = RunOutcome(run_dir, result, failures)
     if progress is not None:
         progress(console_summary(outcome))
@@ -355,14 +368,16 @@ def console_summary(outcome: RunOutcome) -> str:
     rec = c["reconciliation"]
     lines = [
         f"\n== {r['scenario']['name']}: {r['verdict'].upper()} ==",
-        f"availability  {a.get('overall', {}).get('success_ratio')} overall; phases: "
-        + ", ".join(f"{k} {v.get('success_ratio')}" for k, v in a.get("phases", {}).items()),
-        f"recovery      time to recover {a.get('time_to_recover_s')} s;"
-        f" time to consistency {c['time_to_consistency_s']} s",
+        f"availability  {fmt_pct(a.get('overall', {}).get('success_ratio'), 3)} overall; phases: "
+        + ", ".join(f"{k} {fmt_pct(v.get('success_ratio'))}" for k, v in a.get("phases", {}).items()),
+        f"recovery      time to recover {fmt_duration(a.get('time_to_recover_s'))};"
+        f" time to consistency {fmt_duration(c['time_to_consistency_s'])}",
         f"settlement    {rec['payments']:,} payments: {rec['clean_settled']:,} settled, {rec['clean_failed']:,} cleanly"
-        f" failed, {rec['anomaly_count']} anomalies {dict((k, v) for k, v in rec['anomalies'].items() if v)}",
-        f"customers     lost acknowledged payments: {c['customer_view']['lost_acknowledged']}",
+        f" failed, {rec['anomaly_count']:,} anomalies {dict((k, v) for k, v in rec['anomalies'].items() if v)}",
+        f"customers     lost acknowledged payments: {c['customer_view']['lost_acknowledged']:,}",
     ]
     lines += [f"FAIL          {f}" for f in r["failures"]]
     lines.append(f"run directory {outcome.run_dir}")
+    if (outcome.run_dir / "report.html").exists():
+        lines.append(f"report        {outcome.run_dir / 'report.html'}")
     return "\n".join(lines)

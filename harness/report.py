@@ -1,0 +1,685 @@
+"""The HTML resilience report: one self-contained page per run, and the suite page.
+
+Everything comes from the files of a run directory (result.json first, then the history, the fault
+timeline, the consistency samples and the ledgers), so `harness report RUN_DIR` rebuilds the same
+page later. Pages are Jinja2 templates; the charts are uPlot (vendored under templates/vendor with
+its licence), inlined so that a report opens offline and makes no network request.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import yaml
+
+from harness import availability
+
+TEMPLATES = Path(__file__).parent / "templates"
+REPORT_FILE = "report.html"
+INDEX_FILE = "index.html"
+BASELINES_FILE = "baselines.json"
+NA = "\N{EN DASH}"  # shown for a figure that does not exist (no fault, no recovery, ...)
+
+# Charts keep at most this many points per series: a 5-minute run stays at one point per second,
+# longer runs are merged into coarser buckets so the page stays small and quick.
+MAX_POINTS = 600
+EXAMPLES_PER_CLASS = 5
+
+# Common availability tiers (a year at 99.99 % allows about 53 minutes of downtime).
+AVAILABILITY_TIERS = (0.999, 0.9995, 0.9999)
+# CPMI-IOSCO PFMI Principle 17 (key consideration 6): critical systems resume within two hours.
+PFMI_RTO_S = 2 * 3600.0
+
+# What counts as a regression on the suite page, against the previous or the baseline run.
+REGRESSION_RULES = {
+    "availability": "overall success ratio lower by more than 0.1 percentage point",
+    "anomalies": "more reconciliation anomalies, or lost acknowledged payments",
+    "recovery": "time to recover or time to consistency slower by more than 50 % and more than 1 s",
+    "latency": "worst-phase p99 higher by more than 50 % and more than 100 ms",
+    "verdict": "the verdict went from pass to fail",
+}
+
+
+def _env() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATES),
+        autoescape=jinja2.select_autoescape(["html", "j2"]),
+        undefined=jinja2.StrictUndefined,  # a typo in a template is an error, not an empty cell
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    env.filters.update(num=fmt_num, pct=fmt_pct, dur=fmt_duration, ms=fmt_ms, money=fmt_money, when=fmt_when)
+    env.globals["vendor"] = _vendor
+    return env
+
+
+def _vendor(name: str) -> str:
+    return (TEMPLATES / "vendor" / name).read_text()
+
+
+# -- formatting (what people read) ----------------------------------------------------------------
+
+
+def fmt_num(x: float | int | None, digits: int = 0) -> str:
+    if x is None:
+        return NA
+    return f"{x:,.{digits}f}"
+
+
+def fmt_pct(ratio: float | None, digits: int = 2) -> str:
+    """0.99953 -> '99.95 %'; never rounds a miss up to 100 %."""
+    if ratio is None:
+        return NA
+    pct = ratio * 100
+    shown = f"{pct:.{digits}f}"
+    if ratio < 1 and float(shown) >= 100:
+        shown = f"{math.floor(pct * 10**digits) / 10**digits:.{digits}f}"
+    return f"{shown} %"
+
+
+def fmt_duration(seconds: float | None) -> str:
+    if seconds is None:
+        return NA
+    if seconds < 1:
+        return f"{seconds * 1000:,.0f} ms"
+    if seconds < 120:
+        return f"{seconds:,.1f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:,.1f} min"
+    return f"{seconds / 3600:,.1f} h"
+
+
+def fmt_ms(ms: float | None) -> str:
+    return NA if ms is None else f"{ms:,.0f} ms"
+
+
+def fmt_money(minor: int | None, currency: str = "") -> str:
+    """Amounts are integers in minor units (DESIGN.md section 3)."""
+    if minor is None:
+        return NA
+    sign = "-" if minor < 0 else ""
+    major, cents = divmod(abs(minor), 100)
+    return f"{sign}{currency + ' ' if currency else ''}{major:,}.{cents:02d}"
+
+
+def fmt_when(epoch: float | None) -> str:
+    if epoch is None:
+        return NA
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(epoch))
+
+
+# -- the per-run report ---------------------------------------------------------------------------
+
+
+def write_report(run_dir: Path, result: Mapping[str, Any] | None = None) -> Path:
+    """Render `report.html` in the run directory from its saved files."""
+    model = report_model(run_dir, result)
+    html = _env().get_template("report.html.j2").render(**model)
+    out = run_dir / REPORT_FILE
+    tmp = out.with_suffix(".tmp")
+    tmp.write_text(html)
+    tmp.replace(out)  # never a half-written report
+    return out
+
+
+def report_model(run_dir: Path, result: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Everything the report template shows, as plain data."""
+    if result is None:
+        path = run_dir / "result.json"
+        if not path.exists():
+            raise FileNotFoundError(f"{path}: no result yet; run `harness check {run_dir}` first")
+        result = json.loads(path.read_text())
+    scenario = yaml.safe_load((run_dir / "scenario.yaml").read_text()) or {}
+    system = json.loads((run_dir / "system.json").read_text())
+    ledgers = json.loads((run_dir / "ledgers.json").read_text()) if (run_dir / "ledgers.json").exists() else None
+    history_path = run_dir / "history.jsonl"
+    history = availability.load_history(history_path) if history_path.exists() else []
+    samples = _jsonl(run_dir / "consistency.jsonl")
+
+    avail = result["availability"]
+    start = avail.get("start") or 0.0
+    currency = system.get("currency", "")
+    slo_ms = float(avail["slo"]["latency_slo_ms"])
+    payments = [op for op in history if op.get("op", "payment") == "payment"]
+    windows_active = _fault_periods(result.get("faults", []), start)
+
+    return {
+        "r": result,
+        "run_name": run_dir.name,
+        "scenario": scenario,
+        "system": system,
+        "currency": currency,
+        "summary": run_summary(result),
+        "scorecard": scorecard(result, scenario, ledgers),
+        "schedule": fault_schedule(scenario, avail.get("faults", [])),
+        "phases": _phases(avail),
+        "charts": chart_data(avail, samples, start),
+        "banks": bank_breakdown(payments, windows_active, slo_ms, _touched(result.get("faults", []))),
+        "links": link_breakdown(payments, windows_active, slo_ms, _touched(result.get("faults", []))),
+        "examples": anomaly_examples(result, payments),
+        "windows": settlement_windows(ledgers),
+        "rules": REGRESSION_RULES,
+        "generated_at": time.time(),
+    }
+
+
+def run_summary(result: Mapping[str, Any]) -> dict[str, Any]:
+    """The handful of numbers that matter, as shown in the banner and compared on the suite page."""
+    avail = result["availability"]
+    cons = result["consistency"]
+    rec = cons["reconciliation"]
+    p99s = [p["p99_ms"] for p in avail.get("phases", {}).values() if p.get("p99_ms") is not None]
+    return {
+        "scenario": result["scenario"]["name"],
+        "backend": result["scenario"].get("backend", "local"),
+        "verdict": result["verdict"],
+        "availability": avail["overall"].get("success_ratio"),
+        "operations": avail["overall"].get("operations", 0),
+        "worst_p99_ms": max(p99s) if p99s else None,
+        "anomalies": rec["anomaly_count"],
+        "books_failing": [b["name"] for b in rec["books"] if not b["ok"]],
+        "lost_acknowledged": cons["customer_view"]["lost_acknowledged"],
+        "time_to_recover_s": avail.get("time_to_recover_s"),
+        "time_to_consistency_s": cons.get("time_to_consistency_s"),
+        "started_at": avail.get("start"),
+        "failures": list(result.get("failures", [])),
+    }
+
+
+def scorecard(
+    result: Mapping[str, Any], scenario: Mapping[str, Any], ledgers: Mapping[str, Any] | None
+) -> list[dict[str, Any]]:
+    """Rows in the terms overseers use: recovery time and point, availability tiers, settlement, breaks."""
+    s = run_summary(result)
+    rows: list[dict[str, Any]] = []
+    objective = ((scenario.get("expect") or {}).get("availability") or {}).get("max_time_to_recover_s")
+    ttr = s["time_to_recover_s"]
+    had_faults = bool(result["availability"].get("faults"))
+    if not had_faults:
+        rows.append(_row("Recovery time", "no fault in this run", NA, None))
+    elif objective is not None:
+        rows.append(
+            _row(
+                "Recovery time",
+                f"objective {fmt_duration(objective)} (PFMI Principle 17 ceiling for critical systems: 2 h)",
+                fmt_duration(ttr) if ttr is not None else "did not recover",
+                ttr is not None and ttr <= objective,
+            )
+        )
+    else:
+        rows.append(
+            _row(
+                "Recovery time",
+                "no objective set in the scenario; PFMI Principle 17 ceiling: 2 h",
+                fmt_duration(ttr) if ttr is not None else "did not recover",
+                ttr is not None and ttr <= PFMI_RTO_S,
+            )
+        )
+    lost = s["lost_acknowledged"]
+    rows.append(_row("Recovery point", "acknowledged payments lost: must be 0", fmt_num(lost), lost == 0))
+    ratio = s["availability"]
+    for tier in AVAILABILITY_TIERS:
+        rows.append(
+            _row(
+                f"Availability tier {fmt_pct(tier)}",
+                f"success ratio over this run's {fmt_num(s['operations'])} payments",
+                fmt_pct(ratio, 3),
+                ratio is not None and ratio >= tier,
+            )
+        )
+    if ledgers is not None:
+        windows = ledgers["switch"]["windows"]
+        with_transfers = [w for w in windows if w["transfer_count"]]
+        unsettled = [w for w in with_transfers if w["state"] != "SETTLED"]
+        rows.append(
+            _row(
+                "Settlement completed",
+                "every window with transfers settled",
+                f"{len(with_transfers) - len(unsettled)} of {len(with_transfers)} windows",
+                not unsettled,
+            )
+        )
+    breaks = s["anomalies"] + len(s["books_failing"])
+    detail = ", ".join(s["books_failing"]) if s["books_failing"] else "payments and books"
+    rows.append(_row("Reconciliation breaks left open", detail, fmt_num(breaks), breaks == 0))
+    ttc = s["time_to_consistency_s"]
+    ttc_goal = ((scenario.get("expect") or {}).get("consistency") or {}).get("max_time_to_consistency_s", 30)
+    rows.append(
+        _row(
+            "Time to consistency",
+            f"objective {fmt_duration(ttc_goal)}" if ttc_goal is not None else "no objective set",
+            fmt_duration(ttc) if ttc is not None else "never consistent",
+            None if ttc_goal is None else (ttc is not None and ttc <= ttc_goal),
+        )
+    )
+    return rows
+
+
+def _row(name: str, objective: str, measured: str, ok: bool | None) -> dict[str, Any]:
+    return {"name": name, "objective": objective, "measured": measured, "ok": ok}
+
+
+def fault_schedule(scenario: Mapping[str, Any], measured: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """The scenario's schedule beside what really happened (apply and heal as recorded)."""
+    seen: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
+    for f in measured:
+        seen[f["fault"]].append(f)
+    rows = []
+    for i, f in enumerate(scenario.get("faults") or []):
+        name = f.get("name") or f"{f['kind']}-{i + 1}"
+        targets = f.get("targets")
+        rows.append(
+            {
+                "name": name,
+                "kind": f["kind"],
+                "targets": ", ".join(targets) if isinstance(targets, list) else str(targets),
+                "start": f.get("start", 0),
+                "duration": f.get("duration"),
+                "attributes": ", ".join(f"{k}={v}" for k, v in {**(f.get("attributes") or {}), **_extras(f)}.items()),
+                "applied": [(m["apply"], m.get("heal")) for m in seen.get(name, [])],
+                "detect": [m.get("time_to_detect_s") for m in seen.get(name, [])],
+            }
+        )
+    return rows
+
+
+def _extras(f: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: f[k] for k in ("stream", "toxicity", "restart_after", "every", "repeat") if f.get(k) is not None}
+
+
+def _phases(avail: Mapping[str, Any]) -> list[dict[str, Any]]:
+    targets: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
+    for v in avail.get("verdicts", []):
+        targets[v["name"].rsplit(".", 1)[-1]].append(v)
+    return [
+        {"name": name, **stats, "verdicts": targets.get(name, [])}
+        for name, stats in avail.get("phases", {}).items()
+        if stats.get("operations")
+    ]
+
+
+def _jsonl(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+# -- charts ---------------------------------------------------------------------------------------
+
+
+def chart_data(avail: Mapping[str, Any], samples: Sequence[Mapping[str, Any]], start: float) -> dict[str, Any]:
+    """Series for the stacked charts on one time axis (seconds since the first payment)."""
+    per_second = list(avail.get("per_second", []))
+    end_rel = (avail.get("end") or start) - start
+    if per_second and end_rel - per_second[-1]["t"] < 1:
+        per_second.pop()  # the last, partial second would read as a throughput collapse
+    step = max(1, math.ceil(len(per_second) / MAX_POINTS))
+    buckets = [per_second[i : i + step] for i in range(0, len(per_second), step)]
+    reasons = Counter[str]()
+    for b in per_second:
+        reasons.update(b.get("errors") or {})
+    top = [r for r, _ in reasons.most_common(8)]
+    t, thr, ok, p50, p95, p99 = [], [], [], [], [], []
+    errs: dict[str, list[int]] = {r: [] for r in top}
+    other: list[int] = []
+    for b in buckets:
+        t.append(b[0]["t"])
+        count = sum(x["count"] for x in b)
+        good = sum(x["good"] for x in b)
+        thr.append(round(count / len(b), 2))
+        ok.append(round(good / count * 100, 3) if count else None)
+        # Worst second of the bucket: merging must not hide a latency spike.
+        p50.append(_worst(b, "p50_ms"))
+        p95.append(_worst(b, "p95_ms"))
+        p99.append(_worst(b, "p99_ms"))
+        merged = Counter[str]()
+        for x in b:
+            merged.update(x.get("errors") or {})
+        for r in top:
+            errs[r].append(merged.get(r, 0))
+        other.append(sum(n for r, n in merged.items() if r not in errs))
+    if any(other):
+        errs["other"] = other
+    anomalies = {
+        "t": [round(s["at"] - start, 2) for s in samples],
+        "open": [s["open_anomalies"] for s in samples],
+    }
+    faults = [
+        {
+            "name": f["fault"],
+            "kind": f["kind"],
+            "from": f["apply"],
+            "to": f.get("heal"),
+            "detect": f.get("time_to_detect_s"),
+        }
+        for f in avail.get("faults", [])
+    ]
+    recoveries = [{"heal": r["heal"], "recovered": r.get("recovered")} for r in avail.get("recoveries", [])]
+    end = round((avail.get("end") or start) - start, 2)
+    return {
+        "step_s": step,
+        "end": end,
+        "t": t,
+        "throughput": thr,
+        "success_pct": ok,
+        "p50": p50,
+        "p95": p95,
+        "p99": p99,
+        "errors": errs,
+        "anomalies": anomalies,
+        "faults": faults,
+        "recoveries": recoveries,
+        "business": sorted(availability.BUSINESS_REASONS),
+        "slo_pct": round(float(avail["slo"]["success_ratio"]) * 100, 3),
+        "latency_slo_ms": avail["slo"]["latency_slo_ms"],
+    }
+
+
+def _worst(bucket: Sequence[Mapping[str, Any]], key: str) -> float | None:
+    values = [x[key] for x in bucket if x.get(key) is not None]
+    return max(values) if values else None
+
+
+# -- per-bank and per-link breakdown --------------------------------------------------------------
+
+
+@dataclass
+class _Tally:
+    ops: int = 0
+    good: int = 0
+    fault_ops: int = 0
+    fault_good: int = 0
+
+    def add(self, good: bool, during_fault: bool) -> None:
+        self.ops += 1
+        self.good += good
+        if during_fault:
+            self.fault_ops += 1
+            self.fault_good += good
+
+    def row(self, name: str, touched: bool) -> dict[str, Any]:
+        calm_ops, calm_good = self.ops - self.fault_ops, self.good - self.fault_good
+        return {
+            "name": name,
+            "touched": touched,
+            "ops": self.ops,
+            "ratio": self.good / self.ops if self.ops else None,
+            "fault_ops": self.fault_ops,
+            "fault_ratio": self.fault_good / self.fault_ops if self.fault_ops else None,
+            "calm_ratio": calm_good / calm_ops if calm_ops else None,
+        }
+
+
+def _fault_periods(faults: Iterable[Mapping[str, Any]], start: float) -> list[tuple[float, float]]:
+    """Absolute (apply, heal) times of every fault; an unhealed fault runs to the end of time."""
+    opened: dict[str, float] = {}
+    periods = []
+    for f in sorted(faults, key=lambda f: f["at"]):
+        if f["event"] == "apply":
+            opened[f["fault"]] = f["at"]
+        elif f["event"] == "heal" and f["fault"] in opened:
+            periods.append((opened.pop(f["fault"]), f["at"]))
+    periods += [(a, math.inf) for a in opened.values()]
+    return periods
+
+
+def _touched(faults: Iterable[Mapping[str, Any]]) -> tuple[set[str], set[str]]:
+    """Banks and links a fault was aimed at ('switch' stands for the switch process)."""
+    banks: set[str] = set()
+    links: set[str] = set()
+    for f in faults:
+        for target in f.get("targets", []):
+            if "->" in target:
+                links.add(target)
+                banks.update(p for p in target.split("->") if p not in ("customers", "switch"))
+            else:
+                banks.add(target)
+    return banks, links
+
+
+def _good(op: Mapping[str, Any], slo_ms: float) -> bool:
+    lat = op.get("latency_ms")
+    if lat is None:
+        lat = (op["complete"] - op["invoke"]) * 1000.0
+    if lat > slo_ms:
+        return False
+    return op.get("outcome") == "ok" or (
+        op.get("outcome") == "fail" and op.get("reason") in availability.BUSINESS_REASONS
+    )
+
+
+def _during(op: Mapping[str, Any], periods: Sequence[tuple[float, float]]) -> bool:
+    t = op["complete"]
+    return any(a <= t <= b for a, b in periods)
+
+
+def bank_breakdown(
+    payments: Sequence[Mapping[str, Any]],
+    periods: Sequence[tuple[float, float]],
+    slo_ms: float,
+    touched: tuple[set[str], set[str]],
+) -> list[dict[str, Any]]:
+    """Success ratio by payer and by payee bank, during faults and outside them."""
+    payer: dict[str, _Tally] = defaultdict(_Tally)
+    payee: dict[str, _Tally] = defaultdict(_Tally)
+    for op in payments:
+        good, during = _good(op, slo_ms), _during(op, periods)
+        if op.get("payer"):
+            payer[op["payer"]].add(good, during)
+        if op.get("payee"):
+            payee[op["payee"]].add(good, during)
+    banks, _ = touched
+    rows = []
+    for code in sorted(set(payer) | set(payee)):
+        rows.append(
+            {
+                "bank": code,
+                "touched": code in banks or "switch" in banks,
+                "as_payer": payer[code].row(code, code in banks),
+                "as_payee": payee[code].row(code, code in banks),
+            }
+        )
+    return rows
+
+
+def link_breakdown(
+    payments: Sequence[Mapping[str, Any]],
+    periods: Sequence[tuple[float, float]],
+    slo_ms: float,
+    touched: tuple[set[str], set[str]],
+) -> list[dict[str, Any]]:
+    """Success ratio of the payments that crossed each link (customers->payer->switch->payee)."""
+    tallies: dict[str, _Tally] = defaultdict(_Tally)
+    for op in payments:
+        payer, payee = op.get("payer"), op.get("payee")
+        if not payer or not payee:
+            continue
+        good, during = _good(op, slo_ms), _during(op, periods)
+        for link in (f"customers->{payer}", f"{payer}->switch", f"switch->{payee}"):
+            tallies[link].add(good, during)
+    banks, links = touched
+    return [
+        tallies[link].row(link, link in links or bool(set(link.split("->")) & banks))
+        for link in sorted(tallies, key=lambda name: (name.split("->")[0] != "customers", name))
+    ]
+
+
+# -- consistency examples -------------------------------------------------------------------------
+
+
+def anomaly_examples(result: Mapping[str, Any], payments: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Example payment ids per anomaly class, with the three-way states and what the customer was told."""
+    rec = result["consistency"]["reconciliation"]
+    view = result["consistency"]["customer_view"]
+    wanted: dict[str, list[Mapping[str, Any]]] = {
+        cls: list(examples)[:EXAMPLES_PER_CLASS] for cls, examples in (rec.get("examples") or {}).items()
+    }
+    for cls in ("lost_acknowledged", "misinformed_failure"):
+        ids = (view.get("examples") or {}).get(cls) or []
+        if ids:
+            wanted[cls] = [{"payment_id": pid} for pid in ids[:EXAMPLES_PER_CLASS]]
+    ids = {e["payment_id"] for examples in wanted.values() for e in examples}
+    told: dict[str, str] = {}
+    seen: dict[str, Mapping[str, Any]] = {}
+    for op in payments:  # the last answer a customer got is what they believe
+        if op.get("id") in ids:
+            seen[op["id"]] = op
+            told[op["id"]] = op.get("status") or op.get("outcome") or "?"
+            if op.get("reason"):
+                told[op["id"]] += f" {op['reason']}"
+            elif op.get("error"):
+                told[op["id"]] += f" ({op['error']})"
+    three_way = {e["payment_id"]: e for examples in (rec.get("examples") or {}).values() for e in examples}
+
+    def row(e: Mapping[str, Any]) -> dict[str, Any]:
+        pid = e["payment_id"]
+        known = {**three_way.get(pid, {}), **e}
+        op = seen.get(pid, {})
+        return {
+            "payment_id": pid,
+            "payer_bank": known.get("payer_bank") or op.get("payer"),
+            "payee_bank": known.get("payee_bank") or op.get("payee"),
+            "amount": known.get("amount") if known.get("amount") is not None else op.get("amount"),
+            "payer": known.get("payer"),
+            "switch": known.get("switch"),
+            "payee": known.get("payee"),
+            "customer": told.get(pid, "never answered"),
+        }
+
+    return [
+        {"class": cls, "count": rec["anomalies"].get(cls, view.get(cls)), "rows": [row(e) for e in examples]}
+        for cls, examples in wanted.items()
+        if examples
+    ]
+
+
+def settlement_windows(ledgers: Mapping[str, Any] | None) -> list[dict[str, Any]]:
+    if ledgers is None:
+        return []
+    return sorted(ledgers["switch"]["windows"], key=lambda w: w["window_id"])
+
+
+# -- the suite page -------------------------------------------------------------------------------
+
+
+def write_index(reports_dir: Path, runs_dir: Path | None = None) -> Path:
+    """Render `reports/index.html`: the latest run of every scenario, compared with its baseline run
+    (see `harness baseline`) or else with its previous run, regressions flagged."""
+    runs_dir = runs_dir or reports_dir / "runs"
+    model = index_model(reports_dir, runs_dir)
+    html = _env().get_template("index.html.j2").render(**model)
+    out = reports_dir / INDEX_FILE
+    tmp = out.with_suffix(".tmp")
+    tmp.write_text(html)
+    tmp.replace(out)
+    return out
+
+
+def index_model(reports_dir: Path, runs_dir: Path) -> dict[str, Any]:
+    by_scenario: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for result_path in sorted(runs_dir.glob("*/result.json")):
+        try:
+            result = json.loads(result_path.read_text())
+            summary = run_summary(result)
+        except (ValueError, KeyError) as exc:  # a half-written or foreign run must not hide the others
+            by_scenario["(unreadable)"].append({"run": result_path.parent.name, "error": repr(exc)})
+            continue
+        summary["run"] = result_path.parent.name
+        summary["link"] = _relative(result_path.parent / REPORT_FILE, reports_dir)
+        summary["has_report"] = (result_path.parent / REPORT_FILE).exists()
+        by_scenario[summary["scenario"]].append(summary)
+    baselines = load_baselines(reports_dir)
+    rows: list[dict[str, Any]] = []
+    for name in sorted(by_scenario):
+        runs = sorted(by_scenario[name], key=lambda s: s.get("started_at") or 0)
+        latest = runs[-1]
+        if "error" in latest:
+            rows.append(
+                {"scenario": name, "latest": latest, "reference": None, "kind": None, "flags": [], "runs": runs}
+            )
+            continue
+        reference, kind = None, None
+        if name in baselines:
+            reference, kind = baselines[name], "baseline"
+        elif len(runs) > 1:
+            reference, kind = runs[-2], "previous"
+        rows.append(
+            {
+                "scenario": name,
+                "latest": latest,
+                "reference": reference,
+                "kind": kind,
+                "flags": regressions(latest, reference) if reference else [],
+                "runs": list(reversed(runs[-6:-1])),
+            }
+        )
+    return {
+        "rows": rows,
+        "rules": REGRESSION_RULES,
+        "generated_at": time.time(),
+        "passed": sum(1 for r in rows if r["latest"].get("verdict") == "pass"),
+        "regressed": sum(1 for r in rows if r["flags"]),
+    }
+
+
+def regressions(latest: Mapping[str, Any], ref: Mapping[str, Any]) -> list[str]:
+    flags = []
+    a, b = latest.get("availability"), ref.get("availability")
+    if a is not None and b is not None and a < b - 0.001:
+        flags.append(f"availability down: {fmt_pct(a, 3)} vs {fmt_pct(b, 3)}")
+    if latest["anomalies"] > ref["anomalies"]:
+        flags.append(f"anomalies up: {latest['anomalies']:,} vs {ref['anomalies']:,}")
+    if latest["lost_acknowledged"] > ref["lost_acknowledged"]:
+        flags.append(f"lost acknowledged payments up: {latest['lost_acknowledged']:,} vs {ref['lost_acknowledged']:,}")
+    for key, label in (("time_to_recover_s", "recovery"), ("time_to_consistency_s", "time to consistency")):
+        x, y = latest.get(key), ref.get(key)
+        if y is not None and (x is None or (x > y * 1.5 and x - y > 1.0)):
+            flags.append(f"{label} slower: {fmt_duration(x)} vs {fmt_duration(y)}")
+    x, y = latest.get("worst_p99_ms"), ref.get("worst_p99_ms")
+    if x is not None and y is not None and x > y * 1.5 and x - y > 100:
+        flags.append(f"worst p99 up: {fmt_ms(x)} vs {fmt_ms(y)}")
+    if latest["verdict"] == "fail" and ref["verdict"] == "pass":
+        flags.append("verdict: pass -> fail")
+    return flags
+
+
+def _relative(path: Path, base: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(base.resolve()))
+    except ValueError:
+        return path.resolve().as_uri()
+
+
+def load_baselines(reports_dir: Path) -> dict[str, dict[str, Any]]:
+    path = reports_dir / BASELINES_FILE
+    if not path.exists():
+        return {}
+    data: dict[str, dict[str, Any]] = json.loads(path.read_text())
+    return data
+
+
+def set_baseline(run_dir: Path, reports_dir: Path) -> dict[str, Any]:
+    """Name a run as its scenario's baseline. Its figures are copied, so the comparison survives
+    the run directory being cleaned away."""
+    result_path = run_dir / "result.json"
+    if not result_path.exists():
+        raise FileNotFoundError(f"{result_path}: not a checked run directory (run `harness check {run_dir}`)")
+    summary = run_summary(json.loads(result_path.read_text()))
+    summary["run"] = run_dir.name
+    summary["link"] = _relative(run_dir / REPORT_FILE, reports_dir)
+    summary["has_report"] = (run_dir / REPORT_FILE).exists()
+    baselines = load_baselines(reports_dir)
+    baselines[summary["scenario"]] = summary
+    path = reports_dir / BASELINES_FILE
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(baselines, indent=2, sort_keys=True))
+    tmp.replace(path)
+    return summary
