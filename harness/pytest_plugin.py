@@ -27,6 +27,25 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "docker: needs a Docker engine (backend: docker)")
 
 
+# Set once any scenario ran in this session, so the suite page is rebuilt only when there is news.
+_RAN = pytest.StashKey[Path]()
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    out = session.config.stash.get(_RAN, None)
+    if out is None:
+        return
+    from harness.report import write_index
+
+    session.config.stash[_RAN] = write_index(out.parent, out)
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    index = config.stash.get(_RAN, None)
+    if index is not None and index.name == "index.html":
+        terminalreporter.write_line(f"suite page: {index} (each scenario's report.html is linked from it)")
+
+
 def pytest_collect_file(parent: pytest.Collector, file_path: Path) -> pytest.Collector | None:
     if file_path.suffix in (".yaml", ".yml") and file_path.parent.name == "scenarios":
         return ScenarioFile.from_parent(parent, path=file_path)
@@ -63,6 +82,7 @@ class ScenarioItem(pytest.Item):
         if self.scenario.backend == "docker" and shutil.which("docker") is None:
             pytest.skip("backend docker: no docker client on this machine")
         out = Path(self.config.getoption("--harness-out"))
+        self.config.stash[_RAN] = out
         outcome = run(self.scenario, out, progress=None)
         self.user_properties.append(("run_dir", str(outcome.run_dir)))
         if not outcome.ok:

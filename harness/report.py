@@ -8,6 +8,7 @@ its licence), inlined so that a report opens offline and makes no network reques
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import time
@@ -38,12 +39,16 @@ AVAILABILITY_TIERS = (0.999, 0.9995, 0.9999)
 # CPMI-IOSCO PFMI Principle 17 (key consideration 6): critical systems resume within two hours.
 PFMI_RTO_S = 2 * 3600.0
 
-# What counts as a regression on the suite page, against the previous or the baseline run.
+# What counts as a regression on the suite page, against the previous or the baseline run. Short
+# chaos runs are noisy (a few thousand payments, a 2 s consistency sampler, a 1 s availability
+# bucket), so each rule needs a change beyond that noise, not just any change.
 REGRESSION_RULES = {
-    "availability": "overall success ratio lower by more than 0.1 percentage point",
-    "anomalies": "more reconciliation anomalies, or lost acknowledged payments",
-    "recovery": "time to recover or time to consistency slower by more than 50 % and more than 1 s",
-    "latency": "worst-phase p99 higher by more than 50 % and more than 100 ms",
+    "availability": "overall success ratio lower by more than 0.1 percentage point, and significant"
+    " (two-proportion z-test, z > 3)",
+    "anomalies": "more reconciliation anomalies (scenarios expecting consistency), or lost acknowledged payments",
+    "recovery": "time to recover slower by more than 50 % and 2 s (1 s buckets); time to consistency slower"
+    " by more than 50 % and 2.5 s (2 s sampler)",
+    "latency": "worst-phase p99 higher by more than 50 % and 250 ms",
     "verdict": "the verdict went from pass to fail",
 }
 
@@ -181,8 +186,10 @@ def run_summary(result: Mapping[str, Any]) -> dict[str, Any]:
         "scenario": result["scenario"]["name"],
         "backend": result["scenario"].get("backend", "local"),
         "verdict": result["verdict"],
+        "expects_anomalies": bool(result["scenario"].get("expects_anomalies", False)),
         "availability": avail["overall"].get("success_ratio"),
         "operations": avail["overall"].get("operations", 0),
+        "good": avail["overall"].get("good"),
         "worst_p99_ms": max(p99s) if p99s else None,
         "anomalies": rec["anomaly_count"],
         "books_failing": [b["name"] for b in rec["books"] if not b["ok"]],
@@ -593,6 +600,8 @@ def index_model(reports_dir: Path, runs_dir: Path) -> dict[str, Any]:
             by_scenario["(unreadable)"].append({"run": result_path.parent.name, "error": repr(exc)})
             continue
         summary["run"] = result_path.parent.name
+        summary["fingerprint"] = scenario_fingerprint(result_path.parent)
+        summary["label"] = _run_label(result_path.parent.name, summary["scenario"])
         summary["link"] = _relative(result_path.parent / REPORT_FILE, reports_dir)
         summary["has_report"] = (result_path.parent / REPORT_FILE).exists()
         by_scenario[summary["scenario"]].append(summary)
@@ -611,13 +620,15 @@ def index_model(reports_dir: Path, runs_dir: Path) -> dict[str, Any]:
             reference, kind = baselines[name], "baseline"
         elif len(runs) > 1:
             reference, kind = runs[-2], "previous"
+        comparable = reference is not None and latest.get("fingerprint") == reference.get("fingerprint")
         rows.append(
             {
                 "scenario": name,
                 "latest": latest,
                 "reference": reference,
                 "kind": kind,
-                "flags": regressions(latest, reference) if reference else [],
+                "comparable": comparable,
+                "flags": regressions(latest, reference) if reference and comparable else [],
                 "runs": list(reversed(runs[-6:-1])),
             }
         )
@@ -633,22 +644,49 @@ def index_model(reports_dir: Path, runs_dir: Path) -> dict[str, Any]:
 def regressions(latest: Mapping[str, Any], ref: Mapping[str, Any]) -> list[str]:
     flags = []
     a, b = latest.get("availability"), ref.get("availability")
-    if a is not None and b is not None and a < b - 0.001:
+    if a is not None and b is not None and a < b - 0.001 and _significant_drop(latest, ref):
         flags.append(f"availability down: {fmt_pct(a, 3)} vs {fmt_pct(b, 3)}")
-    if latest["anomalies"] > ref["anomalies"]:
+    if latest["anomalies"] > ref["anomalies"] and not latest.get("expects_anomalies"):
         flags.append(f"anomalies up: {latest['anomalies']:,} vs {ref['anomalies']:,}")
     if latest["lost_acknowledged"] > ref["lost_acknowledged"]:
         flags.append(f"lost acknowledged payments up: {latest['lost_acknowledged']:,} vs {ref['lost_acknowledged']:,}")
-    for key, label in (("time_to_recover_s", "recovery"), ("time_to_consistency_s", "time to consistency")):
+    for key, label, floor in (("time_to_recover_s", "recovery", 2.0), ("time_to_consistency_s", "consistency", 2.5)):
         x, y = latest.get(key), ref.get(key)
-        if y is not None and (x is None or (x > y * 1.5 and x - y > 1.0)):
+        if y is not None and (x is None or (x > y * 1.5 and x - y > floor)):
             flags.append(f"{label} slower: {fmt_duration(x)} vs {fmt_duration(y)}")
     x, y = latest.get("worst_p99_ms"), ref.get("worst_p99_ms")
-    if x is not None and y is not None and x > y * 1.5 and x - y > 100:
+    if x is not None and y is not None and x > y * 1.5 and x - y > 250:
         flags.append(f"worst p99 up: {fmt_ms(x)} vs {fmt_ms(y)}")
     if latest["verdict"] == "fail" and ref["verdict"] == "pass":
         flags.append("verdict: pass -> fail")
     return flags
+
+
+def _significant_drop(latest: Mapping[str, Any], ref: Mapping[str, Any], z_min: float = 3.0) -> bool:
+    """Two-proportion z-test on good/total: is the lower success ratio more than run-to-run noise?"""
+    n1, n2 = latest.get("operations") or 0, ref.get("operations") or 0
+    g1, g2 = latest.get("good"), ref.get("good")
+    if not n1 or not n2 or g1 is None or g2 is None:
+        return True  # without counts, fall back to the plain threshold
+    pooled = (g1 + g2) / (n1 + n2)
+    se = math.sqrt(pooled * (1 - pooled) * (1 / n1 + 1 / n2))
+    return se == 0 or (g2 / n2 - g1 / n1) / se > z_min
+
+
+def scenario_fingerprint(run_dir: Path) -> str | None:
+    """Runs are comparable only when they ran the same scenario (a random-chaos run draws a new one)."""
+    path = run_dir / "scenario.yaml"
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16] if path.exists() else None
+
+
+def _run_label(run: str, scenario: str) -> str:
+    """'bank-cut-20261123-133717-537' -> '2026-11-23 13:37:17': the scenario is already on the row."""
+    stamp = run.removeprefix(f"{scenario}-")
+    parts = stamp.split("-")
+    if len(parts) >= 2 and len(parts[0]) == 8 and len(parts[1]) == 6 and (parts[0] + parts[1]).isdigit():
+        d, t = parts[0], parts[1]
+        return f"{d[:4]}-{d[4:6]}-{d[6:]} {t[:2]}:{t[2:4]}:{t[4:]}"
+    return run
 
 
 def _relative(path: Path, base: Path) -> str:
@@ -674,6 +712,8 @@ def set_baseline(run_dir: Path, reports_dir: Path) -> dict[str, Any]:
         raise FileNotFoundError(f"{result_path}: not a checked run directory (run `harness check {run_dir}`)")
     summary = run_summary(json.loads(result_path.read_text()))
     summary["run"] = run_dir.name
+    summary["fingerprint"] = scenario_fingerprint(run_dir)
+    summary["label"] = _run_label(run_dir.name, summary["scenario"])
     summary["link"] = _relative(run_dir / REPORT_FILE, reports_dir)
     summary["has_report"] = (run_dir / REPORT_FILE).exists()
     baselines = load_baselines(reports_dir)

@@ -47,6 +47,8 @@ class RunOutcome:
         lines = [f"scenario {self.result['scenario']['name']} did not meet its expectations:"]
         lines += [f"  - {f}" for f in self.failures]
         lines += [f"run directory: {self.run_dir}", f"reproduce: {self.result['reproduce']}"]
+        if (self.run_dir / "report.html").exists():
+            lines.append(f"report: {self.run_dir / 'report.html'}")
         return "\n".join(lines)
 
 
@@ -269,6 +271,8 @@ def check(run_dir: Path, progress: Progress = print) -> RunOutcome:
             "backend": scenario.backend,
             "seed": scenario.seed,
             "source": scenario.source,
+            # Naive-component scenarios pass when anomalies are caught: more of them is not a regression.
+            "expects_anomalies": exp.consistency.verdict == "anomalies_detected",
         },
         "verdict": "pass" if not failures else "fail",
         "failures": failures,

@@ -246,3 +246,16 @@ def test_an_unreadable_run_does_not_hide_the_others(tmp_path: Path) -> None:
     (runs / "broken" / "result.json").write_text("{ half written")
     page = report.write_index(tmp_path, runs).read_text()
     assert "steady" in page and "broken" in page
+
+
+def test_runs_of_a_changed_scenario_are_not_compared(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    old = fake_run(runs, "random-chaos", 100.0, ttr=1.0)
+    new = fake_run(runs, "random-chaos", 200.0, ttr=9.0, availability=0.5)
+    (old / "scenario.yaml").write_text("faults: [{kind: latency, start: 2}]\n")
+    (new / "scenario.yaml").write_text("faults: [{kind: crash, start: 5}]\n")
+    row = report.index_model(tmp_path, runs)["rows"][0]
+    assert not row["comparable"] and row["flags"] == []
+    assert "not compared" in text_of(report.write_index(tmp_path, runs).read_text())
+    (new / "scenario.yaml").write_text((old / "scenario.yaml").read_text())
+    assert report.index_model(tmp_path, runs)["rows"][0]["flags"], "same scenario again: the regression shows"
