@@ -124,9 +124,12 @@ def fmt_when(epoch: float | None) -> str:
 # -- the per-run report ---------------------------------------------------------------------------
 
 
-def write_report(run_dir: Path, result: Mapping[str, Any] | None = None) -> Path:
-    """Render `report.html` in the run directory from its saved files."""
-    model = report_model(run_dir, result)
+def write_report(
+    run_dir: Path, result: Mapping[str, Any] | None = None, history: Sequence[Mapping[str, Any]] | None = None
+) -> Path:
+    """Render `report.html` in the run directory from its saved files (the checker may hand over the
+    result and the history it already holds)."""
+    model = report_model(run_dir, result, history)
     html = _env().get_template("report.html.j2").render(**model)
     out = run_dir / REPORT_FILE
     tmp = out.with_suffix(".tmp")
@@ -135,7 +138,9 @@ def write_report(run_dir: Path, result: Mapping[str, Any] | None = None) -> Path
     return out
 
 
-def report_model(run_dir: Path, result: Mapping[str, Any] | None = None) -> dict[str, Any]:
+def report_model(
+    run_dir: Path, result: Mapping[str, Any] | None = None, history: Sequence[Mapping[str, Any]] | None = None
+) -> dict[str, Any]:
     """Everything the report template shows, as plain data."""
     if result is None:
         path = run_dir / "result.json"
@@ -145,8 +150,9 @@ def report_model(run_dir: Path, result: Mapping[str, Any] | None = None) -> dict
     scenario = yaml.safe_load((run_dir / "scenario.yaml").read_text()) or {}
     system = json.loads((run_dir / "system.json").read_text())
     ledgers = json.loads((run_dir / "ledgers.json").read_text()) if (run_dir / "ledgers.json").exists() else None
-    history_path = run_dir / "history.jsonl"
-    history = availability.load_history(history_path) if history_path.exists() else []
+    if history is None:
+        history_path = run_dir / "history.jsonl"
+        history = availability.load_history(history_path) if history_path.exists() else []
     samples = _jsonl(run_dir / "consistency.jsonl")
 
     avail = result["availability"]
