@@ -183,12 +183,17 @@ def up(args: argparse.Namespace) -> int:
     """Keep a topology running behind Toxiproxy for manual exploration, until Ctrl-C."""
     import os
 
+    from harness.chaos_control import ChaosSession, ControlServer
     from harness.testbed import Testbed
 
-    run_dir = args.out / time.strftime("up-%Y%m%d-%H%M%S")
+    run_dir = (args.out / time.strftime("up-%Y%m%d-%H%M%S")).resolve()
     bed = Testbed(build_system(banks=args.banks, accounts=1000), run_dir)
+    control: ControlServer | None = None
     try:
         bed.start()
+        # The chaos panel's control API: a plain `locust -f harness/locustfile.py` finds it in up.json.
+        session = ChaosSession(bed, run_dir, Path("scenarios").resolve(), f"harness up --banks {args.banks}")
+        control = ControlServer(session.start()).start()
         state = {
             "run_dir": str(run_dir),
             "toxiproxy": bed.toxiproxy.url,
@@ -196,11 +201,13 @@ def up(args: argparse.Namespace) -> int:
             "customer_urls": bed.customer_urls,
             "direct_urls": bed.direct_urls,
             "links": {name: link.listen for name, link in bed.links.items()},
+            "control_url": control.url,
             "harness_pid": os.getpid(),
         }
         (args.out / "up.json").write_text(json.dumps(state, indent=2))
         print(json.dumps(state, indent=2))
-        print("\nrunning; point Locust at the customer URLs; Ctrl-C (or `harness down`) stops everything")
+        print("\nrunning; `locust -f harness/locustfile.py` finds this topology (Chaos tab included);"
+              " Ctrl-C (or `harness down`) stops everything")  # fmt: skip
         import signal
 
         signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
@@ -210,8 +217,18 @@ def up(args: argparse.Namespace) -> int:
         print("\nstopping ...")
         return 0
     finally:
+        if control is not None:
+            control.stop()
+            control.session.close()
         bed.stop()
         (args.out / "up.json").unlink(missing_ok=True)
+
+
+def ui_cmd(args: argparse.Namespace) -> int:
+    """Locust's web UI with the chaos panel, on a topology of its own, until Ctrl-C (see harness/ui.py)."""
+    from harness.ui import ui
+
+    return ui(args)
 
 
 def down(args: argparse.Namespace) -> int:
@@ -258,10 +275,13 @@ def main(argv: list[str] | None = None) -> int:
     u.add_argument("--out", type=Path, default=Path("reports/runs"))
     dn = sub.add_parser("down", help="stop what `harness up` started")
     dn.add_argument("--out", type=Path, default=Path("reports/runs"))
+    from harness.ui import add_parser as add_ui_parser
+
+    add_ui_parser(sub)
     args = parser.parse_args(argv)
     commands = {
         "demo": demo, "run": run_cmd, "check": check_cmd, "report": report_cmd, "baseline": baseline_cmd,
-        "doctor": doctor, "list": list_cmd, "up": up, "down": down,
+        "doctor": doctor, "list": list_cmd, "up": up, "down": down, "ui": ui_cmd,
     }  # fmt: skip
     return commands[args.command](args)
 

@@ -34,6 +34,13 @@ Options (Locust custom arguments; each also read from the environment variable i
                             chosen when Locust starts; without it the users/spawn rate/run time of
                             Locust's own options (or of the web UI form) apply
     --parent-pid PID        stop when this process (the harness) is gone [PAYSWITCH_PARENT_PID]
+    --chaos-url URL         the harness's chaos control API, for the Chaos tab of the web UI
+                            (harness/chaos_panel.py) [PAYSWITCH_CHAOS_URL]
+
+Against `harness up` (or `harness ui`), a plain `locust -f harness/locustfile.py` needs no option:
+without --system-json it takes the system, the customers' Toxiproxy links, the history file and the
+chaos control API from reports/runs/up.json, so faults hit the load and the Chaos tab works. With
+--class-picker, the web UI offers the three load shapes (and their parameters) next to "Default".
 
 Each user is a customer of one payer bank (round robin over the banks, across workers too); every
 task is a name enquiry on the payee (GET /parties/{account}) and a payment (POST /payments) at that
@@ -80,7 +87,7 @@ from locust.env import Environment
 from locust.exception import StopUser
 from locust.runners import MasterRunner, Runner, WorkerRunner
 
-from harness import load_shapes
+from harness import chaos_panel, load_shapes
 from harness.direct_load import Customers
 from mock_switch.config import ConfigError, RetryPolicy, SystemConfig, account_number
 
@@ -113,7 +120,11 @@ def requested_shape(argv: Sequence[str], environ: Mapping[str, str]) -> str:
 
 
 SHAPE_NAME = requested_shape(sys.argv, os.environ)
-if SHAPE_NAME:
+# With --class-picker the web UI lets people choose a shape, so every shape must be visible here.
+CLASS_PICKER = "--class-picker" in sys.argv
+if CLASS_PICKER and not SHAPE_NAME:
+    ConstantShape, RampShape, SpikeShape = load_shapes.ConstantShape, load_shapes.RampShape, load_shapes.SpikeShape
+elif SHAPE_NAME:
     if SHAPE_NAME not in load_shapes.SHAPES:
         sys.exit(f"--shape {SHAPE_NAME!r}: no such load shape; shapes are {sorted(load_shapes.SHAPES)}")
     # The only LoadTestShape visible in this module, so the one Locust runs.
@@ -151,7 +162,8 @@ def add_arguments(parser: LocustArgumentParser) -> None:
                         include_in_web_ui=False, help="constant, ramp or spike; chosen at start-up")  # fmt: skip
     parser.add_argument("--parent-pid", type=int, default=0, env_var="PAYSWITCH_PARENT_PID",
                         include_in_web_ui=False, help="stop when this process is gone")  # fmt: skip
-    load_shapes.add_arguments(parser, in_web_ui=bool(SHAPE_NAME))
+    load_shapes.add_arguments(parser, in_web_ui=bool(SHAPE_NAME) or CLASS_PICKER)
+    chaos_panel.add_arguments(parser)
 
 
 def listen(hook: Any, handler: Callable[..., None]) -> None:
@@ -185,9 +197,15 @@ class LoadSettings:
     def from_options(cls, options: Any) -> LoadSettings:
         """Read and check the custom arguments; ConfigError names the option that is wrong."""
         raw_system = str(getattr(options, "system_json", "") or "")
+        raw_bank_urls = str(getattr(options, "bank_urls", "") or "")
+        if not raw_system and (session := chaos_panel.running_session()) is not None:
+            # A running `harness up` / `harness ui`: its system, through its customers->BANK links.
+            raw_system = str(session["system_json"])
+            raw_bank_urls = raw_bank_urls or ",".join(f"{c}={u}" for c, u in session["customer_urls"].items())
+            log.info("using the running harness session in %s", session["run_dir"])
         system_json = find_system_json(raw_system)
         system = SystemConfig.load(system_json)
-        bank_urls = parse_bank_urls(str(getattr(options, "bank_urls", "") or ""), system)
+        bank_urls = parse_bank_urls(raw_bank_urls, system)
         raw_history = str(getattr(options, "history", "") or "")
         history: Path | None = Path(raw_history) if raw_history else system_json.parent / "history.jsonl"
         if raw_history.lower() == "off":
@@ -583,6 +601,8 @@ def watch_parent(parent: int, runner: Runner) -> None:
         gevent.sleep(1.0)
     log.error("parent process %d is gone: stopping the load", parent)
     runner.quit()
+    if runner.environment.web_ui is not None:
+        runner.environment.web_ui.stop()  # type: ignore[no-untyped-call]  # in web mode the server keeps Locust up
 
 
 def on_test_start(environment: Environment, **_kwargs: Any) -> None:
@@ -633,6 +653,7 @@ def close_recorder() -> None:
 
 
 listen(events.init, on_init)
+listen(events.init, chaos_panel.on_init)  # after the module's test_stop listener: the history is flushed first
 listen(events.test_start, on_test_start)
 listen(events.test_stop, on_test_stop)
 listen(events.quitting, on_quitting)

@@ -214,9 +214,11 @@ class Nemesis:
 class SchedulePlayer(threading.Thread):
     """Plays a fault schedule against the wall clock from `t0`; heals everything on stop."""
 
-    def __init__(self, nemesis: Nemesis, schedule: list[FaultSpec], t0: float) -> None:
+    def __init__(self, nemesis: Nemesis, schedule: list[FaultSpec], t0: float, heal_all: bool = True) -> None:
         super().__init__(name="nemesis", daemon=True)
         self.nemesis = nemesis
+        # False: at the end heal only this schedule's faults (the chaos panel's own faults stay on).
+        self.heal_all = heal_all
         self.events = sorted(
             [(f.start, 1, "apply", f) for f in schedule] + [(f.end, 0, "heal", f) for f in schedule],
             key=lambda e: (e[0], e[1]),  # at the same instant, heal before apply
@@ -237,7 +239,11 @@ class SchedulePlayer(threading.Thread):
         except BaseException as exc:  # surfaced by stop(); the run must not pretend it went well
             self.error = exc
         finally:
-            self.nemesis.heal_all()
+            if self.heal_all:
+                self.nemesis.heal_all()
+            else:
+                for fault in {f.name: f for _, _, _, f in self.events}.values():
+                    self.nemesis.heal(fault.name)
 
     def stop(self, timeout_s: float = 60.0) -> None:
         self.stop_event.set()

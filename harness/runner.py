@@ -228,11 +228,7 @@ def check(run_dir: Path, progress: Progress = print) -> RunOutcome:
     avail_summary = avail.summary()
 
     failures: list[str] = []
-    failures += [
-        f"availability SLO {v['name']}: target {v['target']}, measured {v['measured']}"
-        for v in avail_summary["verdicts"]
-        if not v["ok"]
-    ]
+    failures += [_slo_failure(v, avail_summary["slo"]) for v in avail_summary["verdicts"] if not v["ok"]]
     overall = avail_summary["overall"]["success_ratio"]
     if exp.availability.overall_success_ratio is not None and (
         overall is None or overall < exp.availability.overall_success_ratio
@@ -306,6 +302,17 @@ def check(run_dir: Path, progress: Progress = print) -> RunOutcome:
     if progress is not None:
         progress(console_summary(outcome))
     return outcome
+
+
+def _slo_failure(v: dict[str, Any], slo: dict[str, Any]) -> str:
+    if v["name"] == "time_to_recover_s":
+        if v["measured"] is None:
+            return (
+                "availability did not recover after the last heal before the run ended (recovery needs"
+                f" {slo['recovery_window_s']} consecutive seconds at the baseline success ratio)"
+            )
+        return f"time to recover {fmt_duration(v['measured'])} > objective {fmt_duration(v['target'])}"
+    return f"availability SLO {v['name']}: target {v['target']}, measured {v['measured']}"
 
 
 def _slo(scenario: Scenario) -> Any:
