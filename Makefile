@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 TOOLS  := .tools/bin
 TOXIPROXY_VERSION := v2.12.0
 
-.PHONY: demo test setup tools lint typecheck unit scenarios bench clean
+.PHONY: demo test setup tools lint typecheck unit scenarios docker-images docker-scenarios bench clean
 
 demo: setup
 	$(BIN)/harness demo
@@ -45,9 +45,19 @@ typecheck: setup
 unit: setup
 	$(BIN)/pytest tests
 
-# Every chaos scenario, against the real Toxiproxy, services and Locust (about 10 minutes).
+# Every chaos scenario, against the real Toxiproxy, services and Locust (about 10 minutes). This
+# includes scenarios/docker/ (backend: docker), skipped with the reason when no Docker engine answers.
 scenarios: setup
 	$(BIN)/pytest scenarios/
+
+# Docker backend: the wheelhouse (pip, on the host) and the images, with no container registry: a
+# Debian base by debootstrap (root), Toxiproxy from .tools/bin. Skips what is already up to date.
+docker-images: setup
+	$(BIN)/harness images build --offline
+
+# Only the docker scenarios and the docker backend's tests.
+docker-scenarios: docker-images
+	$(BIN)/pytest scenarios/docker/ tests/test_docker_backend.py
 
 bench: setup
 	$(BIN)/python benchmarks/switch_throughput.py --seconds 10

@@ -48,7 +48,16 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from harness import snapshot
 from harness.availability import BUSINESS_REASONS
 from harness.consistency import ConsistencySampler
-from harness.nemesis import FAULT_KINDS, LINK_FAULTS, SERVICE_FAULTS, TOXICS, FaultKind, FaultSpec, SchedulePlayer
+from harness.nemesis import (
+    FAULT_KINDS,
+    LINK_FAULTS,
+    NODE_FAULTS,
+    SERVICE_FAULTS,
+    TOXICS,
+    FaultKind,
+    FaultSpec,
+    SchedulePlayer,
+)
 from harness.nemesis import expand_targets as nemesis_targets
 from harness.scenario import AvailabilityExpectation, Expectations, LoadSpec, Scenario, ScenarioError, TopologySpec
 from harness.scenario import dump as dump_scenario
@@ -77,7 +86,14 @@ KIND_HELP = {
     "partition": "every target link disabled together",
     "crash": "kill -9; restarted when healed",
     "pause": "SIGSTOP; SIGCONT when healed",
+    "stop": "graceful stop (SIGTERM); started again when healed",
+    "restart": "stopped and started at once; healing checks it is back",
+    "disconnect": "off the network (docker) or every Toxiproxy link down (local); back when healed",
 }
+# Faults aimed at a service rather than a link: one at a time per service, or healing could not undo them.
+ON_SERVICES = (*SERVICE_FAULTS, *NODE_FAULTS)
+SERVICE_STATE = {"crash": "crashed", "pause": "paused", "stop": "stopped", "restart": "restarted",
+                 "disconnect": "disconnected"}  # fmt: skip
 FAULT_NAME = r"^[a-z0-9][a-z0-9-]{0,39}$"  # also a Toxiproxy toxic name, so it goes into URLs
 
 
@@ -399,10 +415,10 @@ class ChaosSession:
 
     def _refuse_conflicts(self, spec: FaultSpec, targets: list[str]) -> None:
         """A service crashed or paused twice at once could not be healed cleanly: refuse, naming the holder."""
-        if spec.kind not in SERVICE_FAULTS:
+        if spec.kind not in ON_SERVICES:
             return
         for other in self.nemesis.active.values():
-            if other.fault.kind in SERVICE_FAULTS and (shared := sorted(set(other.targets) & set(targets))):
+            if other.fault.kind in ON_SERVICES and (shared := sorted(set(other.targets) & set(targets))):
                 held = f"{other.fault.kind} fault {other.fault.name!r}"
                 raise ControlError(409, f"{', '.join(shared)} is already under {held}; heal it first")
 
@@ -527,7 +543,7 @@ class ChaosSession:
 
             _settle_all(self.switch_url)
             snapshot.save(snapshot.take_stable(self.switch_url, self.bank_urls), self.run_dir / "ledgers.json")
-            env = _environment({"toxiproxy": self.bed.toxiproxy.version()})
+            env = _environment(self.bed.versions())  # backend, Toxiproxy (docker: engine and images)
             (self.run_dir / "environment.json").write_text(json.dumps(env, indent=2))
             payments = self.live.poll()["session"]["ops"]
             (self.run_dir / "scenario.yaml").write_text(dump_scenario(self.replayable_scenario()))
@@ -612,8 +628,8 @@ class ChaosSession:
         by_service: dict[str, str] = {}
         for a in active:
             for t in a["targets"]:
-                if a["kind"] in SERVICE_FAULTS:
-                    by_service[t] = "crashed" if a["kind"] == "crash" else "paused"
+                if a["kind"] in ON_SERVICES:
+                    by_service[t] = SERVICE_STATE.get(a["kind"], a["kind"])
                 else:
                     by_link.setdefault(t, []).append(f"{a['name']} ({a['kind']})")
         samples = self.sampler.samples
@@ -656,7 +672,7 @@ def catalogue() -> list[dict[str, Any]]:
     ]
     kinds += [
         {"kind": k, "targets": "services", "attributes": {}, "defaults": {}, "toxic": False, "help": KIND_HELP[k]}
-        for k in SERVICE_FAULTS
+        for k in ON_SERVICES
     ]
     return kinds
 

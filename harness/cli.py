@@ -56,6 +56,8 @@ def run_cmd(args: argparse.Namespace) -> int:
     except ScenarioError as exc:
         print(f"harness: {exc}", file=sys.stderr)
         return 2
+    if args.backend:  # the same file runs on either backend; the run records the one really used
+        scenarios = [s.model_copy(update={"backend": args.backend}) for s in scenarios]
     failed = 0
     for scenario in scenarios:
         try:
@@ -125,7 +127,6 @@ def doctor(args: argparse.Namespace) -> int:
     """What is installed, and how to fix what is missing."""
     import importlib.metadata as md
     import platform
-    import shutil
     import subprocess
 
     from harness.toxiproxy import INSTALL_HINT, find_server
@@ -148,14 +149,16 @@ def doctor(args: argparse.Namespace) -> int:
     else:
         out = subprocess.run([str(server), "-version"], capture_output=True, text=True, timeout=10)
         print(f"toxiproxy     {(out.stdout or out.stderr).strip().splitlines()[-1]} ({server})")
-    docker = shutil.which("docker")
-    print(f"docker        {'client at ' + docker if docker else 'not installed (only needed for --backend docker)'}")
+    from harness.docker_backend import engine_problem
+
+    problem = engine_problem()  # the backend talks to the engine through the SDK, not the docker CLI
+    print(f"docker engine {'reachable' if problem is None else problem + ' (only needed for --backend docker)'}")
     print("verdict       " + ("ready" if ok else "something is missing (see above)"))
     return 0 if ok else 1
 
 
 def list_cmd(args: argparse.Namespace) -> int:
-    from harness.nemesis import LINK_FAULTS, SERVICE_FAULTS, TOXICS
+    from harness.nemesis import LINK_FAULTS, NODE_FAULTS, SERVICE_FAULTS, TOXICS
     from harness.scenario import ScenarioError, TopologySpec, load
 
     print("scenarios:")
@@ -176,6 +179,13 @@ def list_cmd(args: argparse.Namespace) -> int:
         print(f"  {kind:<11} link(s) disabled; targets: links, a bank code (all its links) or 'switch'")
     for kind in SERVICE_FAULTS:
         print(f"  {kind:<11} {'kill -9, restart when healed' if kind == 'crash' else 'SIGSTOP, SIGCONT when healed'}")
+    node_help = {
+        "stop": "SIGTERM (SIGKILL after 5 s), started when healed",
+        "restart": "stopped and started at once; healing checks it is back",
+        "disconnect": "off the network (docker); its Toxiproxy links down (local)",
+    }
+    for kind in NODE_FAULTS:
+        print(f"  {kind:<11} {node_help[kind]}; targets: services")
     return 0
 
 
@@ -231,11 +241,34 @@ def ui_cmd(args: argparse.Namespace) -> int:
     return ui(args)
 
 
+def images_cmd(args: argparse.Namespace) -> int:
+    """Build the docker backend's images (harness/images.py); each is skipped when its inputs are unchanged."""
+    from harness.docker_backend import DockerUnavailable, docker_client
+    from harness.images import ImageError, build_all
+
+    try:
+        built = build_all(docker_client(), offline=args.offline, base_image=args.base_image, log=print)
+    except (DockerUnavailable, ImageError) as exc:
+        print(f"harness images: {exc}", file=sys.stderr)
+        return 2
+    for b in built:
+        print(f"{b.role:<10} {b.tag:<40} {'built' if b.built else 'up to date'} in {b.seconds:.1f}s")
+    return 0
+
+
 def down(args: argparse.Namespace) -> int:
     """Stop a topology started by `harness up` (it owns its processes; this asks it to stop)."""
     import os
     import signal
 
+    if args.all:
+        from harness.docker_backend import DockerUnavailable, docker_client, remove_labelled
+
+        try:
+            containers, networks = remove_labelled(docker_client())
+            print(f"removed {containers} containers and {networks} networks left by docker runs")
+        except DockerUnavailable as exc:
+            print(f"docker runs: nothing to remove ({exc})")
     state_file = args.out / "up.json"
     if not state_file.exists():
         print("no topology is up (no reports/runs/up.json)")
@@ -256,6 +289,11 @@ def main(argv: list[str] | None = None) -> int:
     r = sub.add_parser("run", help="run scenario files (progress shown); writes a run directory each")
     r.add_argument("scenarios", nargs="+", help="scenario YAML files, e.g. scenarios/baseline.yaml")
     r.add_argument("--out", type=Path, default=Path("reports/runs"))
+    r.add_argument("--backend", choices=["local", "docker"], help="overrides the scenario's `backend:`")
+    im = sub.add_parser("images", help="docker backend: build the images (skipped when their inputs are unchanged)")
+    im.add_argument("action", choices=["build"])
+    im.add_argument("--offline", action="store_true", help="no registry: Debian base by debootstrap, no pulls")
+    im.add_argument("--base-image", help="app base (default: the offline base if built, else python:3.11-slim)")
     c = sub.add_parser("check", help="re-run the checkers on a saved run directory")
     c.add_argument("run_dir", type=Path)
     rp = sub.add_parser("report", help="rebuild report.html of saved runs, and the suite page reports/index.html")
@@ -275,13 +313,14 @@ def main(argv: list[str] | None = None) -> int:
     u.add_argument("--out", type=Path, default=Path("reports/runs"))
     dn = sub.add_parser("down", help="stop what `harness up` started")
     dn.add_argument("--out", type=Path, default=Path("reports/runs"))
+    dn.add_argument("--all", action="store_true", help="also remove what dead docker runs left behind")
     from harness.ui import add_parser as add_ui_parser
 
     add_ui_parser(sub)
     args = parser.parse_args(argv)
     commands = {
         "demo": demo, "run": run_cmd, "check": check_cmd, "report": report_cmd, "baseline": baseline_cmd,
-        "doctor": doctor, "list": list_cmd, "up": up, "down": down, "ui": ui_cmd,
+        "doctor": doctor, "list": list_cmd, "up": up, "down": down, "ui": ui_cmd, "images": images_cmd,
     }  # fmt: skip
     return commands[args.command](args)
 

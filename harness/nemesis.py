@@ -13,7 +13,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Literal, Protocol
+from typing import IO, Any, Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -31,11 +31,16 @@ TOXICS: dict[str, dict[str, str]] = {
 }
 LINK_FAULTS = ("down", "partition")
 SERVICE_FAULTS = ("crash", "pause")
-FAULT_KINDS = (*TOXICS, *LINK_FAULTS, *SERVICE_FAULTS)
+# Also aimed at services, on either backend (a container or a process): a graceful stop (SIGTERM,
+# started again when healed), a restart (stop and start at once; healing checks it is back) and a
+# network disconnect (the container leaves the run's Docker network; on local processes, where there
+# is no such network, every Toxiproxy link of the service goes down instead: the same isolation).
+NODE_FAULTS = ("stop", "restart", "disconnect")
+FAULT_KINDS = (*TOXICS, *LINK_FAULTS, *SERVICE_FAULTS, *NODE_FAULTS)
 
 FaultKind = Literal[
     "latency", "bandwidth", "timeout", "reset_peer", "slow_close", "slicer", "limit_data",
-    "down", "partition", "crash", "pause",
+    "down", "partition", "crash", "pause", "stop", "restart", "disconnect",
 ]  # fmt: skip
 
 
@@ -83,7 +88,7 @@ class FaultSpec(BaseModel):
 
 def expand_targets(fault: FaultSpec, links: list[str], services: list[str]) -> list[str]:
     """Resolve bank codes and `switch` to their links (for link faults), validating every name."""
-    if fault.kind in SERVICE_FAULTS:
+    if fault.kind in SERVICE_FAULTS or fault.kind in NODE_FAULTS:
         bad = [t for t in fault.targets if t not in services]
         if bad:
             raise ValueError(f"{fault.kind} targets {bad}, which are not services; services are {services}")
@@ -114,12 +119,23 @@ class ServiceControl(Protocol):
     def kill(self, name: str) -> None: ...
     def restart(self, name: str) -> None: ...
     def signal(self, name: str, sig: signal.Signals) -> None: ...
+    def stop_service(self, name: str) -> None: ...
+    def start_service(self, name: str) -> None: ...
+
+
+@runtime_checkable
+class NetworkControl(Protocol):
+    """A backend with a network of its own to take a service off (docker); others fall back to Toxiproxy."""
+
+    def disconnect(self, name: str) -> None: ...
+    def connect(self, name: str) -> None: ...
 
 
 @dataclass
 class _Active:
     fault: FaultSpec
     targets: list[str]
+    links: list[str] = field(default_factory=list)  # links a disconnect took down (no network to leave)
 
 
 @dataclass
@@ -166,8 +182,26 @@ class Nemesis:
             elif fault.kind == "pause":
                 for t in targets:
                     self.services.signal(t, signal.SIGSTOP)
-            self.active[fault.name] = _Active(fault, targets)
-            self.record("apply", fault, targets, at=started)
+            elif fault.kind == "stop":
+                for t in targets:
+                    self.services.stop_service(t)
+            elif fault.kind == "restart":
+                for t in targets:
+                    self.services.restart(t)
+            extra: dict[str, Any] = {}
+            links: list[str] = []
+            if fault.kind == "disconnect":
+                if isinstance(self.services, NetworkControl):
+                    for t in targets:
+                        self.services.disconnect(t)
+                    extra["via"] = "network"
+                else:
+                    links = self._links_of(targets)
+                    for link in links:
+                        self.toxiproxy.set_enabled(self.links[link], False)
+                    extra.update(via="toxiproxy", links=links)
+            self.active[fault.name] = _Active(fault, targets, links)
+            self.record("apply", fault, targets, at=started, **extra)
 
     def heal(self, name: str) -> None:
         with self._lock:
@@ -178,9 +212,10 @@ class Nemesis:
             if fault.kind in TOXICS:
                 for t in targets:
                     self.toxiproxy.remove_toxic(self.links[t], fault.name)
-            elif fault.kind in LINK_FAULTS:
+            elif fault.kind in LINK_FAULTS or act.links:
                 still_down = {t for a in self.active.values() if a.fault.kind in LINK_FAULTS for t in a.targets}
-                for t in targets:
+                still_down |= {t for a in self.active.values() for t in a.links}
+                for t in act.links or targets:
                     if t not in still_down:  # overlapping partitions: the link stays down for the other
                         self.toxiproxy.set_enabled(self.links[t], True)
             elif fault.kind == "crash":
@@ -189,6 +224,12 @@ class Nemesis:
             elif fault.kind == "pause":
                 for t in targets:
                     self.services.signal(t, signal.SIGCONT)
+            elif fault.kind in ("stop", "restart"):
+                for t in targets:
+                    self.services.start_service(t)
+            elif fault.kind == "disconnect" and isinstance(self.services, NetworkControl):
+                for t in targets:
+                    self.services.connect(t)
             self.record("heal", fault, targets)
 
     def heal_all(self) -> None:
@@ -209,6 +250,11 @@ class Nemesis:
 
     def _service_names(self) -> list[str]:
         return self.services.service_names
+
+    def _links_of(self, services: list[str]) -> list[str]:
+        """Every link into or out of these services (a disconnect without a network to leave)."""
+        probe = FaultSpec(kind="partition", targets=services, start=0, duration=1)
+        return expand_targets(probe, list(self.links), self._service_names())
 
 
 class SchedulePlayer(threading.Thread):

@@ -1,13 +1,16 @@
-"""pytest plugin: every YAML file in a `scenarios/` directory is a test.
+"""pytest plugin: every YAML file in a `scenarios/` directory (and in `scenarios/docker/`) is a test.
 
 Registered through the `pytest11` entry point, so `pytest scenarios/` just works. A scenario
 passes when its expectations hold (SLOs and consistency invariants); a failure prints what was
 expected, what was measured, the run directory and the command that reproduces it.
+
+Tests marked `docker` (every `backend: docker` scenario, and the docker backend's own tests) skip,
+with the reason, when no Docker engine answers; with HARNESS_REQUIRE_DOCKER=1 (CI) they fail instead.
 """
 
 from __future__ import annotations
 
-import shutil
+import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -47,9 +50,24 @@ def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> Non
 
 
 def pytest_collect_file(parent: pytest.Collector, file_path: Path) -> pytest.Collector | None:
-    if file_path.suffix in (".yaml", ".yml") and file_path.parent.name == "scenarios":
+    folder = file_path.parent
+    in_scenarios = folder.name == "scenarios" or (folder.name == "docker" and folder.parent.name == "scenarios")
+    if file_path.suffix in (".yaml", ".yml") and in_scenarios:
         return ScenarioFile.from_parent(parent, path=file_path)
     return None
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    if item.get_closest_marker("docker") is None:
+        return
+    from harness.docker_backend import engine_problem
+
+    problem = engine_problem()
+    if problem is None:
+        return
+    if os.environ.get("HARNESS_REQUIRE_DOCKER") == "1":
+        pytest.fail(f"HARNESS_REQUIRE_DOCKER=1 and the docker backend cannot run: {problem}", pytrace=False)
+    pytest.skip(f"backend docker: {problem} (set HARNESS_REQUIRE_DOCKER=1 to fail instead)")
 
 
 class ScenarioFile(pytest.File):
@@ -79,8 +97,6 @@ class ScenarioItem(pytest.Item):
     def runtest(self) -> None:
         from harness.runner import run
 
-        if self.scenario.backend == "docker" and shutil.which("docker") is None:
-            pytest.skip("backend docker: no docker client on this machine")
         out = Path(self.config.getoption("--harness-out"))
         self.config.stash[_RAN] = out
         outcome = run(self.scenario, out, progress=None)

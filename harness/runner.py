@@ -25,7 +25,7 @@ from harness.reconcile import reconcile
 from harness.report import fmt_duration, fmt_pct, write_report
 from harness.scenario import Scenario, SettlementAction, dump
 from harness.scenario import load as load_scenario
-from harness.testbed import Testbed
+from harness.testbed import make_testbed
 from harness.topology import build_system
 from mock_switch.config import SystemConfig
 
@@ -80,8 +80,17 @@ def run(scenario: Scenario, out_root: Path, progress: Progress = print) -> RunOu
 
 def reproduce_command(scenario: Scenario) -> str:
     if scenario.source:
-        return f"harness run {shlex.quote(scenario.source)}"
+        cmd = f"harness run {shlex.quote(scenario.source)}"
+        # `harness run --backend` overrode the file: the command must say so to reproduce this run.
+        return cmd if scenario.backend == _declared_backend(scenario.source) else f"{cmd} --backend {scenario.backend}"
     return "pytest " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv else "pytest"
+
+
+def _declared_backend(source: str) -> str:
+    try:
+        return str(load_scenario(Path(source)).backend)
+    except Exception:  # the file changed or went away since: assume it said nothing
+        return "local"
 
 
 def _say(progress: Progress, msg: str) -> None:
@@ -137,8 +146,9 @@ def collect(scenario: Scenario, run_dir: Path, progress: Progress = print) -> No
     from harness.load import start_load
 
     system = system_for(scenario)
-    bed = Testbed(system, run_dir)
-    _say(progress, f"[{scenario.name}] starting Toxiproxy, the switch and {len(system.banks)} banks ...")
+    bed = make_testbed(system, run_dir, scenario.backend)
+    banks = len(system.banks)
+    _say(progress, f"[{scenario.name}] starting Toxiproxy, the switch and {banks} banks ({scenario.backend}) ...")
     with bed:
         direct = bed.direct_urls
         switch_url = direct.pop("switch")
@@ -190,7 +200,7 @@ def collect(scenario: Scenario, run_dir: Path, progress: Progress = print) -> No
         sampler.sample()
         _settle_all(switch_url)
         snapshot.save(snapshot.take_stable(switch_url, direct), run_dir / "ledgers.json")
-        versions = {"toxiproxy": bed.toxiproxy.version()}
+        versions = bed.versions()  # backend, Toxiproxy (and the Docker engine and images on docker)
     (run_dir / "environment.json").write_text(json.dumps(_environment(versions), indent=2))
 
 

@@ -49,6 +49,10 @@ class Testbed:
         """Where customers reach each bank: through the `customers->BANK` link."""
         return {code: f"http://{self.links[f'customers->{code}'].listen}" for code in self.topology.bank_codes}
 
+    def versions(self) -> dict[str, str]:
+        """What environment.json records about the testbed."""
+        return {"backend": "local", "toxiproxy": self.toxiproxy.version()}
+
     @property
     def direct_urls(self) -> dict[str, str]:
         """The services' own addresses, bypassing Toxiproxy (for ledger snapshots)."""
@@ -64,3 +68,14 @@ class Testbed:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop()
+
+
+def make_testbed(system: SystemConfig, run_dir: Path, backend: str = "local") -> Testbed:
+    """The testbed of a backend: local processes, or containers (harness/docker_backend.py)."""
+    if backend == "docker":
+        from harness.docker_backend import DockerTestbed
+
+        return DockerTestbed(system, run_dir)
+    if backend != "local":
+        raise ValueError(f"unknown backend {backend!r}; backends are local and docker")
+    return Testbed(system, run_dir)

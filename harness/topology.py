@@ -267,6 +267,17 @@ class LocalTopology:
         svc.start()
         svc.wait_healthy()
 
+    def stop_service(self, name: str) -> None:
+        """A graceful stop: SIGTERM, then SIGKILL after the grace period."""
+        self.services[name].stop()
+
+    def start_service(self, name: str) -> None:
+        """Start it if it is not running (a no-op for a running one), then wait until healthy."""
+        svc = self.services[name]
+        if not svc.running():
+            svc.start()
+        svc.wait_healthy()
+
     def stop(self) -> None:
         for svc in self.services.values():
             if svc.running():

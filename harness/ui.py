@@ -32,7 +32,7 @@ from typing import IO, Any
 from harness.chaos_control import LOOPBACK, SESSION_NAME, ChaosSession, ControlServer, session_scenario
 from harness.load import LOCUSTFILE, PROJECT_ROOT, _end_stragglers, _signal_group
 from harness.scenario import TopologySpec
-from harness.testbed import Testbed
+from harness.testbed import Testbed, make_testbed
 from harness.topology import free_port
 
 CHECK_ON_EXIT_S = 120.0
@@ -52,26 +52,28 @@ def add_parser(sub: Any) -> None:
 
 
 def ui(args: argparse.Namespace) -> int:
-    if args.backend != "local":
-        print("harness ui: --backend docker is not available yet; run it without --backend (local processes)",
-              file=sys.stderr)  # fmt: skip
-        return 2
     if not 2 <= args.banks <= 26 or args.users < 1 or args.max_run_time < 1:
         print("harness ui: --banks must be 2 to 26; --users and --max-run-time at least 1", file=sys.stderr)
         return 2
     from harness.runner import system_for
 
     scenario = session_scenario(TopologySpec(banks=args.banks, resilience=args.resilience))
+    scenario = scenario.model_copy(update={"backend": args.backend})  # the report names the backend used
     run_dir = (args.out / f"{SESSION_NAME}-{time.strftime('%Y%m%d-%H%M%S')}").resolve()
-    bed = Testbed(system_for(scenario), run_dir)
+    try:
+        bed = make_testbed(system_for(scenario), run_dir, args.backend)
+    except Exception as exc:  # e.g. no Docker engine answers: say so, no traceback
+        print(f"harness ui: {exc}", file=sys.stderr)
+        return 2
     # `harness down` and service managers send SIGTERM: leave as cleanly as on Ctrl-C.
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     with contextlib.ExitStack() as stack:  # unwinds in reverse, and every step runs even if one fails
         try:
-            print(f"starting Toxiproxy, the switch and {args.banks} banks ({args.resilience}) ...", flush=True)
+            print(f"starting Toxiproxy, the switch and {args.banks} banks ({args.resilience}, {args.backend}) ...",
+                  flush=True)  # fmt: skip
             bed.start()
             stack.callback(bed.stop)
-            command = f"harness ui --banks {args.banks} --resilience {args.resilience}"
+            command = f"harness ui --banks {args.banks} --resilience {args.resilience} --backend {args.backend}"
             session = ChaosSession(bed, run_dir, args.scenarios.resolve(), command, scenario).start()
             stack.callback(session.close)
             control = ControlServer(session).start()

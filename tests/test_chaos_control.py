@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 from support import call, eventually, get, post
 
-from harness.chaos_control import ChaosSession, ControlServer, LiveAvailability, session_scenario
-from harness.nemesis import Nemesis
+from harness.chaos_control import ChaosSession, ControlServer, LiveAvailability, catalogue, session_scenario
+from harness.nemesis import FAULT_KINDS, NODE_FAULTS, SERVICE_FAULTS, Nemesis
 from harness.scenario import TopologySpec
 from harness.toxiproxy import Link
 
@@ -224,3 +224,10 @@ def test_live_availability_counts_good_payments_as_the_checker_does(tmp_path: Pa
     with history.open("ab") as f:  # the rest of the line arrives
         f.write(b'_ms": 5, "invoke": 1, "complete": ' + str(now - 0.5).encode() + b"}\n")
     assert live.poll(now)["session"] == {"ops": 6, "good": 4, "ratio": 4 / 6}
+
+
+def test_the_panel_offers_every_fault_kind_of_the_nemesis() -> None:
+    offered = {k["kind"]: k for k in catalogue()}
+    assert set(offered) == set(FAULT_KINDS)
+    for kind in (*SERVICE_FAULTS, *NODE_FAULTS):
+        assert offered[kind]["targets"] == "services" and offered[kind]["help"]

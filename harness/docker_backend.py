@@ -1,0 +1,541 @@
+"""Docker backend: the switch, each bank and Toxiproxy as containers on a network of the run's own.
+
+A run's containers live on a bridge network `payswitch-<run id>`:
+
+- `toxiproxy` (its network alias) listens on one port per link (10000 and up, in link order); the
+  switch (`switch`) and each bank (its code in lower case, `bnka`) listen on 8080, and their peer URLs
+  point at their link's listener on `toxiproxy`, so every call between services crosses Toxiproxy,
+  exactly as on the local backend;
+- the containers and the network carry the label `payswitch-chaos.run=<run id>` (and the harness's
+  pid): the run removes everything with its label when it ends, fails or is interrupted, and
+  `harness down --all` removes whatever a killed harness left behind.
+
+The load generator stays on the host and reaches the system through ports published on 127.0.0.1
+only: Locust and its locustfile are identical on both backends (no Locust image, no second way to
+run it), its history files are written straight into the run directory on the host, and nothing of
+the system under test is exposed beyond this machine. The harness reaches Toxiproxy's API and each
+service's own port (ledger snapshots bypass Toxiproxy) the same way. Host ports are chosen by the
+harness rather than by Docker, so a container that is killed and started again keeps its address.
+
+Service faults act on containers (see harness/nemesis.py): `crash` is `docker kill` (SIGKILL) then
+`start`, `pause` is the cgroup freezer (`docker pause`/`unpause`), `stop` is a graceful stop
+(SIGTERM, then SIGKILL after 5 s) then `start`, `restart` is `docker restart`, and `disconnect`
+detaches the container from the run's network (and reattaches it with its alias when healed).
+
+Ledgers are bind-mounted from the run directory (run_dir/data/<service>), and the containers run
+as the host user, so the evidence stays on the host and belongs to whoever ran the harness.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import secrets
+import signal
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING, Any
+
+from harness.images import TOXIPROXY_REPO
+from harness.nemesis import Nemesis
+from harness.testbed import Testbed
+from harness.topology import TopologyError, free_port, link_names
+from harness.toxiproxy import TOXIPROXY_VERSION, Link, ToxiproxyError, ToxiproxyServer
+from mock_switch.config import SystemConfig
+
+if TYPE_CHECKING:
+    from docker import DockerClient
+    from docker.models.containers import Container
+    from docker.models.networks import Network
+
+    from harness.images import Images
+
+RUN_LABEL = "payswitch-chaos.run"
+PID_LABEL = "payswitch-chaos.pid"
+SERVICE_LABEL = "payswitch-chaos.service"
+SERVICE_PORT = 8080
+TOXIPROXY_API_PORT = 8474
+FIRST_LINK_PORT = 10000
+TOXIPROXY_ALIAS = "toxiproxy"
+STOP_GRACE_S = 5
+
+
+class DockerUnavailable(Exception):
+    """No Docker engine can be reached (or the SDK is missing); the message says which and why."""
+
+
+def docker_client(timeout_s: int = 120) -> DockerClient:
+    """A client of the engine at DOCKER_HOST (default: the local socket), checked with a ping."""
+    try:
+        import docker
+        from docker.errors import DockerException
+    except ImportError:
+        raise DockerUnavailable("the Docker SDK for Python is not installed (pip install docker)") from None
+    where = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
+    try:
+        client = docker.from_env(timeout=timeout_s)
+        client.ping()
+    except DockerException as exc:
+        raise DockerUnavailable(f"no Docker engine reachable at {where} ({exc})") from None
+    return client
+
+
+@functools.cache
+def engine_problem() -> str | None:
+    """Why docker runs cannot happen here, or None when an engine answers (asked once per process)."""
+    try:
+        docker_client(timeout_s=10).close()
+    except DockerUnavailable as exc:
+        return str(exc)
+    return None
+
+
+def engine_version(client: DockerClient) -> str:
+    return str(client.version().get("Version", "unknown"))
+
+
+def alias(service: str) -> str:
+    """A service's name on the run's network: `switch`, or the bank code in lower case (DNS style)."""
+    return service.lower()
+
+
+def route_through_toxiproxy(system: SystemConfig) -> tuple[SystemConfig, dict[str, Link]]:
+    """The docker twin of topology.route_through: every service listens on 8080 in its container,
+    every link is a listener of the Toxiproxy container, and each caller dials its link there."""
+    links = {
+        name: Link(name, f"0.0.0.0:{FIRST_LINK_PORT + i}", "")  # upstream filled in below
+        for i, name in enumerate(link_names(system))
+    }
+    for name, link in list(links.items()):
+        callee = name.split("->")[1]
+        links[name] = Link(name, link.listen, f"{alias(callee)}:{SERVICE_PORT}")
+
+    def via(name: str) -> str:
+        return f"http://{TOXIPROXY_ALIAS}:{links[name].listen.rsplit(':', 1)[1]}"
+
+    listen = f"0.0.0.0:{SERVICE_PORT}"
+    routed = system.model_copy(
+        update={
+            "switch": system.switch.model_copy(
+                update={"listen": listen, "bank_urls": {b.code: via(f"switch->{b.code}") for b in system.banks}}
+            ),
+            "banks": [
+                b.model_copy(update={"listen": listen, "switch_url": via(f"{b.code}->switch")}) for b in system.banks
+            ],
+        }
+    )
+    return routed, links
+
+
+def link_port(link: Link) -> int:
+    return int(link.listen.rsplit(":", 1)[1])
+
+
+# -- cleanup by label --------------------------------------------------------------------------------
+
+
+def _owner_alive(labels: dict[str, str]) -> bool:
+    """Is the harness that made this still running here? (A live run's containers are not leftovers.)"""
+    try:
+        pid = int(labels.get(PID_LABEL, ""))
+        if pid <= 0:  # kill(0) would signal our own process group
+            return False
+        os.kill(pid, 0)
+    except (ValueError, ProcessLookupError):
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True
+
+
+def remove_labelled(client: DockerClient, run_id: str | None = None) -> tuple[int, int]:
+    """Remove the containers, then the networks, of one run; or (run_id None: `harness down --all`)
+    the leftovers of every run whose harness is gone. Returns (containers, networks) removed."""
+    from docker.errors import APIError, NotFound
+
+    label = RUN_LABEL if run_id is None else f"{RUN_LABEL}={run_id}"
+    containers = networks = 0
+    for container in client.containers.list(all=True, filters={"label": label}):
+        if run_id is None and _owner_alive(container.labels):
+            continue
+        with contextlib.suppress(NotFound):
+            if container.status == "paused":  # older engines refuse to kill a frozen container
+                with contextlib.suppress(APIError):
+                    container.unpause()
+            container.remove(force=True, v=True)
+            containers += 1
+    for network in client.networks.list(filters={"label": label}):
+        if run_id is None and _owner_alive(network.attrs.get("Labels") or {}):
+            continue
+        with contextlib.suppress(NotFound):
+            network.remove()
+            networks += 1
+    return containers, networks
+
+
+# -- containers ----------------------------------------------------------------------------------------
+
+
+def _save_logs(container: Container | None, path: Path) -> None:
+    """The container's output into the run directory, before the container is removed."""
+    if container is None:
+        return
+    from docker.errors import APIError
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(APIError):
+        path.write_bytes(container.logs(stdout=True, stderr=True))
+
+
+def _wait_http(url: str, timeout_s: float, alive: Callable[[], str | None]) -> None:
+    """Until `url` answers 200; `alive()` returns why waiting is pointless (container exited), else None."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        problem = alive()
+        if problem:
+            raise TopologyError(problem)
+        try:
+            with urllib.request.urlopen(url, timeout=1) as resp:
+                if resp.status == 200:
+                    return
+        except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
+            pass
+        time.sleep(0.1)
+    raise TopologyError(f"{url} did not answer within {timeout_s:.0f}s")
+
+
+@dataclass
+class ContainerService:
+    """One service of the system under test, as a container."""
+
+    name: str  # "switch" or a bank code
+    command: list[str]
+    host_port: int  # 127.0.0.1:<host_port> is published to the container's 8080
+    log_path: Path
+    data_dir: Path
+    container: Container | None = None
+    starts: int = 0
+
+    @property
+    def url(self) -> str:
+        """The service's own address from the host (bypasses Toxiproxy)."""
+        return f"http://127.0.0.1:{self.host_port}"
+
+    def status(self) -> str:
+        if self.container is None:
+            return "absent"
+        self.container.reload()
+        return str(self.container.status)
+
+    def _exited(self) -> str | None:
+        if self.status() in ("exited", "dead"):
+            assert self.container is not None
+            tail = self.container.logs(tail=20).decode(errors="replace").strip()
+            return f"{self.name} container exited during start-up:\n{tail}"
+        return None
+
+    def wait_healthy(self, timeout_s: float = 30.0) -> None:
+        _wait_http(self.url + "/health", timeout_s, self._exited)
+
+
+@dataclass
+class DockerTopology:
+    """The mock payment system as containers; implements what the nemesis needs to break services."""
+
+    system: SystemConfig
+    run_dir: Path
+    client: DockerClient
+    network_name: str
+    labels: dict[str, str]
+    image: str = ""  # set by the testbed once the images are resolved
+    services: dict[str, ContainerService] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.config_path = self.run_dir / "system.json"
+        common = ["--config", "/config/system.json", "--data-dir", "/data"]
+        self.services["switch"] = ContainerService(
+            "switch", ["switch", *common], free_port(), self.run_dir / "logs" / "switch.log",
+            self.run_dir / "data" / "switch",
+        )  # fmt: skip
+        for bank in self.system.banks:
+            self.services[bank.code] = ContainerService(
+                bank.code, ["bank", bank.code, *common], free_port(), self.run_dir / "logs" / f"{bank.code}.log",
+                self.run_dir / "data" / bank.code,
+            )  # fmt: skip
+
+    @property
+    def switch(self) -> ContainerService:
+        return self.services["switch"]
+
+    def bank(self, code: str) -> ContainerService:
+        return self.services[code]
+
+    @property
+    def bank_codes(self) -> list[str]:
+        return [b.code for b in self.system.banks]
+
+    @property
+    def service_names(self) -> list[str]:
+        return list(self.services)
+
+    def container(self, name: str) -> Container:
+        svc = self.services[name]
+        if svc.container is None:
+            raise TopologyError(f"{name} has no container (the topology is not started)")
+        return svc.container
+
+    def _endpoint(self, name: str) -> Any:
+        return self.client.api.create_endpoint_config(aliases=[alias(name)])
+
+    def network(self) -> Network:
+        return self.client.networks.get(self.network_name)
+
+    def start(self) -> None:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.system.save(self.config_path)
+        for svc in self.services.values():
+            svc.data_dir.mkdir(parents=True, exist_ok=True)
+            svc.container = self.client.containers.create(
+                self.image,
+                svc.command,
+                name=f"{self.network_name}-{alias(svc.name)}",
+                labels={**self.labels, SERVICE_LABEL: svc.name},
+                network=self.network_name,
+                networking_config={self.network_name: self._endpoint(svc.name)},
+                ports={f"{SERVICE_PORT}/tcp": ("127.0.0.1", svc.host_port)},
+                volumes={
+                    str(self.config_path.resolve()): {"bind": "/config/system.json", "mode": "ro"},
+                    str(svc.data_dir.resolve()): {"bind": "/data", "mode": "rw"},
+                },
+                user=f"{os.getuid()}:{os.getgid()}",  # ledgers on the host belong to whoever ran the harness
+                stop_signal="SIGTERM",
+            )
+        for svc in self.services.values():
+            self.container(svc.name).start()
+            svc.starts += 1
+        for svc in self.services.values():
+            svc.wait_healthy()
+
+    def stop(self) -> None:
+        """Save every container's log, then remove the containers (the testbed removes the network)."""
+        from docker.errors import APIError, NotFound
+
+        for svc in self.services.values():
+            _save_logs(svc.container, svc.log_path)
+            if svc.container is not None:
+                with contextlib.suppress(NotFound, APIError):
+                    if svc.status() == "paused":
+                        svc.container.unpause()
+                    svc.container.remove(force=True, v=True)
+                svc.container = None
+
+    # -- what the nemesis calls (harness.nemesis.ServiceControl / NetworkControl) ---------------
+
+    def kill(self, name: str) -> None:
+        """`docker kill`: SIGKILL, as a crash would; the container stays (exited) until started again."""
+        self.container(name).kill()
+        self._wait_status(name, ("exited", "dead"))
+
+    def restart(self, name: str) -> None:
+        """Start a stopped or killed container, or `docker restart` a running one; then wait until healthy."""
+        svc = self.services[name]
+        if svc.status() == "running":
+            self.container(name).restart(timeout=STOP_GRACE_S)
+        else:
+            self.container(name).start()
+        svc.starts += 1
+        svc.wait_healthy()
+
+    def signal(self, name: str, sig: signal.Signals) -> None:
+        """SIGSTOP/SIGCONT become the cgroup freezer (docker pause/unpause); other signals are sent as they are."""
+        if sig == signal.SIGSTOP:
+            self.container(name).pause()
+        elif sig == signal.SIGCONT:
+            if self.services[name].status() == "paused":
+                self.container(name).unpause()
+        else:
+            self.container(name).kill(signal=int(sig))
+
+    def stop_service(self, name: str) -> None:
+        """`docker stop`: SIGTERM, then SIGKILL after the grace period."""
+        self.container(name).stop(timeout=STOP_GRACE_S)
+
+    def start_service(self, name: str) -> None:
+        """Start it if it is not running (a no-op for a running one), then wait until healthy."""
+        svc = self.services[name]
+        if svc.status() != "running":
+            self.container(name).start()
+            svc.starts += 1
+        svc.wait_healthy()
+
+    def disconnect(self, name: str) -> None:
+        """Detach the container from the run's network: nothing reaches it, it reaches nothing."""
+        self.network().disconnect(self.container(name), force=True)
+
+    def connect(self, name: str) -> None:
+        """Reattach it under its alias, so Toxiproxy's upstream name resolves to it again."""
+        self.network().connect(self.container(name), aliases=[alias(name)])
+
+    def _wait_status(self, name: str, statuses: tuple[str, ...], timeout_s: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout_s
+        while self.services[name].status() not in statuses:
+            if time.monotonic() > deadline:
+                raise TopologyError(f"{name} did not reach {'/'.join(statuses)} within {timeout_s:.0f}s")
+            time.sleep(0.05)
+
+
+class ToxiproxyContainer(ToxiproxyServer):
+    """Toxiproxy in a container on the run's network; its API and the customers' listeners published
+    on 127.0.0.1. Everything else (toxics, links, reset) is the ToxiproxyServer client, unchanged."""
+
+    def __init__(
+        self, client: DockerClient, network_name: str, labels: dict[str, str], log_path: Path, published: list[int]
+    ) -> None:
+        super().__init__(log_path, binary=Path("/toxiproxy"))
+        self.client = client
+        self.network_name = network_name
+        self.labels = labels
+        self.image = ""  # set by the testbed once the images are resolved
+        self.container: Container | None = None
+        # Container port -> host port, for the links whose callers are on the host (customers).
+        self.published = {port: free_port() for port in published}
+
+    def host_port(self, link: Link) -> int:
+        return self.published[link_port(link)]
+
+    def start(self, timeout_s: float = 30.0) -> None:
+        self.port = free_port()
+        ports: dict[str, tuple[str, int]] = {f"{TOXIPROXY_API_PORT}/tcp": ("127.0.0.1", self.port)}
+        ports.update({f"{p}/tcp": ("127.0.0.1", hp) for p, hp in self.published.items()})
+        self.container = self.client.containers.create(
+            self.image,
+            ["-host=0.0.0.0", f"-port={TOXIPROXY_API_PORT}"],
+            name=f"{self.network_name}-{TOXIPROXY_ALIAS}",
+            labels={**self.labels, SERVICE_LABEL: TOXIPROXY_ALIAS},
+            network=self.network_name,
+            networking_config={self.network_name: self.client.api.create_endpoint_config(aliases=[TOXIPROXY_ALIAS])},
+            ports=ports,
+        )
+        self.container.start()
+
+        def exited() -> str | None:
+            assert self.container is not None
+            self.container.reload()
+            if self.container.status in ("exited", "dead"):
+                return f"the Toxiproxy container exited: {self.container.logs(tail=20).decode(errors='replace')}"
+            return None
+
+        try:
+            _wait_http(self.url + "/version", timeout_s, exited)
+        except TopologyError as exc:
+            raise ToxiproxyError(str(exc)) from None
+        self.reset()
+
+    def version(self) -> str:
+        version = super().version()
+        # Our image holds the binary `make tools` built (pinned, but it reports "git"): say which release.
+        if version == "git" and self.image.startswith(TOXIPROXY_REPO + ":"):
+            return f"{TOXIPROXY_VERSION} (built from source by make tools)"
+        return version
+
+    def stop(self) -> None:
+        from docker.errors import APIError, NotFound
+
+        _save_logs(self.container, self.log_path)
+        if self.container is not None:
+            with contextlib.suppress(NotFound, APIError):
+                self.container.remove(force=True, v=True)
+            self.container = None
+
+
+class DockerTestbed(Testbed):
+    """Toxiproxy, the links and the mock payment system as containers; same interface as Testbed."""
+
+    def __init__(self, system: SystemConfig, run_dir: Path, client: DockerClient | None = None) -> None:
+        # Not Testbed.__init__: it would prepare local processes.
+        self.run_dir = run_dir
+        self.client = client or docker_client()
+        self.run_id = f"{run_dir.name[:40]}-{secrets.token_hex(3)}".lower()
+        self.network_name = f"payswitch-{self.run_id}"
+        self.labels = {RUN_LABEL: self.run_id, PID_LABEL: str(os.getpid())}
+        self.system, self.links = route_through_toxiproxy(system)
+        customer_ports = [link_port(link) for name, link in self.links.items() if name.startswith("customers->")]
+        self.toxiproxy: ToxiproxyContainer = ToxiproxyContainer(
+            self.client, self.network_name, self.labels, run_dir / "logs" / "toxiproxy.log", customer_ports
+        )
+        self.topology: DockerTopology = DockerTopology(  # type: ignore[assignment]
+            self.system, run_dir, self.client, self.network_name, self.labels
+        )
+        self.nemesis = Nemesis(self.toxiproxy, self.links, self.topology, run_dir / "faults.jsonl")
+        self.images: Images | None = None
+        self._previous_sigterm: Any = None
+
+    def start(self) -> None:
+        from harness import images
+
+        self._sigterm_cleans_up()
+        try:
+            self.images = images.ensure(self.client)
+            self.toxiproxy.image, self.topology.image = self.images.toxiproxy, self.images.app
+            self.client.networks.create(self.network_name, driver="bridge", labels=self.labels)
+            self.toxiproxy.start()
+            for link in self.links.values():
+                self.toxiproxy.create(link)
+            self.topology.start()
+        except BaseException:
+            self.stop()
+            raise
+
+    def stop(self) -> None:
+        try:
+            super().stop()  # heals every fault, saves logs, removes the containers
+        finally:
+            # The backstop: whatever carries this run's label goes, even what a failed start left.
+            try:
+                remove_labelled(self.client, self.run_id)
+            finally:
+                self._restore_sigterm()
+
+    def __enter__(self) -> DockerTestbed:
+        self.start()
+        return self
+
+    @property
+    def customer_urls(self) -> dict[str, str]:
+        """Where customers (Locust, on the host) reach each bank: the published `customers->BANK` listener."""
+        return {
+            code: f"http://127.0.0.1:{self.toxiproxy.host_port(self.links[f'customers->{code}'])}"
+            for code in self.topology.bank_codes
+        }
+
+    def versions(self) -> dict[str, str]:
+        out = {**super().versions(), "backend": "docker"}
+        out["docker_engine"] = engine_version(self.client)
+        if self.images is not None:
+            out["app_image"], out["toxiproxy_image"] = self.images.app, self.images.toxiproxy
+        return out
+
+    def _sigterm_cleans_up(self) -> None:
+        # `kill <harness>` (a CI timeout) must not strand containers: SIGTERM unwinds like Ctrl-C,
+        # through stop(). Only from the main thread, and only if nobody else handles SIGTERM.
+        if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) in (
+            signal.SIG_DFL,
+            None,
+        ):
+            self._previous_sigterm = signal.signal(signal.SIGTERM, _interrupt)
+
+    def _restore_sigterm(self) -> None:
+        if self._previous_sigterm is not None and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGTERM, self._previous_sigterm)
+            self._previous_sigterm = None
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
