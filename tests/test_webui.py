@@ -54,6 +54,10 @@ class HarnessUI:
             [sys.executable, "-m", "harness.cli", "ui", "--banks", "2", "--users", "10", "--max-run-time", "60",
              "--out", str(out)],
             cwd=PROJECT_ROOT, stdout=self.log.open("wb"), stderr=subprocess.STDOUT, start_new_session=True,
+            # A job started in the background by a non-interactive shell (a CI script, `cmd &`)
+            # inherits SIGINT ignored, and Python then never raises KeyboardInterrupt: give the child
+            # the default disposition, as a terminal would, so Ctrl-C below means what it says.
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         )  # fmt: skip
         found = eventually(self._printed_url, timeout=60, what=f"`harness ui` to print its URL (see {self.log})")
         self.url, self.run_dir = found
