@@ -478,20 +478,16 @@ class DockerTestbed(Testbed):
         self._previous_sigterm: Any = None
 
     def start(self) -> None:
+        self._sigterm_cleans_up()
+        super().start()
+
+    def prepare(self) -> None:
+        """Images (built only when their inputs changed) and the run's own network."""
         from harness import images
 
-        self._sigterm_cleans_up()
-        try:
-            self.images = images.ensure(self.client)
-            self.toxiproxy.image, self.topology.image = self.images.toxiproxy, self.images.app
-            self.client.networks.create(self.network_name, driver="bridge", labels=self.labels)
-            self.toxiproxy.start()
-            for link in self.links.values():
-                self.toxiproxy.create(link)
-            self.topology.start()
-        except BaseException:
-            self.stop()
-            raise
+        self.images = images.ensure(self.client)
+        self.toxiproxy.image, self.topology.image = self.images.toxiproxy, self.images.app
+        self.client.networks.create(self.network_name, driver="bridge", labels=self.labels)
 
     def stop(self) -> None:
         try:

@@ -27,6 +27,7 @@ class Testbed:
 
     def start(self) -> None:
         try:
+            self.prepare()
             self.toxiproxy.start()
             for link in self.links.values():
                 self.toxiproxy.create(link)
@@ -34,6 +35,9 @@ class Testbed:
         except BaseException:
             self.stop()
             raise
+
+    def prepare(self) -> None:
+        """What a backend needs before Toxiproxy and the services start (nothing, for processes)."""
 
     def stop(self) -> None:
         try:
