@@ -279,7 +279,9 @@ def build_app(client: DockerClient, base: str, offline: bool = False, log: Log =
     wheels = wheelhouse(log=log)
     wheel_files = sorted(wheels.glob("*.whl"))
     sources = sources_hash()
-    inputs = _sha256([sources.encode(), str(base_image.id).encode(), PYTHON_VERSION.encode(),
+    # The Dockerfile is an input too: editing it must rebuild the image.
+    inputs = _sha256([(DOCKERFILES / "app.Dockerfile").read_bytes(), sources.encode(), str(base_image.id).encode(),
+                      PYTHON_VERSION.encode(),
                       (wheels / "requirements.txt").read_bytes(), *(w.name.encode() for w in wheel_files)])  # fmt: skip
     tag = f"{APP_REPO}:{inputs[:12]}"
     if _find(client, tag) is not None:
