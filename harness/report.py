@@ -125,11 +125,14 @@ def fmt_when(epoch: float | None) -> str:
 
 
 def write_report(
-    run_dir: Path, result: Mapping[str, Any] | None = None, history: Sequence[Mapping[str, Any]] | None = None
+    run_dir: Path,
+    result: Mapping[str, Any] | None = None,
+    history: Sequence[Mapping[str, Any]] | None = None,
+    ledgers: Mapping[str, Any] | None = None,
 ) -> Path:
     """Render `report.html` in the run directory from its saved files (the checker may hand over the
-    result and the history it already holds)."""
-    model = report_model(run_dir, result, history)
+    result, the history and the ledgers it already holds)."""
+    model = report_model(run_dir, result, history, ledgers)
     html = _env().get_template("report.html.j2").render(**model)
     out = run_dir / REPORT_FILE
     tmp = out.with_suffix(".tmp")
@@ -139,7 +142,10 @@ def write_report(
 
 
 def report_model(
-    run_dir: Path, result: Mapping[str, Any] | None = None, history: Sequence[Mapping[str, Any]] | None = None
+    run_dir: Path,
+    result: Mapping[str, Any] | None = None,
+    history: Sequence[Mapping[str, Any]] | None = None,
+    ledgers: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Everything the report template shows, as plain data."""
     if result is None:
@@ -149,7 +155,8 @@ def report_model(
         result = json.loads(path.read_text())
     scenario = yaml.safe_load((run_dir / "scenario.yaml").read_text()) or {}
     system = json.loads((run_dir / "system.json").read_text())
-    ledgers = json.loads((run_dir / "ledgers.json").read_text()) if (run_dir / "ledgers.json").exists() else None
+    if ledgers is None and (run_dir / "ledgers.json").exists():
+        ledgers = json.loads((run_dir / "ledgers.json").read_text())
     if history is None:
         history_path = run_dir / "history.jsonl"
         history = availability.load_history(history_path) if history_path.exists() else []
@@ -160,7 +167,11 @@ def report_model(
     currency = system.get("currency", "")
     slo_ms = float(avail["slo"]["latency_slo_ms"])
     payments = [op for op in history if op.get("op", "payment") == "payment"]
-    windows_active = _fault_periods(result.get("faults", []), start)
+    # Absolute (apply, heal) of every fault window, paired as the availability checker pairs them.
+    windows_active = [
+        (w.apply, math.inf if w.heal is None else w.heal) for w in availability.fault_windows(result.get("faults", []))
+    ]
+    touched = _touched(result.get("faults", []))
 
     return {
         "r": result,
@@ -173,8 +184,8 @@ def report_model(
         "schedule": fault_schedule(scenario, avail.get("faults", [])),
         "phases": _phases(avail),
         "charts": chart_data(avail, samples, start),
-        "banks": bank_breakdown(payments, windows_active, slo_ms, _touched(result.get("faults", []))),
-        "links": link_breakdown(payments, windows_active, slo_ms, _touched(result.get("faults", []))),
+        "banks": bank_breakdown(payments, windows_active, slo_ms, touched),
+        "links": link_breakdown(payments, windows_active, slo_ms, touched),
         "examples": anomaly_examples(result, payments),
         "windows": settlement_windows(ledgers),
         "rules": REGRESSION_RULES,
@@ -429,19 +440,6 @@ class _Tally:
             "fault_ratio": self.fault_good / self.fault_ops if self.fault_ops else None,
             "calm_ratio": calm_good / calm_ops if calm_ops else None,
         }
-
-
-def _fault_periods(faults: Iterable[Mapping[str, Any]], start: float) -> list[tuple[float, float]]:
-    """Absolute (apply, heal) times of every fault; an unhealed fault runs to the end of time."""
-    opened: dict[str, float] = {}
-    periods = []
-    for f in sorted(faults, key=lambda f: f["at"]):
-        if f["event"] == "apply":
-            opened[f["fault"]] = f["at"]
-        elif f["event"] == "heal" and f["fault"] in opened:
-            periods.append((opened.pop(f["fault"]), f["at"]))
-    periods += [(a, math.inf) for a in opened.values()]
-    return periods
 
 
 def _touched(faults: Iterable[Mapping[str, Any]]) -> tuple[set[str], set[str]]:

@@ -301,7 +301,7 @@ def check(run_dir: Path, progress: Progress = print) -> RunOutcome:
     (run_dir / "result.json").write_text(json.dumps(result, indent=2, default=str))
     try:
         # The report reads the result as saved (JSON types), exactly as `harness report` will later.
-        write_report(run_dir, json.loads(json.dumps(result, default=str)), history)
+        write_report(run_dir, json.loads(json.dumps(result, default=str)), history, ledgers)
     except Exception as exc:  # the verdict stands without its page; say so loudly rather than lose the run
         print(
             f"harness: report.html could not be written ({exc!r}); result.json is complete."
