@@ -18,11 +18,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from harness.docker_backend import DockerTestbed, docker_client
-from harness.images import APP_REPO, OFFLINE_BASE, TOXIPROXY_REPO, build_all
 from harness.runner import run, system_for
 from harness.scenario import load
-from harness.testbed import Testbed
+from harness.testbed.bed import Testbed
+from harness.testbed.containers import DockerTestbed, docker_client
+from harness.testbed.images import APP_REPO, OFFLINE_BASE, TOXIPROXY_REPO, build_all
 
 BASELINE = Path(__file__).resolve().parent.parent / "scenarios" / "baseline.yaml"
 

@@ -9,10 +9,11 @@ import json
 import tempfile
 from pathlib import Path
 
-from harness.availability import load_history, percentile
-from harness.load import run_load
-from harness.testbed import Testbed
-from harness.topology import build_system
+from harness.checkers.availability import percentile
+from harness.history import read_history as load_history
+from harness.load.control import run_load
+from harness.testbed.bed import Testbed
+from harness.testbed.local import build_system
 
 
 def main() -> None:

@@ -9,7 +9,7 @@ import random
 import time
 from typing import Any
 
-from harness.reconcile import Anomaly, reconcile
+from harness.checkers.reconcile import Anomaly, reconcile
 
 BANKS = ["BNKA", "BNKB", "BNKC", "BNKD"]
 PLANT = 100  # of each anomaly class

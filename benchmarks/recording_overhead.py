@@ -10,9 +10,9 @@ import statistics
 import tempfile
 from pathlib import Path
 
-from harness.load import run_load
-from harness.testbed import Testbed
-from harness.topology import build_system
+from harness.load.control import run_load
+from harness.testbed.bed import Testbed
+from harness.testbed.local import build_system
 
 
 def main() -> None:

@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from harness.report import write_report
+from harness.report.page import write_report
 from harness.runner import check
 
 FIXTURE = Path(__file__).parent.parent / "tests" / "fixtures" / "naive-run.tar.gz"

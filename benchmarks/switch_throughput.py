@@ -14,8 +14,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from harness.direct_load import drive, summarise
-from harness.topology import local_system
+from harness.load.customers import drive, summarise
+from harness.testbed.local import local_system
 
 
 def main() -> None:

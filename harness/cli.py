@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from harness.topology import build_system
+from harness.testbed.local import build_system
 
 DEMO_SCENARIOS = (
     "scenarios/baseline.yaml",
@@ -31,7 +31,7 @@ def demo(args: argparse.Namespace) -> int:
         print("\ninterrupted: faults healed, services and Locust stopped", file=sys.stderr)
         return 130
     print("\n== demo summary ==")
-    from harness.report import fmt_pct, write_index
+    from harness.report.page import fmt_pct, write_index
 
     for o in outcomes:
         rec = o.result["consistency"]["reconciliation"]
@@ -66,7 +66,7 @@ def run_cmd(args: argparse.Namespace) -> int:
             print("\ninterrupted: faults healed, services and Locust stopped", file=sys.stderr)
             return 130
         failed += not outcome.ok
-    from harness.report import write_index
+    from harness.report.page import write_index
 
     print(f"suite page    {write_index(args.out.parent, args.out)}")
     return 1 if failed else 0
@@ -74,7 +74,7 @@ def run_cmd(args: argparse.Namespace) -> int:
 
 def report_cmd(args: argparse.Namespace) -> int:
     """Rebuild report pages from saved files: nothing is run and no checker is re-run."""
-    from harness.report import write_index, write_report
+    from harness.report.page import write_index, write_report
 
     status = 0
     for run_dir in args.run_dirs:
@@ -86,7 +86,7 @@ def report_cmd(args: argparse.Namespace) -> int:
             continue
         print(page)
         if args.screenshot:
-            from harness.browser import BrowserUnavailable, open_report
+            from harness.report.browser import BrowserUnavailable, open_report
 
             try:
                 seen = open_report(page, screenshot=page.with_suffix(".png"))
@@ -104,7 +104,7 @@ def report_cmd(args: argparse.Namespace) -> int:
 
 def baseline_cmd(args: argparse.Namespace) -> int:
     """Name a run as its scenario's baseline on the suite page."""
-    from harness.report import set_baseline, write_index
+    from harness.report.page import set_baseline, write_index
 
     try:
         summary = set_baseline(args.run_dir, args.reports)
@@ -129,7 +129,7 @@ def doctor(args: argparse.Namespace) -> int:
     import platform
     import subprocess
 
-    from harness.toxiproxy import INSTALL_HINT, find_server
+    from harness.testbed.proxies import INSTALL_HINT, find_server
 
     ok = True
     print(f"python        {platform.python_version()} ({sys.executable})")
@@ -149,7 +149,7 @@ def doctor(args: argparse.Namespace) -> int:
     else:
         out = subprocess.run([str(server), "-version"], capture_output=True, text=True, timeout=10)
         print(f"toxiproxy     {(out.stdout or out.stderr).strip().splitlines()[-1]} ({server})")
-    from harness.docker_backend import engine_problem
+    from harness.testbed.containers import engine_problem
 
     problem = engine_problem()  # the backend talks to the engine through the SDK, not the docker CLI
     print(f"docker engine {'reachable' if problem is None else problem + ' (only needed for --backend docker)'}")
@@ -158,7 +158,7 @@ def doctor(args: argparse.Namespace) -> int:
 
 
 def list_cmd(args: argparse.Namespace) -> int:
-    from harness.nemesis import LINK_FAULTS, NODE_FAULTS, SERVICE_FAULTS, TOXICS
+    from harness.nemesis.injector import LINK_FAULTS, NODE_FAULTS, SERVICE_FAULTS, TOXICS
     from harness.scenario import ScenarioError, TopologySpec, load
 
     print("scenarios:")
@@ -193,15 +193,15 @@ def up(args: argparse.Namespace) -> int:
     """Keep a topology running behind Toxiproxy for manual exploration, until Ctrl-C."""
     import os
 
-    from harness.chaos_control import ChaosSession, ControlServer
-    from harness.testbed import Testbed
+    from harness.testbed.bed import Testbed
+    from harness.web.control import ChaosSession, ControlServer
 
     run_dir = (args.out / time.strftime("up-%Y%m%d-%H%M%S")).resolve()
     bed = Testbed(build_system(banks=args.banks, accounts=1000), run_dir)
     control: ControlServer | None = None
     try:
         bed.start()
-        # The chaos panel's control API: a plain `locust -f harness/locustfile.py` finds it in up.json.
+        # The chaos panel's control API: a plain `locust -f harness/load/locustfile.py` finds it in up.json.
         session = ChaosSession(bed, run_dir, Path("scenarios").resolve(), f"harness up --banks {args.banks}")
         control = ControlServer(session.start()).start()
         state = {
@@ -216,7 +216,7 @@ def up(args: argparse.Namespace) -> int:
         }
         (args.out / "up.json").write_text(json.dumps(state, indent=2))
         print(json.dumps(state, indent=2))
-        print("\nrunning; `locust -f harness/locustfile.py` finds this topology (Chaos tab included);"
+        print("\nrunning; `locust -f harness/load/locustfile.py` finds this topology (Chaos tab included);"
               " Ctrl-C (or `harness down`) stops everything")  # fmt: skip
         import signal
 
@@ -235,16 +235,16 @@ def up(args: argparse.Namespace) -> int:
 
 
 def ui_cmd(args: argparse.Namespace) -> int:
-    """Locust's web UI with the chaos panel, on a topology of its own, until Ctrl-C (see harness/ui.py)."""
-    from harness.ui import ui
+    """Locust's web UI with the chaos panel, on a topology of its own, until Ctrl-C (see harness/web/ui.py)."""
+    from harness.web.ui import ui
 
     return ui(args)
 
 
 def images_cmd(args: argparse.Namespace) -> int:
-    """Build the docker backend's images (harness/images.py); each is skipped when its inputs are unchanged."""
-    from harness.docker_backend import DockerUnavailable, docker_client
-    from harness.images import ImageError, build_all
+    """Build the docker backend's images (harness/testbed/images.py); each is skipped when its inputs are unchanged."""
+    from harness.testbed.containers import DockerUnavailable, docker_client
+    from harness.testbed.images import ImageError, build_all
 
     try:
         built = build_all(docker_client(), offline=args.offline, base_image=args.base_image, log=print)
@@ -262,7 +262,7 @@ def down(args: argparse.Namespace) -> int:
     import signal
 
     if args.all:
-        from harness.docker_backend import DockerUnavailable, docker_client, remove_labelled
+        from harness.testbed.containers import DockerUnavailable, docker_client, remove_labelled
 
         try:
             containers, networks = remove_labelled(docker_client())
@@ -314,7 +314,7 @@ def main(argv: list[str] | None = None) -> int:
     dn = sub.add_parser("down", help="stop what `harness up` started")
     dn.add_argument("--out", type=Path, default=Path("reports/runs"))
     dn.add_argument("--all", action="store_true", help="also remove what dead docker runs left behind")
-    from harness.ui import add_parser as add_ui_parser
+    from harness.web.ui import add_parser as add_ui_parser
 
     add_ui_parser(sub)
     args = parser.parse_args(argv)

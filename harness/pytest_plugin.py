@@ -38,7 +38,7 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     out = session.config.stash.get(_RAN, None)
     if out is None:
         return
-    from harness.report import write_index
+    from harness.report.page import write_index
 
     session.config.stash[_RAN] = write_index(out.parent, out)
 
@@ -60,7 +60,7 @@ def pytest_collect_file(parent: pytest.Collector, file_path: Path) -> pytest.Col
 def pytest_runtest_setup(item: pytest.Item) -> None:
     if item.get_closest_marker("docker") is None:
         return
-    from harness.docker_backend import engine_problem
+    from harness.testbed.containers import engine_problem
 
     problem = engine_problem()
     if problem is None:

@@ -14,19 +14,22 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness import __version__, snapshot
-from harness.consistency import ConsistencySampler, customer_view, load_samples, time_to_consistency
-from harness.reconcile import reconcile
-from harness.report import fmt_duration, fmt_pct, write_report
+from harness import __version__
+from harness.checkers.consistency import ConsistencySampler, customer_view, load_samples, time_to_consistency
+from harness.checkers.reconcile import reconcile
+from harness.history import is_available, is_payment, read_history
+from harness.observe import snapshot
+from harness.report.page import fmt_duration, fmt_pct, write_report
 from harness.scenario import Scenario, SettlementAction, dump
 from harness.scenario import load as load_scenario
-from harness.testbed import make_testbed
-from harness.topology import build_system
+from harness.testbed.bed import make_testbed
+from harness.testbed.local import build_system
+from harness.timeline import fault_windows, read_timeline
 from mock_switch.config import SystemConfig
 
 Progress = Callable[[str], None] | None
@@ -143,7 +146,7 @@ def _pending(snap: snapshot.Snapshot) -> int:
 
 
 def collect(scenario: Scenario, run_dir: Path, progress: Progress = print) -> None:
-    from harness.load import start_load
+    from harness.load.control import start_load
 
     system = system_for(scenario)
     bed = make_testbed(system, run_dir, scenario.backend)
@@ -167,7 +170,7 @@ def collect(scenario: Scenario, run_dir: Path, progress: Progress = print) -> No
             load.stop()
             raise RuntimeError(f"Locust produced no operation within 30 s; see {run_dir / 'logs' / 'locust.log'}")
         t0 = time.time()
-        from harness.nemesis import SchedulePlayer
+        from harness.nemesis.injector import SchedulePlayer
 
         player = SchedulePlayer(bed.nemesis, scenario.named_faults(), t0)
         settlement = _Settlement(switch_url, list(scenario.settlement), t0, run_dir / "settlement.jsonl")
@@ -219,12 +222,12 @@ def _environment(extra: dict[str, str]) -> dict[str, str]:
 
 def check(run_dir: Path, progress: Progress = print) -> RunOutcome:
     """Every checker, from the files of a run directory alone."""
-    from harness import availability
+    from harness.checkers import availability
 
     scenario = load_scenario(run_dir / "scenario.yaml")
     system = SystemConfig.load(run_dir / "system.json")
-    history = availability.load_history(run_dir / "history.jsonl")
-    faults = availability.load_faults(run_dir / "faults.jsonl") if (run_dir / "faults.jsonl").exists() else []
+    history = read_history(run_dir / "history.jsonl")
+    faults = read_timeline(run_dir / "faults.jsonl")
     ledgers = snapshot.load(run_dir / "ledgers.json")
 
     exp = scenario.expect
@@ -326,7 +329,7 @@ def _slo_failure(v: dict[str, Any], slo: dict[str, Any]) -> str:
 
 
 def _slo(scenario: Scenario) -> Any:
-    from harness.availability import SLO, PhaseTarget
+    from harness.checkers.availability import SLO, PhaseTarget
 
     ae = scenario.expect.availability
     phases: dict[str, PhaseTarget] = {}
@@ -352,33 +355,23 @@ def _affected_banks(faults: list[dict[str, Any]]) -> set[str]:
     return banks
 
 
-def _bulkhead_ratio(history: list[dict[str, Any]], faults: list[dict[str, Any]], scenario: Scenario) -> float | None:
+def _bulkhead_ratio(
+    history: Sequence[Mapping[str, Any]], faults: list[dict[str, Any]], scenario: Scenario
+) -> float | None:
     """Success ratio of payments between banks no fault touched, made while a fault was active."""
-    from harness.availability import BUSINESS_REASONS
-
     if any("switch" in t and "->" not in t for f in faults for t in f["targets"]):
         return None  # a switch-wide fault touches everyone: no bulkhead to measure
-    windows: list[tuple[float, float]] = []
-    opened: dict[str, float] = {}
-    for f in sorted(faults, key=lambda f: f["at"]):
-        if f["event"] == "apply":
-            opened[f["fault"]] = f["at"]
-        elif f["event"] == "heal" and f["fault"] in opened:
-            windows.append((opened.pop(f["fault"]), f["at"]))
+    windows = [(w.apply, w.end) for w in fault_windows(faults)]
     affected = _affected_banks(faults)
     ops = [
         op for op in history
-        if op.get("op", "payment") == "payment" and op["payer"] not in affected and op["payee"] not in affected
+        if is_payment(op) and op["payer"] not in affected and op["payee"] not in affected
         and any(a <= op["invoke"] <= b for a, b in windows)
     ]  # fmt: skip
     if not ops:
         return None
     slo_ms = scenario.expect.availability.latency_slo_ms
-    good = sum(
-        1 for op in ops
-        if (op["outcome"] == "ok" or (op["outcome"] == "fail" and op["reason"] in BUSINESS_REASONS))
-        and op["latency_ms"] <= slo_ms
-    )  # fmt: skip
+    good = sum(1 for op in ops if is_available(op, slo_ms))
     return good / len(ops)
 
 

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 import pytest
 from support import eventually, get, payment, post
 
-from harness.topology import LocalTopology, build_system
+from harness.testbed.local import LocalTopology, build_system
 
 pytestmark = pytest.mark.slow
 

@@ -13,20 +13,19 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from harness.availability import (
-    BUSINESS_REASONS,
+from harness.checkers.availability import (
     MAX_NINES,
     SLO,
     PhaseTarget,
-    RunFileError,
-    TimelineError,
     check_availability,
     error_budget_burn,
-    load_faults,
-    load_history,
     nines,
     percentile,
 )
+from harness.errors import RunFileError, TimelineError
+from harness.history import BUSINESS_REASONS
+from harness.history import read_history as load_history
+from harness.timeline import read_timeline as load_faults
 
 T0 = 1_795_440_000.0  # an epoch second; every time below is an offset from it
 

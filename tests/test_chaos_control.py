@@ -1,7 +1,7 @@
 """The chaos panel's control API refuses bad input with a 4xx that says what to fix, and then
 nothing is applied: no toxic, no disabled link, no signal, no line in the fault timeline. Good input
 does reach Toxiproxy and the timeline (so the refusals above are not just an API that does nothing).
-Live availability counts a payment as good exactly when harness/availability.py does."""
+Live availability counts a payment as good exactly when harness/checkers/availability.py does."""
 
 from __future__ import annotations
 
@@ -15,10 +15,10 @@ from typing import Any
 import pytest
 from support import call, eventually, get, post
 
-from harness.chaos_control import ChaosSession, ControlServer, LiveAvailability, catalogue, session_scenario
-from harness.nemesis import FAULT_KINDS, NODE_FAULTS, SERVICE_FAULTS, Nemesis
+from harness.nemesis.injector import FAULT_KINDS, NODE_FAULTS, SERVICE_FAULTS, Nemesis
 from harness.scenario import TopologySpec
-from harness.toxiproxy import Link
+from harness.testbed.proxies import Link
+from harness.web.control import ChaosSession, ControlServer, LiveAvailability, catalogue, session_scenario
 
 BANKS = ["BNKA", "BNKB"]
 

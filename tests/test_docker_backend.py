@@ -17,7 +17,9 @@ import pytest
 from support import eventually, get, payment, post
 
 from harness.cli import main as harness_main
-from harness.docker_backend import (
+from harness.nemesis.injector import FaultSpec, Nemesis
+from harness.testbed.bed import Testbed
+from harness.testbed.containers import (
     PID_LABEL,
     RUN_LABEL,
     TOXIPROXY_ALIAS,
@@ -25,10 +27,8 @@ from harness.docker_backend import (
     docker_client,
     route_through_toxiproxy,
 )
-from harness.images import ImageError, apt_mirror, ensure
-from harness.nemesis import FaultSpec, Nemesis
-from harness.testbed import Testbed
-from harness.topology import build_system, link_names
+from harness.testbed.images import ImageError, apt_mirror, ensure
+from harness.testbed.local import build_system, link_names
 
 PAYMENT_IDS = itertools.count()
 
@@ -39,7 +39,7 @@ def small_system() -> Any:
 
 @pytest.fixture(scope="module")
 def bed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DockerTestbed]:
-    from harness.docker_backend import engine_problem
+    from harness.testbed.containers import engine_problem
 
     if engine_problem() is not None:
         pytest.skip("no Docker engine")  # the plugin's docker marker says why, or fails under HARNESS_REQUIRE_DOCKER

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 from support import eventually
 
-from harness import snapshot
-from harness.direct_load import Outcome, drive
-from harness.reconcile import reconcile
-from harness.topology import LocalTopology, build_system
+from harness.checkers.reconcile import reconcile
+from harness.load.customers import Outcome, drive
+from harness.observe import snapshot
+from harness.testbed.local import LocalTopology, build_system
 
 pytestmark = pytest.mark.slow
 

@@ -24,9 +24,9 @@ from hypothesis import currently_in_test_context, event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from harness.reconcile import Anomaly, reconcile
-from harness.snapshot import Snapshot
-from harness.topology import build_system
+from harness.checkers.reconcile import Anomaly, reconcile
+from harness.observe.snapshot import Snapshot
+from harness.testbed.local import build_system
 from mock_switch import bank_ledger, switch_ledger
 from mock_switch.api import CreditRequest, PaymentRequest, TransferRequest
 from mock_switch.bank_ledger import BankLedger, Originate, Receive
@@ -121,7 +121,7 @@ class Late:
 
 
 def take_snapshot(switch: SwitchLedger, banks: dict[str, BankLedger]) -> Snapshot:
-    """The ledgers' read models in the format of `harness.snapshot.take`."""
+    """The ledgers' read models in the format of `harness.observe.snapshot.take`."""
     return {
         "switch": {
             "transfers": switch.transfers(),

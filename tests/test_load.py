@@ -15,8 +15,8 @@ from typing import Any
 import pytest
 from support import get, post
 
-from harness.load import LoadError, LoadOptions, history_parts, merge_histories, run_load, start_locust
-from harness.topology import LocalTopology, build_system
+from harness.load.control import LoadError, LoadOptions, history_parts, merge_histories, run_load, start_locust
+from harness.testbed.local import LocalTopology, build_system
 
 pytestmark = pytest.mark.slow
 

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 from support import eventually, get, payment, post
 
-from harness.nemesis import FaultSpec, expand_targets
-from harness.testbed import Testbed
-from harness.topology import build_system, link_names
+from harness.nemesis.injector import FaultSpec, expand_targets
+from harness.testbed.bed import Testbed
+from harness.testbed.local import build_system, link_names
 
 pytestmark = pytest.mark.slow
 

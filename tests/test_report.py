@@ -16,7 +16,8 @@ from typing import Any
 
 import pytest
 
-from harness import cli, report
+from harness import cli
+from harness.report import page as report
 from harness.runner import check
 
 FIXTURE = Path(__file__).parent / "fixtures" / "naive-run.tar.gz"

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from harness import report
-from harness.browser import BrowserUnavailable, chromium_path, open_report
+from harness.report import page as report
+from harness.report.browser import BrowserUnavailable, chromium_path, open_report
 from harness.runner import check
 
 FIXTURE = Path(__file__).parent / "fixtures" / "naive-run.tar.gz"

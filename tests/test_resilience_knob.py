@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from support import eventually, get, payment, post
 
-from harness import snapshot
-from harness.reconcile import Anomaly, reconcile
-from harness.topology import LocalTopology, build_system
+from harness.checkers.reconcile import Anomaly, reconcile
+from harness.observe import snapshot
+from harness.testbed.local import LocalTopology, build_system
 from mock_switch.config import Resilience
 
 pytestmark = pytest.mark.slow

@@ -23,7 +23,7 @@ import pytest
 import yaml
 from support import eventually
 
-from harness.browser import CHROMIUM_ARGS, BrowserUnavailable, chromium_path
+from harness.report.browser import CHROMIUM_ARGS, BrowserUnavailable, chromium_path
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 

@@ -17,7 +17,7 @@ from typing import Any
 import aiohttp
 import orjson
 
-from harness.availability import percentile
+from harness.checkers.availability import percentile
 from mock_switch.config import SystemConfig, account_number
 
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 from pathlib import Path
 from types import TracebackType
 
-from harness.nemesis import Nemesis
-from harness.topology import LocalTopology, route_through
-from harness.toxiproxy import ToxiproxyServer
+from harness.nemesis.injector import Nemesis
+from harness.testbed.local import LocalTopology, route_through
+from harness.testbed.proxies import ToxiproxyServer
 from mock_switch.config import SystemConfig
 
 
@@ -75,9 +75,9 @@ class Testbed:
 
 
 def make_testbed(system: SystemConfig, run_dir: Path, backend: str = "local") -> Testbed:
-    """The testbed of a backend: local processes, or containers (harness/docker_backend.py)."""
+    """The testbed of a backend: local processes, or containers (harness/testbed/containers.py)."""
     if backend == "docker":
-        from harness.docker_backend import DockerTestbed
+        from harness.testbed.containers import DockerTestbed
 
         return DockerTestbed(system, run_dir)
     if backend != "local":

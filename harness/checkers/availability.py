@@ -26,20 +26,15 @@ from __future__ import annotations
 import math
 from bisect import bisect_left, bisect_right
 from collections import Counter
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from operator import itemgetter
-from pathlib import Path
 from typing import Any
 
-import orjson
+from harness.history import BUSINESS_REASONS
+from harness.timeline import FaultWindow, active_periods, fault_windows
 
 PHASES = ("baseline", "fault", "recovery", "steady")
-
-# Definitive rejects that are the customer's or the request's fault, not the system's: the switch
-# answered correctly and in time, so they count as available (DESIGN.md section 5). Technical
-# rejects (AB05/AB06 timeouts, AB08 offline, AG09 "not received" after an unknown) do not.
-BUSINESS_REASONS = frozenset({"AM04", "AM23", "AC01", "AC06", "DUPL", "FF01"})
 
 # A run with no bad operation has infinitely many nines; report this many instead ("at least").
 MAX_NINES = 9.0
@@ -49,14 +44,6 @@ MAX_SPAN_S = 7 * 24 * 3600
 
 # Per-operation state, kept in one bytearray so counting and searching run in C.
 _DOWN, _GOOD, _SLOW = 0, 1, 2  # technical failure | good | definitive but over the latency SLO
-
-
-class RunFileError(ValueError):
-    """A line of a run-directory JSONL file that cannot be read."""
-
-
-class TimelineError(ValueError):
-    """A fault timeline whose apply/heal events do not pair up."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,20 +150,6 @@ class Segment:
     phase: str
     start: float
     end: float
-
-
-@dataclass(frozen=True, slots=True)
-class FaultWindow:
-    """One apply..heal of a named fault (a flapping fault has several)."""
-
-    fault: str
-    kind: str | None
-    targets: tuple[str, ...]
-    apply: float
-    heal: float | None  # None: never healed, active until the end of the history
-    time_to_detect_s: float | None = None
-    operations: int = 0
-    good: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -319,51 +292,6 @@ def _round(x: float | None, digits: int) -> float | None:
 # ----------------------------------------------------------------------------- reading run files
 
 
-def _read_jsonl(
-    path: str | Path, check: Callable[[Mapping[str, Any]], str | None] | None = None
-) -> list[dict[str, Any]]:
-    rows: list[dict[str, Any]] = []
-    with open(path, "rb") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = orjson.loads(line)
-            except orjson.JSONDecodeError as exc:
-                raise RunFileError(
-                    f"{path}:{lineno}: not valid JSON ({exc}); each line must be one JSON object "
-                    "(see docs/run-directory.md)"
-                ) from None
-            if not isinstance(row, dict):
-                raise RunFileError(f"{path}:{lineno}: expected a JSON object, got {type(row).__name__}")
-            problem = check(row) if check else None
-            if problem:
-                raise RunFileError(f"{path}:{lineno}: {problem}")
-            rows.append(row)
-    return rows
-
-
-def load_history(path: str | Path) -> list[dict[str, Any]]:
-    """The operations of a `history.jsonl`."""
-    return _read_jsonl(path)
-
-
-def load_faults(path: str | Path) -> list[dict[str, Any]]:
-    """The apply/heal events of a `faults.jsonl`, each checked for `event`, `fault` and `at`."""
-    return _read_jsonl(path, _event_problem)
-
-
-def _event_problem(e: Mapping[str, Any]) -> str | None:
-    if e.get("event") not in ("apply", "heal"):
-        return f"event {e.get('event')!r} is neither 'apply' nor 'heal'"
-    if not isinstance(e.get("fault"), str):
-        return "fault event has no 'fault' name"
-    at = e.get("at")
-    if not isinstance(at, int | float) or isinstance(at, bool) or not math.isfinite(at):
-        return f"fault {e['fault']!r}: 'at' must be epoch seconds, got {at!r}"
-    return None
-
-
 # ----------------------------------------------------------------------------- small measures
 
 
@@ -391,74 +319,6 @@ def error_budget_burn(ratio: float | None, target: float) -> float | None:
     if ratio is None:
         return None
     return (1 - ratio) / (1 - target)
-
-
-# ----------------------------------------------------------------------------- the fault timeline
-
-
-def fault_windows(faults: Iterable[Mapping[str, Any]]) -> list[FaultWindow]:
-    """Pair apply and heal events per fault name, in time order; an apply without a heal stays open.
-
-    Events of one fault at the same instant pair in whichever order is valid (heal then re-apply
-    when open, apply then heal when closed), so the result does not depend on the input order.
-    """
-    by_name: dict[str, list[Mapping[str, Any]]] = {}
-    for i, e in enumerate(faults):
-        problem = _event_problem(e)
-        if problem:
-            raise TimelineError(f"fault event {i}: {problem}")
-        by_name.setdefault(e["fault"], []).append(e)
-    windows: list[FaultWindow] = []
-    for name, events in by_name.items():
-        events.sort(key=itemgetter("at"))
-        opened: Mapping[str, Any] | None = None
-        k = 0
-        while k < len(events):
-            at = events[k]["at"]
-            group = [e for e in events[k:] if e["at"] == at]
-            k += len(group)
-            applies = [e for e in group if e["event"] == "apply"]
-            heals = len(group) - len(applies)
-            while applies or heals:
-                if opened is None:
-                    if not applies:
-                        raise TimelineError(
-                            f"fault {name!r}: heal at {at} without an apply before it; "
-                            "every heal must follow an apply of the same fault"
-                        )
-                    opened = applies.pop()
-                elif heals:
-                    heals -= 1
-                    windows.append(_window(name, opened, at))
-                    opened = None
-                else:
-                    raise TimelineError(
-                        f"fault {name!r}: applied again at {at} while active since {opened['at']}; "
-                        "heal it before applying it again"
-                    )
-        if opened is not None:
-            windows.append(_window(name, opened, None))
-    windows.sort(key=lambda w: (w.apply, w.fault))
-    return windows
-
-
-def _window(name: str, apply: Mapping[str, Any], heal: float | None) -> FaultWindow:
-    targets = apply.get("targets") or ()
-    if isinstance(targets, str):
-        targets = (targets,)
-    return FaultWindow(name, apply.get("kind"), tuple(str(t) for t in targets), float(apply["at"]), heal)
-
-
-def _active_periods(windows: Sequence[FaultWindow]) -> list[tuple[float, float]]:
-    """Union of the fault windows: when at least one fault is active (touching windows merge)."""
-    periods: list[tuple[float, float]] = []
-    for w in sorted(windows, key=lambda w: w.apply):
-        end = math.inf if w.heal is None else w.heal
-        if periods and w.apply <= periods[-1][1]:
-            periods[-1] = (periods[-1][0], max(periods[-1][1], end))
-        else:
-            periods.append((w.apply, end))
-    return periods
 
 
 # ----------------------------------------------------------------------------- the checker
@@ -523,7 +383,7 @@ def check_availability(
             )
         )
 
-    periods = _active_periods(windows)
+    periods = active_periods(windows)
     first_apply = periods[0][0] if periods else math.inf
     base_end = bisect_left(completes, first_apply)
     baseline_ratio = state.count(_GOOD, 0, base_end) / base_end if base_end else None
@@ -693,7 +553,7 @@ def _classify(ops: Sequence[Mapping[str, Any]], limit_ms: float) -> tuple[list[f
                 continue
             key = o.get("reason") or o.get("error") or ("PDNG" if o.get("status") == "PDNG" else "unknown")
             keys[i] = key
-            if outcome == "fail" and key in BUSINESS_REASONS:
+            if outcome == "fail" and key in BUSINESS_REASONS:  # history.is_definitive, inlined: hot loop
                 state[i] = _GOOD if lat <= limit_ms else _SLOW
     except (KeyError, TypeError) as exc:
         raise ValueError(

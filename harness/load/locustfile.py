@@ -1,11 +1,11 @@
 """Locust customers of the mock payment system: name enquiry, then a payment, then (if the outcome is
 unknown) a status query or a re-send, each payment and status query appended to the history.
 
-Headless from the harness (`harness.load.run_load` starts it in a subprocess) or by hand:
+Headless from the harness (`harness.load.control.run_load` starts it in a subprocess) or by hand:
 
-    locust -f harness/locustfile.py                          # web UI; options editable in the form
-    locust -f harness/locustfile.py --system-json RUN/system.json --headless -u 20 -r 10 -t 30s
-    locust -f harness/locustfile.py --shape ramp --shape-users 50 --shape-duration 120 ...
+    locust -f harness/load/locustfile.py                          # web UI; options editable in the form
+    locust -f harness/load/locustfile.py --system-json RUN/system.json --headless -u 20 -r 10 -t 30s
+    locust -f harness/load/locustfile.py --shape ramp --shape-users 50 --shape-duration 120 ...
 
 Options (Locust custom arguments; each also read from the environment variable in brackets):
 
@@ -17,7 +17,7 @@ Options (Locust custom arguments; each also read from the environment variable i
     --payer-banks LIST      BNKA,BNKB: customers only of these banks [PAYSWITCH_PAYER_BANKS]
     --amount-min/--amount-max N
                             amounts drawn uniformly in [min, max], minor units (default: the usual
-                            100..20,000 of harness.direct_load.Customers) [PAYSWITCH_AMOUNT_MIN/MAX]
+                            100..20,000 of harness.load.customers.Customers) [PAYSWITCH_AMOUNT_MIN/MAX]
     --history PATH|off      history file [PAYSWITCH_HISTORY]; default: history.jsonl next to
                             system.json when --system-json is given, else none; `off` records
                             nothing (overhead benchmark)
@@ -30,14 +30,14 @@ Options (Locust custom arguments; each also read from the environment variable i
     --think-time S          pause between a customer's payments [PAYSWITCH_THINK_TIME]
     --run-id ID             first part of every payment id [PAYSWITCH_RUN_ID]; default: from the clock
     --seed N                seed of the customers' random draws [PAYSWITCH_SEED]
-    --shape NAME            constant | ramp | spike (see harness/load_shapes.py) [PAYSWITCH_SHAPE];
+    --shape NAME            constant | ramp | spike (see harness/load/shapes.py) [PAYSWITCH_SHAPE];
                             chosen when Locust starts; without it the users/spawn rate/run time of
                             Locust's own options (or of the web UI form) apply
     --parent-pid PID        stop when this process (the harness) is gone [PAYSWITCH_PARENT_PID]
     --chaos-url URL         the harness's chaos control API, for the Chaos tab of the web UI
-                            (harness/chaos_panel.py) [PAYSWITCH_CHAOS_URL]
+                            (harness/web/panel.py) [PAYSWITCH_CHAOS_URL]
 
-Against `harness up` (or `harness ui`), a plain `locust -f harness/locustfile.py` needs no option:
+Against `harness up` (or `harness ui`), a plain `locust -f harness/load/locustfile.py` needs no option:
 without --system-json it takes the system, the customers' Toxiproxy links, the history file and the
 chaos control API from reports/runs/up.json, so faults hit the load and the Chaos tab works. With
 --class-picker, the web UI offers the three load shapes (and their parameters) next to "Default".
@@ -53,7 +53,7 @@ customer is recorded as outcome unknown, error "cancelled". Name enquiries are n
 
 History with several processes: a plain (local) Locust process appends to the history path itself;
 with `--processes N` (or master + workers) the master records nothing and each worker appends to its
-own `history.<pid>.jsonl` beside it (nothing goes over the network); `harness.load.merge_histories`
+own `history.<pid>.jsonl` beside it (nothing goes over the network); `harness.load.control.merge_histories`
 merges those parts into history.jsonl afterwards. Lines are buffered in memory and written in batches
 (every 0.5 s or 500 lines, from a greenlet) and when the test stops or Locust quits.
 
@@ -87,8 +87,11 @@ from locust.env import Environment
 from locust.exception import StopUser
 from locust.runners import MasterRunner, Runner, WorkerRunner
 
-from harness import chaos_panel, load_shapes
-from harness.direct_load import Customers
+from harness.history import BUSINESS_REASONS
+from harness.load import shapes as load_shapes
+from harness.load.customers import Customers
+from harness.rundir import PROJECT_ROOT
+from harness.web import panel as chaos_panel
 from mock_switch.config import ConfigError, RetryPolicy, SystemConfig, account_number
 
 log = logging.getLogger("payswitch.load")
@@ -96,11 +99,9 @@ log = logging.getLogger("payswitch.load")
 Policy = Literal["status", "retry", "none"]
 POLICIES: tuple[Policy, ...] = ("status", "retry", "none")
 # Definitive business answers: the service was available (DESIGN.md section 5).
-BUSINESS_REJECTS = frozenset({"AM04", "AM23", "AC01", "AC06"})
 FLUSH_EVERY_S = 0.5
 FLUSH_LINES = 500
 RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9_.:-]{1,24}$")
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
 # Shared by every process forked from this one (--processes), so one run has one default run id.
 DEFAULT_RUN_ID = f"r{int(time.time()):x}"
 
@@ -400,7 +401,7 @@ def failure_message(seen: Seen, op: str) -> str | None:
     if seen.outcome == "ok":
         return None
     if seen.outcome == "fail":
-        if seen.reason in BUSINESS_REJECTS or (op == "status_query" and seen.reason == "AG09"):
+        if seen.reason in BUSINESS_REASONS or (op == "status_query" and seen.reason == "AG09"):
             return None
         return f"RJCT {seen.reason} (HTTP {seen.http})"
     if seen.http is None:
@@ -624,7 +625,7 @@ def on_test_start(environment: Environment, **_kwargs: Any) -> None:
     if path is not None and state.recorder is None:
         state.recorder = HistoryRecorder(path)
     log.info(
-        # harness.load waits for this line ("payment customers started") to know the load is on.
+        # harness.load.control waits for this line ("payment customers started") to know the load is on.
         "payment customers started: run id %s, banks %s, unknown outcomes -> %s, history %s",
         settings.run_id,
         settings.bank_urls,

@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from harness.snapshot import Snapshot
+from harness.observe.snapshot import Snapshot
 
 
 class Anomaly(StrEnum):

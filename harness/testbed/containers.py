@@ -17,7 +17,7 @@ the system under test is exposed beyond this machine. The harness reaches Toxipr
 service's own port (ledger snapshots bypass Toxiproxy) the same way. Host ports are chosen by the
 harness rather than by Docker, so a container that is killed and started again keeps its address.
 
-Service faults act on containers (see harness/nemesis.py): `crash` is `docker kill` (SIGKILL) then
+Service faults act on containers (see harness/nemesis/injector.py): `crash` is `docker kill` (SIGKILL) then
 `start`, `pause` is the cgroup freezer (`docker pause`/`unpause`), `stop` is a graceful stop
 (SIGTERM, then SIGKILL after 5 s) then `start`, `restart` is `docker restart`, and `disconnect`
 detaches the container from the run's network (and reattaches it with its alias when healed).
@@ -43,11 +43,11 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
-from harness.images import TOXIPROXY_REPO
-from harness.nemesis import Nemesis
-from harness.testbed import Testbed
-from harness.topology import TopologyError, free_port, link_names
-from harness.toxiproxy import TOXIPROXY_VERSION, Link, ToxiproxyError, ToxiproxyServer
+from harness.nemesis.injector import Nemesis
+from harness.testbed.bed import Testbed
+from harness.testbed.images import TOXIPROXY_REPO
+from harness.testbed.local import TopologyError, free_port, link_names
+from harness.testbed.proxies import TOXIPROXY_VERSION, Link, ToxiproxyError, ToxiproxyServer
 from mock_switch.config import SystemConfig
 
 if TYPE_CHECKING:
@@ -55,7 +55,7 @@ if TYPE_CHECKING:
     from docker.models.containers import Container
     from docker.models.networks import Network
 
-    from harness.images import Images
+    from harness.testbed.images import Images
 
 RUN_LABEL = "payswitch-chaos.run"
 PID_LABEL = "payswitch-chaos.pid"
@@ -336,7 +336,7 @@ class DockerTopology:
                     svc.container.remove(force=True, v=True)
                 svc.container = None
 
-    # -- what the nemesis calls (harness.nemesis.ServiceControl / NetworkControl) ---------------
+    # -- what the nemesis calls (harness.nemesis.injector.ServiceControl / NetworkControl) ---------------
 
     def kill(self, name: str) -> None:
         """`docker kill`: SIGKILL, as a crash would; the container stays (exited) until started again."""
@@ -483,7 +483,7 @@ class DockerTestbed(Testbed):
 
     def prepare(self) -> None:
         """Images (built only when their inputs changed) and the run's own network."""
-        from harness import images
+        from harness.testbed import images
 
         self.images = images.ensure(self.client)
         self.toxiproxy.image, self.topology.image = self.images.toxiproxy, self.images.app

@@ -38,11 +38,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from harness.rundir import PROJECT_ROOT
+
 if TYPE_CHECKING:
     from docker import DockerClient
     from docker.models.images import Image
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DOCKERFILES = PROJECT_ROOT / "docker"
 WHEELHOUSE = PROJECT_ROOT / ".tools" / "wheelhouse"
 
@@ -304,7 +305,7 @@ def build_app(client: DockerClient, base: str, offline: bool = False, log: Log =
 
 
 def build_toxiproxy(client: DockerClient, log: Log = _quiet) -> Built:
-    from harness.toxiproxy import INSTALL_HINT, find_server
+    from harness.testbed.proxies import INSTALL_HINT, find_server
 
     started = time.monotonic()
     server = find_server()

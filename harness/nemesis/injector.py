@@ -17,7 +17,7 @@ from typing import IO, Any, Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from harness.toxiproxy import Link, ToxiproxyServer
+from harness.testbed.proxies import Link, ToxiproxyServer
 
 # Toxiproxy toxics and the attributes each one takes (all integers; times in ms, rates in KB/s).
 TOXICS: dict[str, dict[str, str]] = {

@@ -21,7 +21,8 @@ from typing import Any
 import jinja2
 import yaml
 
-from harness import availability
+from harness.history import BUSINESS_REASONS, is_available, read_history
+from harness.timeline import fault_windows
 
 TEMPLATES = Path(__file__).parent / "templates"
 REPORT_FILE = "report.html"
@@ -159,7 +160,7 @@ def report_model(
         ledgers = json.loads((run_dir / "ledgers.json").read_text())
     if history is None:
         history_path = run_dir / "history.jsonl"
-        history = availability.load_history(history_path) if history_path.exists() else []
+        history = read_history(history_path) if history_path.exists() else []
     samples = _jsonl(run_dir / "consistency.jsonl")
 
     avail = result["availability"]
@@ -168,9 +169,7 @@ def report_model(
     slo_ms = float(avail["slo"]["latency_slo_ms"])
     payments = [op for op in history if op.get("op", "payment") == "payment"]
     # Absolute (apply, heal) of every fault window, paired as the availability checker pairs them.
-    windows_active = [
-        (w.apply, math.inf if w.heal is None else w.heal) for w in availability.fault_windows(result.get("faults", []))
-    ]
+    windows_active = [(w.apply, w.end) for w in fault_windows(result.get("faults", []))]
     touched = _touched(result.get("faults", []))
 
     return {
@@ -401,7 +400,7 @@ def chart_data(avail: Mapping[str, Any], samples: Sequence[Mapping[str, Any]], s
         "anomalies": anomalies,
         "faults": faults,
         "recoveries": recoveries,
-        "business": sorted(availability.BUSINESS_REASONS),
+        "business": sorted(BUSINESS_REASONS),
         "slo_pct": round(float(avail["slo"]["success_ratio"]) * 100, 3),
         "latency_slo_ms": avail["slo"]["latency_slo_ms"],
     }
@@ -456,17 +455,6 @@ def _touched(faults: Iterable[Mapping[str, Any]]) -> tuple[set[str], set[str]]:
     return banks, links
 
 
-def _good(op: Mapping[str, Any], slo_ms: float) -> bool:
-    lat = op.get("latency_ms")
-    if lat is None:
-        lat = (op["complete"] - op["invoke"]) * 1000.0
-    if lat > slo_ms:
-        return False
-    return op.get("outcome") == "ok" or (
-        op.get("outcome") == "fail" and op.get("reason") in availability.BUSINESS_REASONS
-    )
-
-
 def _during(op: Mapping[str, Any], periods: Sequence[tuple[float, float]]) -> bool:
     t = op["complete"]
     return any(a <= t <= b for a, b in periods)
@@ -482,7 +470,7 @@ def bank_breakdown(
     payer: dict[str, _Tally] = defaultdict(_Tally)
     payee: dict[str, _Tally] = defaultdict(_Tally)
     for op in payments:
-        good, during = _good(op, slo_ms), _during(op, periods)
+        good, during = is_available(op, slo_ms), _during(op, periods)
         if op.get("payer"):
             payer[op["payer"]].add(good, during)
         if op.get("payee"):
@@ -513,7 +501,7 @@ def link_breakdown(
         payer, payee = op.get("payer"), op.get("payee")
         if not payer or not payee:
             continue
-        good, during = _good(op, slo_ms), _during(op, periods)
+        good, during = is_available(op, slo_ms), _during(op, periods)
         for link in (f"customers->{payer}", f"{payer}->switch", f"switch->{payee}"):
             tallies[link].add(good, during)
     banks, links = touched

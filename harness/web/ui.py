@@ -4,9 +4,9 @@
 
 One process tree, all on 127.0.0.1:
 - this process: the Testbed (Toxiproxy + services), the ChaosSession and its control API
-  (harness/chaos_control.py), the ConsistencySampler;
+  (harness/web/control.py), the ConsistencySampler;
 - a Locust subprocess (own process group, `--parent-pid` set): the web UI, the payment customers
-  and the load shapes (`--class-picker`), the Chaos tab (harness/chaos_panel.py).
+  and the load shapes (`--class-picker`), the Chaos tab (harness/web/panel.py).
 
 The session's run directory is reports/runs/ui-session-<time>/. Each time a test stops, the
 session is healed, settled and checked there (result.json, report.html). Ctrl-C (or `harness
@@ -29,11 +29,12 @@ import urllib.request
 from pathlib import Path
 from typing import IO, Any
 
-from harness.chaos_control import LOOPBACK, SESSION_NAME, ChaosSession, ControlServer, session_scenario
-from harness.load import LOCUSTFILE, PROJECT_ROOT, _end_stragglers, _signal_group
+from harness.load.control import LOCUSTFILE, _end_stragglers, _signal_group
+from harness.rundir import PROJECT_ROOT
 from harness.scenario import TopologySpec
-from harness.testbed import Testbed, make_testbed
-from harness.topology import free_port
+from harness.testbed.bed import Testbed, make_testbed
+from harness.testbed.local import free_port
+from harness.web.control import LOOPBACK, SESSION_NAME, ChaosSession, ControlServer, session_scenario
 
 CHECK_ON_EXIT_S = 120.0
 
@@ -106,7 +107,7 @@ def ui(args: argparse.Namespace) -> int:
 
 
 def session_state(bed: Testbed, run_dir: Path, control_url: str) -> dict[str, Any]:
-    """reports/runs/up.json: what `harness down` and a plain `locust -f harness/locustfile.py` read."""
+    """reports/runs/up.json: what `harness down` and a plain `locust -f harness/load/locustfile.py` read."""
     return {
         "run_dir": str(run_dir),
         "toxiproxy": bed.toxiproxy.url,

@@ -25,9 +25,9 @@ from typing import Any
 from toxiproxy import Toxiproxy
 from toxiproxy.api import APIConsumer
 
-from harness.topology import free_port
+from harness.rundir import PROJECT_ROOT
+from harness.testbed.local import free_port
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
 TOOLS_BIN = PROJECT_ROOT / ".tools" / "bin"
 TOXIPROXY_VERSION = "v2.12.0"
 INSTALL_HINT = (
@@ -88,7 +88,7 @@ class ToxiproxyServer:
         self.port = free_port(self.host)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = self.log_path.open("ab")
-        from harness.topology import parent_death_preexec
+        from harness.testbed.local import parent_death_preexec
 
         self.proc = subprocess.Popen(
             [str(self.binary), "-host", self.host, "-port", str(self.port)],

@@ -7,13 +7,13 @@ markup (templates/chaos_panel.html.j2) to Locust's page, shown while the Chaos t
 and the `test_stop` event, which asks the harness to heal, settle and check the session.
 
 The panel owns nothing: every route forwards to the harness's control API
-(harness/chaos_control.py says why the topology stays out of this gevent process). The control
+(harness/web/control.py says why the topology stays out of this gevent process). The control
 URL comes from `--chaos-url` (what `harness ui` passes) or, for a plain
-`locust -f harness/locustfile.py`, from reports/runs/up.json of a running `harness up`.
+`locust -f harness/load/locustfile.py`, from reports/runs/up.json of a running `harness up`.
 
 Imports Flask and Locust: import it only inside a Locust process (the locustfile does). It must
-not import harness.nemesis or harness.chaos_control: Locust puts harness/ on sys.path, where
-harness/toxiproxy.py would shadow the toxiproxy client library those modules import.
+not import harness.nemesis.injector or harness.web.control: Locust puts harness/ on sys.path, where
+harness/testbed/proxies.py would shadow the toxiproxy client library those modules import.
 """
 
 from __future__ import annotations
@@ -34,10 +34,11 @@ from locust.argument_parser import LocustArgumentParser
 from locust.env import Environment
 from locust.runners import STATE_RUNNING, STATE_SPAWNING, WorkerRunner
 
+from harness.rundir import PROJECT_ROOT
+
 log = logging.getLogger("payswitch.chaos_panel")
 
 HERE = Path(__file__).resolve().parent
-PROJECT_ROOT = HERE.parent
 SESSION_FILE = PROJECT_ROOT / "reports" / "runs" / "up.json"
 LOOPBACK = "127.0.0.1"
 TAB = {"title": "Chaos", "key": "chaos"}
@@ -81,7 +82,7 @@ class ControlClient:
             return _error(
                 503,
                 "no harness session: start one with `harness ui` (or `harness up`, then "
-                "`locust -f harness/locustfile.py`) and open the URL it prints",
+                "`locust -f harness/load/locustfile.py`) and open the URL it prints",
             )
         req = urllib.request.Request(
             self.url + path, data=body if method == "POST" else None, method=method,

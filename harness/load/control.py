@@ -1,4 +1,4 @@
-"""Run the Locust payment customers (harness/locustfile.py) headless, in a subprocess.
+"""Run the Locust payment customers (harness/load/locustfile.py) headless, in a subprocess.
 
 Locust monkey-patches the standard library with gevent on import, so it never runs inside the
 harness process: this module only builds a command line, starts `python -m locust` in its own
@@ -35,12 +35,13 @@ from typing import IO, TYPE_CHECKING, Literal
 
 import orjson
 
+from harness.rundir import PROJECT_ROOT
+
 if TYPE_CHECKING:
     from harness.scenario import Scenario
-    from harness.testbed import Testbed
+    from harness.testbed.bed import Testbed
 
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")
-PROJECT_ROOT = Path(__file__).resolve().parents[1]
 HISTORY = "history.jsonl"
 CSV_PREFIX = "locust"
 # Logged by the locustfile when its customers start (per worker with --processes).
@@ -56,7 +57,7 @@ class LoadError(Exception):
 
 @dataclass(frozen=True, slots=True)
 class ShapeSpec:
-    """A load shape of harness/load_shapes.py, always bounded by `duration_s`."""
+    """A load shape of harness/load/shapes.py, always bounded by `duration_s`."""
 
     kind: ShapeKind
     users: int = 10  # constant users; peak of a ramp; users during a spike

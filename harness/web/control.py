@@ -2,12 +2,12 @@
 
 Why two processes talk over loopback HTTP: Locust's web UI lives in a Locust process, which
 gevent monkey-patches on import; the Testbed, the Nemesis, the SchedulePlayer and the
-ConsistencySampler are plain threads and subprocesses that must stay out of gevent (harness/load.py
+ConsistencySampler are plain threads and subprocesses that must stay out of gevent (harness/load/control.py
 never imports Locust for the same reason). So the harness process owns the topology and serves
 this small JSON API on 127.0.0.1 (a stdlib ThreadingHTTPServer on a random port), and the
-Locust-side plugin (harness/chaos_panel.py) forwards the panel's requests to it. Because the API
+Locust-side plugin (harness/web/panel.py) forwards the panel's requests to it. Because the API
 belongs to the topology rather than to Locust, `harness up` serves it too, and a plain
-`locust -f harness/locustfile.py` finds it through reports/runs/up.json.
+`locust -f harness/load/locustfile.py` finds it through reports/runs/up.json.
 
     GET  /state                 topology, fault catalogue, active faults, live availability,
                                 open anomalies, schedule, session (what the panel draws)
@@ -45,10 +45,9 @@ from urllib.parse import unquote
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from harness import snapshot
-from harness.availability import BUSINESS_REASONS
-from harness.consistency import ConsistencySampler
-from harness.nemesis import (
+from harness.checkers.consistency import ConsistencySampler
+from harness.history import is_available, is_payment
+from harness.nemesis.injector import (
     FAULT_KINDS,
     LINK_FAULTS,
     NODE_FAULTS,
@@ -58,11 +57,12 @@ from harness.nemesis import (
     FaultSpec,
     SchedulePlayer,
 )
-from harness.nemesis import expand_targets as nemesis_targets
+from harness.nemesis.injector import expand_targets as nemesis_targets
+from harness.observe import snapshot
 from harness.scenario import AvailabilityExpectation, Expectations, LoadSpec, Scenario, ScenarioError, TopologySpec
 from harness.scenario import dump as dump_scenario
 from harness.scenario import load as load_scenario
-from harness.testbed import Testbed
+from harness.testbed.bed import Testbed
 from mock_switch.config import SystemConfig
 
 SESSION_NAME = "ui-session"
@@ -167,15 +167,6 @@ def session_scenario(topology: TopologySpec, description: str = "") -> Scenario:
     )
 
 
-def is_good(op: dict[str, Any], slo_ms: float) -> bool:
-    """Good, as harness/availability.py counts it: ok, or a business reject, within the latency SLO."""
-    definitive = op.get("outcome") == "ok" or (op.get("outcome") == "fail" and op.get("reason") in BUSINESS_REASONS)
-    latency = op.get("latency_ms")
-    if latency is None:
-        latency = (float(op["complete"]) - float(op["invoke"])) * 1000.0
-    return definitive and float(latency) <= slo_ms
-
-
 @dataclass
 class LiveAvailability:
     """Availability of customer payments so far, read incrementally from the session's history.jsonl
@@ -223,9 +214,9 @@ class LiveAvailability:
         for raw in chunk[:end].splitlines():
             try:
                 op = json.loads(raw)
-                if op.get("op", "payment") != "payment":
+                if not is_payment(op):
                     continue  # status queries follow up an unknown payment; they are not payments
-                good, complete = is_good(op, self.slo_ms), float(op["complete"])
+                good, complete = is_available(op, self.slo_ms), float(op["complete"])
             except (ValueError, KeyError, TypeError):
                 continue
             self.total += 1

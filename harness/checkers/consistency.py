@@ -13,12 +13,13 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness import snapshot
-from harness.reconcile import Reconciliation, reconcile
+from harness.checkers.reconcile import Reconciliation, reconcile
+from harness.observe import snapshot
 
 
 class ConsistencySampler(threading.Thread):
@@ -102,9 +103,9 @@ class CustomerView:
         }
 
 
-def customer_view(history: list[dict[str, Any]], rec: Reconciliation) -> CustomerView:
+def customer_view(history: Sequence[Mapping[str, Any]], rec: Reconciliation) -> CustomerView:
     """Compare each customer's last definitive answer with what the ledgers finally say."""
-    last: dict[str, dict[str, Any]] = {}
+    last: dict[str, Mapping[str, Any]] = {}
     for op in sorted(history, key=lambda o: o["complete"]):
         # A definitive answer replaces anything earlier; an unknown one never hides a definitive one.
         if op["outcome"] in ("ok", "fail") or op["id"] not in last:

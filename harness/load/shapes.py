@@ -1,7 +1,7 @@
 """Load shapes for the payment customers: constant, ramp and spike, each with a bounded duration.
 
 Locust runs a `LoadTestShape` automatically when one is visible in the locustfile, so the shapes
-live here and `harness/locustfile.py` binds only the one asked for with `--shape` (or
+live here and `harness/load/locustfile.py` binds only the one asked for with `--shape` (or
 PAYSWITCH_SHAPE). Their parameters are Locust custom arguments (also editable in the web UI):
 
     --shape-users N        constant users; peak of a ramp; users during a spike

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any
 from mock_switch.config import BankConfig, Resilience, SwitchConfig, SystemConfig
 
 if TYPE_CHECKING:
-    from harness.toxiproxy import Link
+    from harness.testbed.proxies import Link
 
 
 def parent_death_preexec() -> None:
@@ -99,7 +99,7 @@ def route_through(system: SystemConfig, host: str = "127.0.0.1") -> tuple[System
 
     Returns the system to start (banks dial the switch, and the switch dials each bank, through
     their link's listener) and the links to create on the Toxiproxy server."""
-    from harness.toxiproxy import Link
+    from harness.testbed.proxies import Link
 
     switch_listen = system.switch.listen
     links: dict[str, Link] = {}

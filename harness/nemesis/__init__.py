@@ -1,0 +1,1 @@
+"""Faults: applied to links (Toxiproxy) and services (processes, containers), healed always, on a schedule."""

@@ -1,0 +1,1 @@
+"""Front end for people at a browser: the chaos session, its control API, the Locust Chaos tab, `harness ui`."""
