@@ -5,10 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
-
-from harness.testbed.local import build_system
 
 DEMO_SCENARIOS = (
     "scenarios/baseline.yaml",
@@ -190,48 +187,10 @@ def list_cmd(args: argparse.Namespace) -> int:
 
 
 def up(args: argparse.Namespace) -> int:
-    """Keep a topology running behind Toxiproxy for manual exploration, until Ctrl-C."""
-    import os
+    """Keep a topology and its chaos control API running for manual exploration, until Ctrl-C."""
+    from harness.web.ui import up as serve_up
 
-    from harness.testbed.bed import Testbed
-    from harness.web.control import ChaosSession, ControlServer
-
-    run_dir = (args.out / time.strftime("up-%Y%m%d-%H%M%S")).resolve()
-    bed = Testbed(build_system(banks=args.banks, accounts=1000), run_dir)
-    control: ControlServer | None = None
-    try:
-        bed.start()
-        # The chaos panel's control API: a plain `locust -f harness/load/locustfile.py` finds it in up.json.
-        session = ChaosSession(bed, run_dir, Path("scenarios").resolve(), f"harness up --banks {args.banks}")
-        control = ControlServer(session.start()).start()
-        state = {
-            "run_dir": str(run_dir),
-            "toxiproxy": bed.toxiproxy.url,
-            "system_json": str(bed.topology.config_path),
-            "customer_urls": bed.customer_urls,
-            "direct_urls": bed.direct_urls,
-            "links": {name: link.listen for name, link in bed.links.items()},
-            "control_url": control.url,
-            "harness_pid": os.getpid(),
-        }
-        (args.out / "up.json").write_text(json.dumps(state, indent=2))
-        print(json.dumps(state, indent=2))
-        print("\nrunning; `locust -f harness/load/locustfile.py` finds this topology (Chaos tab included);"
-              " Ctrl-C (or `harness down`) stops everything")  # fmt: skip
-        import signal
-
-        signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        print("\nstopping ...")
-        return 0
-    finally:
-        if control is not None:
-            control.stop()
-            control.session.close()
-        bed.stop()
-        (args.out / "up.json").unlink(missing_ok=True)
+    return serve_up(args)
 
 
 def ui_cmd(args: argparse.Namespace) -> int:
@@ -261,6 +220,8 @@ def down(args: argparse.Namespace) -> int:
     import os
     import signal
 
+    from harness.rundir import up_state_file
+
     if args.all:
         from harness.testbed.containers import DockerUnavailable, docker_client, remove_labelled
 
@@ -269,9 +230,9 @@ def down(args: argparse.Namespace) -> int:
             print(f"removed {containers} containers and {networks} networks left by docker runs")
         except DockerUnavailable as exc:
             print(f"docker runs: nothing to remove ({exc})")
-    state_file = args.out / "up.json"
+    state_file = up_state_file(args.out)
     if not state_file.exists():
-        print("no topology is up (no reports/runs/up.json)")
+        print(f"no topology is up (no {state_file})")
         return 0
     pid = json.loads(state_file.read_text()).get("harness_pid")
     if pid:

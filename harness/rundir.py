@@ -7,9 +7,12 @@ writer and reader asks a `RunDir` for its path. The format of each file is owned
 
 from __future__ import annotations
 
+import json
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from harness.errors import RunDirError
 
@@ -108,6 +111,34 @@ class RunDir:
             )
 
 
-def up_state_file(out: Path) -> Path:
-    """Where `harness up` and `harness ui` say what they run (read by `harness down` and the Locust panel)."""
-    return out / "up.json"
+# -- the state file of a running `harness up` / `harness ui` -------------------------------------
+
+
+def up_state_file(out: Path = PROJECT_ROOT / RUNS) -> Path:
+    """`<--out>/up.json`: what `harness up` / `harness ui` run, for `harness down` and a plain Locust.
+
+    Written into the same `--out` that `harness down --out` reads. A Locust started by hand looks in
+    the project's default (reports/runs/up.json) unless PAYSWITCH_UP_STATE names another file."""
+    return out.resolve() / "up.json"
+
+
+def write_up_state(out: Path, state: dict[str, Any]) -> Path:
+    path = up_state_file(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(state, indent=2))
+    tmp.replace(path)  # never a half-written file for a reader
+    return path
+
+
+def running_session(path: Path | None = None) -> dict[str, Any] | None:
+    """The state of a running `harness up` / `harness ui` (None if there is none, or its process is gone)."""
+    if path is None:
+        env = os.environ.get("PAYSWITCH_UP_STATE")
+        path = Path(env) if env else up_state_file()
+    try:
+        state = json.loads(path.read_text())
+        os.kill(int(state["harness_pid"]), 0)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return state if isinstance(state, dict) else None

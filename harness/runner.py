@@ -8,26 +8,32 @@ check:   availability (history + fault timeline), consistency (ledgers + history
 
 from __future__ import annotations
 
+import contextlib
+import importlib.metadata as md
 import json
+import platform
 import shlex
 import sys
-import threading
 import time
-import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from harness import __version__
-from harness.checkers.consistency import ConsistencySampler, customer_view, load_samples, time_to_consistency
+from harness.checkers.consistency import customer_view, load_samples, time_to_consistency
 from harness.checkers.reconcile import reconcile
 from harness.history import is_available, is_payment, read_history
+from harness.load.control import LoadRun, start_load
+from harness.nemesis.injector import SchedulePlayer
 from harness.observe import snapshot
+from harness.observe.quiesce import SettlementPlayer, settle_all, wait_in_doubt
+from harness.observe.sampler import ConsistencySampler
 from harness.report.page import fmt_duration, fmt_pct, write_report
-from harness.scenario import Scenario, SettlementAction, dump
+from harness.rundir import RunDir
+from harness.scenario import Scenario, dump
 from harness.scenario import load as load_scenario
-from harness.testbed.bed import make_testbed
+from harness.testbed.bed import Testbed, make_testbed
 from harness.testbed.local import build_system
 from harness.timeline import fault_windows, read_timeline
 from mock_switch.config import SystemConfig
@@ -72,13 +78,22 @@ def system_for(scenario: Scenario) -> SystemConfig:
     )
 
 
+def in_doubt_grace_s(scenario: Scenario) -> float:
+    """How long a run waits after the last heal for pending payments to be decided.
+
+    A payment in flight at the heal can take a customer timeout to come back before the status
+    queries that resolve it even start; then robust components have the time-to-consistency
+    objective (30 s when the scenario sets none). The one definition, for scripted runs and
+    interactive sessions alike."""
+    return scenario.topology.customer_timeout_s + (scenario.expect.consistency.max_time_to_consistency_s or 30.0)
+
+
 def run(scenario: Scenario, out_root: Path, progress: Progress = print) -> RunOutcome:
-    run_dir = out_root / f"{scenario.name}-{time.strftime('%Y%m%d-%H%M%S')}-{int(time.time() * 1000) % 1000:03d}"
-    run_dir.mkdir(parents=True)
-    (run_dir / "scenario.yaml").write_text(dump(scenario))
-    (run_dir / "command.txt").write_text(reproduce_command(scenario) + "\n")
-    collect(scenario, run_dir, progress)
-    return check(run_dir, progress)
+    rundir = RunDir.new(out_root, scenario.name)
+    rundir.scenario.write_text(dump(scenario))
+    rundir.command.write_text(reproduce_command(scenario) + "\n")
+    collect(scenario, rundir.path, progress)
+    return check(rundir.path, progress)
 
 
 def reproduce_command(scenario: Scenario) -> str:
@@ -101,121 +116,91 @@ def _say(progress: Progress, msg: str) -> None:
         progress(msg)
 
 
-def _post(url: str) -> Any:
-    with urllib.request.urlopen(urllib.request.Request(url, data=b"", method="POST"), timeout=30) as resp:
-        return json.loads(resp.read())
-
-
-def _settle_all(switch_url: str) -> None:
-    """Close the open window and settle every closed one: every committed transfer ends settled."""
-    _post(switch_url + "/settlement/windows/close")
-    with urllib.request.urlopen(switch_url + "/settlement/windows", timeout=30) as resp:
-        windows = json.loads(resp.read())
-    for w in windows:
-        if w["state"] == "CLOSED":
-            _post(switch_url + f"/settlement/windows/{w['window_id']}/settle")
-
-
-class _Settlement(threading.Thread):
-    """Plays the scenario's settlement actions (e.g. close a window in the middle of a fault)."""
-
-    def __init__(self, switch_url: str, actions: list[SettlementAction], t0: float, log: Path) -> None:
-        super().__init__(name="settlement", daemon=True)
-        self.switch_url, self.actions, self.t0, self.log = switch_url, actions, t0, log
-        self.stop_event = threading.Event()
-
-    def run(self) -> None:
-        for action in sorted(self.actions, key=lambda a: a.at):
-            if self.stop_event.wait(max(0.0, self.t0 + action.at - time.time())):
-                return
-            record: dict[str, Any] = {"action": action.action, "at": time.time()}
-            try:
-                if action.action in ("close", "close_and_settle"):
-                    record["window"] = _post(self.switch_url + "/settlement/windows/close")["window_id"]
-                if action.action in ("settle", "close_and_settle"):
-                    _settle_all(self.switch_url)
-            except OSError as exc:  # the switch may be down on purpose; the operator would retry later
-                record["error"] = str(exc)
-            with self.log.open("a") as f:
-                f.write(json.dumps(record) + "\n")
-
-
-def _pending(snap: snapshot.Snapshot) -> int:
-    n = sum(1 for t in snap["switch"]["transfers"] if t["status"] == "PDNG")
-    return n + sum(1 for b in snap["banks"].values() for p in b["payments"] if p["status"] == "PDNG")
+def sampler_for(bed: Testbed, rundir: RunDir, scenario: Scenario) -> ConsistencySampler:
+    """The live consistency sampler of a testbed (payments younger than a customer timeout are in flight)."""
+    direct = bed.direct_urls
+    switch_url = direct.pop("switch")
+    return ConsistencySampler(
+        switch_url, direct, rundir.consistency, grace_s=scenario.topology.customer_timeout_s + 1.0
+    )
 
 
 def collect(scenario: Scenario, run_dir: Path, progress: Progress = print) -> None:
-    from harness.load.control import start_load
-
+    """The live half: every resource is set up here and torn down in reverse, whatever happens
+    (Jepsen's run! shape): testbed, sampler, load, fault schedule, settlement actions; then finish_run."""
+    rundir = RunDir(run_dir)
     system = system_for(scenario)
-    bed = make_testbed(system, run_dir, scenario.backend)
-    banks = len(system.banks)
-    _say(progress, f"[{scenario.name}] starting Toxiproxy, the switch and {banks} banks ({scenario.backend}) ...")
-    with bed:
-        direct = bed.direct_urls
-        switch_url = direct.pop("switch")
-        sampler = ConsistencySampler(
-            switch_url, direct, run_dir / "consistency.jsonl", grace_s=scenario.topology.customer_timeout_s + 1.0
-        )
+    name = scenario.name
+    _say(progress, f"[{name}] starting Toxiproxy, the switch and {len(system.banks)} banks ({scenario.backend}) ...")
+    with contextlib.ExitStack() as stack:
+        bed = stack.enter_context(make_testbed(system, run_dir, scenario.backend))
+        sampler = sampler_for(bed, rundir, scenario)
+        sampler.start()
+        stack.callback(sampler.stop)
         # Locust needs a few seconds to boot; give it that on top, so `load.duration` seconds of
         # load follow the first answered payment.
         booted = scenario.load.model_copy(update={"duration": scenario.load.duration + LOCUST_BOOT_S})
         load = start_load(scenario.model_copy(update={"load": booted}), bed, run_dir)
-        # Offsets in the scenario count from the first answered payment, not from Locust's boot.
-        first_op_by = time.time() + 30
-        while load.operations() == 0 and load.running() and time.time() < first_op_by:
-            time.sleep(0.05)
-        if load.operations() == 0:
-            load.stop()
-            raise RuntimeError(f"Locust produced no operation within 30 s; see {run_dir / 'logs' / 'locust.log'}")
-        t0 = time.time()
-        from harness.nemesis.injector import SchedulePlayer
-
+        stack.callback(load.stop)
+        t0 = _first_answer(load, rundir)  # offsets in the scenario count from here
         player = SchedulePlayer(bed.nemesis, scenario.named_faults(), t0)
-        settlement = _Settlement(switch_url, list(scenario.settlement), t0, run_dir / "settlement.jsonl")
+        settlement = SettlementPlayer(sampler.switch_url, list(scenario.settlement), t0, rundir.settlement)
         player.start()
+        stack.callback(player.stop)  # heals every fault, resets Toxiproxy
         settlement.start()
-        sampler.start()
-        try:
-            deadline = t0 + scenario.load.duration + 60
-            while not load.wait(1.0 if progress is None else 2.0):
-                if time.time() > deadline:
-                    raise TimeoutError(f"load did not finish within {scenario.load.duration + 60:.0f}s")
-                active = ", ".join(bed.nemesis.active) or "none"
-                _say(
-                    progress, f"[{scenario.name}] {time.time() - t0:5.1f}s  ops {load.operations():,}  faults: {active}"
-                )
-        finally:
-            load.stop()
-            settlement.stop_event.set()
-            player.stop()  # heals every fault, resets Toxiproxy
+        stack.callback(settlement.stop)
+        deadline = t0 + scenario.load.duration + 60
+        while not load.wait(1.0 if progress is None else 2.0):
+            if time.time() > deadline:
+                raise TimeoutError(f"load did not finish within {scenario.load.duration + 60:.0f}s")
+            active = ", ".join(bed.nemesis.active) or "none"
+            _say(progress, f"[{name}] {time.time() - t0:5.1f}s  ops {load.operations():,}  faults: {active}")
+        load.stop()
+        settlement.stop()
+        player.stop()
         if player.error is not None:
             raise RuntimeError(f"fault schedule failed: {player.error}") from player.error
-        _say(progress, f"[{scenario.name}] load done; waiting for in-doubt payments to resolve ...")
-        quiet_by = time.time() + (scenario.expect.consistency.max_time_to_consistency_s or 30) + 15
-        while True:
-            snap = snapshot.take(switch_url, direct)
-            if _pending(snap) == 0 or time.time() > quiet_by:
-                break
-            time.sleep(0.5)
+        _say(progress, f"[{name}] load done; waiting for in-doubt payments to resolve ...")
+        finish_run(bed, rundir, scenario, sampler)
         sampler.stop()
-        sampler.sample()
-        _settle_all(switch_url)
-        snapshot.save(snapshot.take_stable(switch_url, direct), run_dir / "ledgers.json")
-        versions = bed.versions()  # backend, Toxiproxy (and the Docker engine and images on docker)
-    (run_dir / "environment.json").write_text(json.dumps(_environment(versions), indent=2))
 
 
-def _environment(extra: dict[str, str]) -> dict[str, str]:
-    import platform
+def _first_answer(load: LoadRun, rundir: RunDir, timeout_s: float = 30.0) -> float:
+    by = time.time() + timeout_s
+    while load.operations() == 0 and load.running() and time.time() < by:
+        time.sleep(0.05)
+    if load.operations() == 0:
+        raise RuntimeError(f"Locust produced no operation within {timeout_s:.0f} s; see {rundir.log('locust')}")
+    return time.time()
 
-    env = {"harness": __version__, "python": platform.python_version(), "platform": platform.platform(), **extra}
+
+def finish_run(bed: Testbed, rundir: RunDir, scenario: Scenario, sampler: ConsistencySampler) -> int:
+    """Bring a run to rest and write what the checkers read: heal every fault, wait for in-doubt
+    payments (in_doubt_grace_s), take the last consistency sample, settle every window, snapshot
+    the ledgers (ledgers.json) and record the environment (environment.json).
+
+    The one ending of scripted runs (`collect`), interactive sessions (web) and `harness up`.
+    Returns the number of payments still pending when the grace ran out (0 when all resolved)."""
+    if bed.nemesis.active:
+        bed.nemesis.heal_all()
+    switch_url, bank_urls = sampler.switch_url, sampler.bank_urls
+    left = wait_in_doubt(switch_url, bank_urls, in_doubt_grace_s(scenario))
+    # No sample may read the ledgers half-way through settlement: that would be a phantom anomaly.
+    with sampler.held():
+        with contextlib.suppress(OSError):
+            sampler.sample_now()
+        settle_all(switch_url)
+        snapshot.save(snapshot.take_stable(switch_url, bank_urls), rundir.ledgers)
+    rundir.environment.write_text(json.dumps(environment(bed.versions()), indent=2))
+    return left
+
+
+def environment(testbed: dict[str, str]) -> dict[str, str]:
+    """environment.json: versions of the harness, Python, Locust, and what the testbed reports."""
+    env = {"harness": __version__, "python": platform.python_version(), "platform": platform.platform(), **testbed}
     try:
-        import importlib.metadata as md
-
         env["locust"] = md.version("locust")
-    except Exception:
+    except md.PackageNotFoundError:
         env["locust"] = "unknown"
     return env
 

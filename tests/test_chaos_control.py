@@ -16,9 +16,11 @@ import pytest
 from support import call, eventually, get, post
 
 from harness.nemesis.injector import FAULT_KINDS, NODE_FAULTS, SERVICE_FAULTS, Nemesis
+from harness.observe.live import LiveAvailability
 from harness.scenario import TopologySpec
 from harness.testbed.proxies import Link
-from harness.web.control import ChaosSession, ControlServer, LiveAvailability, catalogue, session_scenario
+from harness.web.control import ControlServer
+from harness.web.session import ChaosSession, catalogue, session_scenario
 
 BANKS = ["BNKA", "BNKB"]
 

@@ -1,8 +1,6 @@
 """Settlement consistency over time and from the customer's side.
 
-- The sampler reconciles the live ledgers every few seconds while a run goes and writes the open
-  anomaly count to consistency.jsonl; payments younger than a grace period are still in normal
-  flight and are not counted.
+- consistency.jsonl (written live by harness/observe/sampler.py): the open anomaly count over time.
 - Time to consistency: from the last heal until the open anomaly count reaches zero for good.
 - Customer view vs truth: a customer told ACSC whose payment did not settle is a lost acknowledged
   payment (the worst kind); a customer told RJCT whose money moved was misinformed.
@@ -11,49 +9,12 @@
 from __future__ import annotations
 
 import json
-import threading
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness.checkers.reconcile import Reconciliation, reconcile
-from harness.observe import snapshot
-
-
-class ConsistencySampler(threading.Thread):
-    def __init__(self, switch_url: str, bank_urls: dict[str, str], out: Path, grace_s: float, every_s: float = 2.0):
-        super().__init__(name="consistency-sampler", daemon=True)
-        self.switch_url, self.bank_urls = switch_url, bank_urls
-        self.out, self.grace_s, self.every_s = out, grace_s, every_s
-        self.stop_event = threading.Event()
-        self.samples: list[dict[str, Any]] = []
-
-    def sample(self) -> dict[str, Any]:
-        at = time.time()
-        snap = snapshot.take(self.switch_url, self.bank_urls)
-        rec = reconcile(snap, settled_before=at - self.grace_s)
-        line = {
-            "at": at,
-            "open_anomalies": rec.anomaly_count,
-            "by_class": {k: len(v) for k, v in rec.anomalies.items()},
-        }
-        self.samples.append(line)
-        with self.out.open("a") as f:
-            f.write(json.dumps(line) + "\n")
-        return line
-
-    def run(self) -> None:
-        while not self.stop_event.wait(self.every_s):
-            try:
-                self.sample()
-            except OSError:  # a crashed service cannot be read now; the next sample will tell
-                continue
-
-    def stop(self) -> None:
-        self.stop_event.set()
-        self.join(30)
+from harness.checkers.reconcile import Reconciliation
 
 
 def load_samples(path: Path) -> list[dict[str, Any]]:

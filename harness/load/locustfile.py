@@ -34,12 +34,11 @@ Options (Locust custom arguments; each also read from the environment variable i
                             chosen when Locust starts; without it the users/spawn rate/run time of
                             Locust's own options (or of the web UI form) apply
     --parent-pid PID        stop when this process (the harness) is gone [PAYSWITCH_PARENT_PID]
-    --chaos-url URL         the harness's chaos control API, for the Chaos tab of the web UI
-                            (harness/web/panel.py) [PAYSWITCH_CHAOS_URL]
 
 Against `harness up` (or `harness ui`), a plain `locust -f harness/load/locustfile.py` needs no option:
-without --system-json it takes the system, the customers' Toxiproxy links, the history file and the
-chaos control API from reports/runs/up.json, so faults hit the load and the Chaos tab works. With
+without --system-json it takes the system, the customers' Toxiproxy links and the history file from
+reports/runs/up.json (or the file PAYSWITCH_UP_STATE names), so faults hit the load. The Chaos tab
+is not part of the load: harness/web/locustfile.py adds it (what `harness ui` runs). With
 --class-picker, the web UI offers the three load shapes (and their parameters) next to "Default".
 
 Each user is a customer of one payer bank (round robin over the banks, across workers too); every
@@ -90,8 +89,7 @@ from locust.runners import MasterRunner, Runner, WorkerRunner
 from harness.history import BUSINESS_REASONS
 from harness.load import shapes as load_shapes
 from harness.load.customers import Customers
-from harness.rundir import PROJECT_ROOT
-from harness.web import panel as chaos_panel
+from harness.rundir import PROJECT_ROOT, running_session
 from mock_switch.config import ConfigError, RetryPolicy, SystemConfig, account_number
 
 log = logging.getLogger("payswitch.load")
@@ -164,7 +162,6 @@ def add_arguments(parser: LocustArgumentParser) -> None:
     parser.add_argument("--parent-pid", type=int, default=0, env_var="PAYSWITCH_PARENT_PID",
                         include_in_web_ui=False, help="stop when this process is gone")  # fmt: skip
     load_shapes.add_arguments(parser, in_web_ui=bool(SHAPE_NAME) or CLASS_PICKER)
-    chaos_panel.add_arguments(parser)
 
 
 def listen(hook: Any, handler: Callable[..., None]) -> None:
@@ -199,7 +196,7 @@ class LoadSettings:
         """Read and check the custom arguments; ConfigError names the option that is wrong."""
         raw_system = str(getattr(options, "system_json", "") or "")
         raw_bank_urls = str(getattr(options, "bank_urls", "") or "")
-        if not raw_system and (session := chaos_panel.running_session()) is not None:
+        if not raw_system and (session := running_session()) is not None:
             # A running `harness up` / `harness ui`: its system, through its customers->BANK links.
             raw_system = str(session["system_json"])
             raw_bank_urls = raw_bank_urls or ",".join(f"{c}={u}" for c, u in session["customer_urls"].items())
@@ -654,7 +651,6 @@ def close_recorder() -> None:
 
 
 listen(events.init, on_init)
-listen(events.init, chaos_panel.on_init)  # after the module's test_stop listener: the history is flushed first
 listen(events.test_start, on_test_start)
 listen(events.test_stop, on_test_stop)
 listen(events.quitting, on_quitting)

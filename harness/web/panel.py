@@ -9,18 +9,17 @@ and the `test_stop` event, which asks the harness to heal, settle and check the 
 The panel owns nothing: every route forwards to the harness's control API
 (harness/web/control.py says why the topology stays out of this gevent process). The control
 URL comes from `--chaos-url` (what `harness ui` passes) or, for a plain
-`locust -f harness/load/locustfile.py`, from reports/runs/up.json of a running `harness up`.
+`locust -f harness/web/locustfile.py`, from the up.json of a running `harness up`.
 
-Imports Flask and Locust: import it only inside a Locust process (the locustfile does). It must
-not import harness.nemesis.injector or harness.web.control: Locust puts harness/ on sys.path, where
-harness/testbed/proxies.py would shadow the toxiproxy client library those modules import.
+Imports Flask and Locust: import it only inside a Locust process (harness/web/locustfile.py calls
+`register()`). It imports nothing of the harness but the run directory's data module: the session
+and the nemesis live in the harness process.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -30,30 +29,20 @@ from urllib.parse import quote, urlsplit
 
 import gevent
 from flask import Blueprint, Response, render_template, request
+from locust import events
 from locust.argument_parser import LocustArgumentParser
 from locust.env import Environment
 from locust.runners import STATE_RUNNING, STATE_SPAWNING, WorkerRunner
 
-from harness.rundir import PROJECT_ROOT
+from harness.rundir import running_session
 
 log = logging.getLogger("payswitch.chaos_panel")
 
 HERE = Path(__file__).resolve().parent
-SESSION_FILE = PROJECT_ROOT / "reports" / "runs" / "up.json"
 LOOPBACK = "127.0.0.1"
 TAB = {"title": "Chaos", "key": "chaos"}
 View = TypeVar("View", bound=Callable[..., Any])
 FORWARD_TIMEOUT_S = 40.0  # a crash heal restarts a service and waits for it to be healthy (up to 15 s)
-
-
-def running_session(path: Path = SESSION_FILE) -> dict[str, Any] | None:
-    """The state file of a running `harness up` / `harness ui` (None if there is none, or its process is gone)."""
-    try:
-        state = json.loads(path.read_text())
-        os.kill(int(state["harness_pid"]), 0)
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    return state if isinstance(state, dict) else None
 
 
 def add_arguments(parser: LocustArgumentParser) -> None:
@@ -82,7 +71,7 @@ class ControlClient:
             return _error(
                 503,
                 "no harness session: start one with `harness ui` (or `harness up`, then "
-                "`locust -f harness/load/locustfile.py`) and open the URL it prints",
+                "`locust -f harness/web/locustfile.py`) and open the URL it prints",
             )
         req = urllib.request.Request(
             self.url + path, data=body if method == "POST" else None, method=method,
@@ -244,3 +233,10 @@ def install(environment: Environment) -> None:
 def on_init(environment: Environment, **_kwargs: Any) -> None:
     if not isinstance(environment.runner, WorkerRunner):
         install(environment)
+
+
+def register() -> None:
+    """Hook the panel into this Locust process: its `--chaos-url` argument and its install at init."""
+    hooks: Any = events  # Locust's EventHook is untyped
+    hooks.init_command_line_parser.add_listener(add_arguments)
+    hooks.init.add_listener(on_init)

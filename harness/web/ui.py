@@ -29,14 +29,18 @@ import urllib.request
 from pathlib import Path
 from typing import IO, Any
 
-from harness.load.control import LOCUSTFILE, _end_stragglers, _signal_group
-from harness.rundir import PROJECT_ROOT
-from harness.scenario import TopologySpec
+from harness.load.control import _end_stragglers, _signal_group
+from harness.rundir import PROJECT_ROOT, write_up_state
+from harness.runner import system_for
+from harness.scenario import Scenario, TopologySpec
 from harness.testbed.bed import Testbed, make_testbed
 from harness.testbed.local import free_port
-from harness.web.control import LOOPBACK, SESSION_NAME, ChaosSession, ControlServer, session_scenario
+from harness.web.control import ControlServer
+from harness.web.session import LOOPBACK, SESSION_NAME, ChaosSession, session_scenario
 
 CHECK_ON_EXIT_S = 120.0
+# The payment customers plus the Chaos tab (harness/web/locustfile.py composes the two).
+WEB_LOCUSTFILE = Path(__file__).with_name("locustfile.py")
 
 
 def add_parser(sub: Any) -> None:
@@ -52,12 +56,58 @@ def add_parser(sub: Any) -> None:
     u.add_argument("--out", type=Path, default=Path("reports/runs"))
 
 
+def _interrupt_on_sigterm() -> None:
+    """`harness down` and service managers send SIGTERM: leave as cleanly as on Ctrl-C."""
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+
+
+def serve_session(
+    stack: contextlib.ExitStack, bed: Testbed, scenario: Scenario, scenarios_dir: Path, command: str, out: Path
+) -> tuple[ChaosSession, ControlServer]:
+    """Start the testbed, a chaos session on it and its control API, and write up.json; `stack`
+    undoes each step in reverse, whatever happens. Shared by `harness up` and `harness ui`."""
+    bed.start()
+    stack.callback(bed.stop)
+    session = ChaosSession(bed, bed.run_dir, scenarios_dir, command, scenario).start()
+    stack.callback(session.close)
+    control = ControlServer(session).start()
+    stack.callback(control.stop)
+    state_file = write_up_state(out, session_state(bed, bed.run_dir, control.url))
+    stack.callback(state_file.unlink, missing_ok=True)
+    return session, control
+
+
+def up(args: argparse.Namespace) -> int:
+    """`harness up`: the topology and the control API until Ctrl-C, for Locust or curl by hand."""
+    scenario = session_scenario(TopologySpec(banks=args.banks))
+    run_dir = (args.out / time.strftime("up-%Y%m%d-%H%M%S")).resolve()
+    bed = make_testbed(system_for(scenario), run_dir, scenario.backend)
+    _interrupt_on_sigterm()
+    with contextlib.ExitStack() as stack:
+        try:
+            _, control = serve_session(
+                stack, bed, scenario, PROJECT_ROOT / "scenarios", f"harness up --banks {args.banks}", args.out
+            )
+            print(json.dumps(session_state(bed, run_dir, control.url), indent=2))
+            print(
+                "\nrunning; Locust with the Chaos tab on this topology:\n"
+                f"  locust -f {WEB_LOCUSTFILE} --chaos-url {control.url}"
+                f" --system-json {bed.topology.config_path.resolve()}"
+                f" --bank-urls {','.join(f'{c}={u}' for c, u in bed.customer_urls.items())}\n"
+                "Ctrl-C (or `harness down`) checks nothing and stops everything",
+                flush=True,
+            )
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            print("\nstopping ...")
+            return 0
+
+
 def ui(args: argparse.Namespace) -> int:
     if not 2 <= args.banks <= 26 or args.users < 1 or args.max_run_time < 1:
         print("harness ui: --banks must be 2 to 26; --users and --max-run-time at least 1", file=sys.stderr)
         return 2
-    from harness.runner import system_for
-
     scenario = session_scenario(TopologySpec(banks=args.banks, resilience=args.resilience))
     scenario = scenario.model_copy(update={"backend": args.backend})  # the report names the backend used
     run_dir = (args.out / f"{SESSION_NAME}-{time.strftime('%Y%m%d-%H%M%S')}").resolve()
@@ -66,22 +116,13 @@ def ui(args: argparse.Namespace) -> int:
     except Exception as exc:  # e.g. no Docker engine answers: say so, no traceback
         print(f"harness ui: {exc}", file=sys.stderr)
         return 2
-    # `harness down` and service managers send SIGTERM: leave as cleanly as on Ctrl-C.
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    _interrupt_on_sigterm()
     with contextlib.ExitStack() as stack:  # unwinds in reverse, and every step runs even if one fails
         try:
             print(f"starting Toxiproxy, the switch and {args.banks} banks ({args.resilience}, {args.backend}) ...",
                   flush=True)  # fmt: skip
-            bed.start()
-            stack.callback(bed.stop)
             command = f"harness ui --banks {args.banks} --resilience {args.resilience} --backend {args.backend}"
-            session = ChaosSession(bed, run_dir, args.scenarios.resolve(), command, scenario).start()
-            stack.callback(session.close)
-            control = ControlServer(session).start()
-            stack.callback(control.stop)
-            state_file = args.out / "up.json"
-            state_file.write_text(json.dumps(session_state(bed, run_dir, control.url), indent=2))
-            stack.callback(state_file.unlink, missing_ok=True)
+            session, control = serve_session(stack, bed, scenario, args.scenarios.resolve(), command, args.out)
             port = args.port or free_port()
             stack.callback(check_on_exit, session)  # unwinds after Locust has stopped, before anything else
             locust = start_web_locust(bed, run_dir, control.url, port, args.users, args.max_run_time)
@@ -107,7 +148,7 @@ def ui(args: argparse.Namespace) -> int:
 
 
 def session_state(bed: Testbed, run_dir: Path, control_url: str) -> dict[str, Any]:
-    """reports/runs/up.json: what `harness down` and a plain `locust -f harness/load/locustfile.py` read."""
+    """up.json: what `harness down` and a Locust started by hand read."""
     return {
         "run_dir": str(run_dir),
         "toxiproxy": bed.toxiproxy.url,
@@ -124,7 +165,7 @@ def start_web_locust(
     bed: Testbed, run_dir: Path, control_url: str, port: int, users: int, max_run_time_s: int
 ) -> subprocess.Popen[bytes]:
     argv = [
-        sys.executable, "-m", "locust", "-f", str(LOCUSTFILE),
+        sys.executable, "-m", "locust", "-f", str(WEB_LOCUSTFILE),
         "--web-host", LOOPBACK, "--web-port", str(port), "--class-picker",
         "--users", str(users), "--spawn-rate", str(max(1, users // 2)), "--run-time", f"{max_run_time_s}s",
         "--system-json", str(bed.topology.config_path.resolve()),
