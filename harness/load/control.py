@@ -35,7 +35,7 @@ from typing import IO, TYPE_CHECKING, Literal
 
 import orjson
 
-from harness.rundir import PROJECT_ROOT
+from harness.rundir import PROJECT_ROOT, RunDir
 
 if TYPE_CHECKING:
     from harness.scenario import Scenario
@@ -144,7 +144,7 @@ class LoadRun:
 
     @property
     def log_path(self) -> Path:
-        return self.run_dir / "logs" / "locust.log"
+        return RunDir(self.run_dir).log("locust")
 
     def start(self) -> LoadRun:
         if self.history is not None:  # count only this run's operations
@@ -355,7 +355,7 @@ class LoadOptions:
 def start_locust(run_dir: Path, options: LoadOptions) -> LoadRun:
     """Start Locust headless (see `run_load`); returns at once with a handle to wait on and stop."""
     run_dir = run_dir.resolve()
-    system_json = (options.system_json or run_dir / "system.json").resolve()
+    system_json = (options.system_json or RunDir(run_dir).system).resolve()
     if not system_json.exists():
         raise LoadError(f"{system_json}: no such file; start the topology first (it writes system.json)")
     if options.users < 1 or options.processes < 1:

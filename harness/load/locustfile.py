@@ -89,7 +89,7 @@ from locust.runners import MasterRunner, Runner, WorkerRunner
 from harness.history import BUSINESS_REASONS
 from harness.load import shapes as load_shapes
 from harness.load.customers import Customers
-from harness.rundir import PROJECT_ROOT, running_session
+from harness.rundir import PROJECT_ROOT, RunDir, running_session
 from mock_switch.config import ConfigError, RetryPolicy, SystemConfig, account_number
 
 log = logging.getLogger("payswitch.load")
@@ -205,7 +205,7 @@ class LoadSettings:
         system = SystemConfig.load(system_json)
         bank_urls = parse_bank_urls(raw_bank_urls, system)
         raw_history = str(getattr(options, "history", "") or "")
-        history: Path | None = Path(raw_history) if raw_history else system_json.parent / "history.jsonl"
+        history: Path | None = Path(raw_history) if raw_history else RunDir(system_json.parent).history
         if raw_history.lower() == "off":
             history = None
         elif not raw_history and not raw_system:

@@ -22,10 +22,10 @@ import jinja2
 import yaml
 
 from harness.history import BUSINESS_REASONS, is_available, read_history
+from harness.rundir import RunDir
 from harness.timeline import fault_windows
 
 TEMPLATES = Path(__file__).parent / "templates"
-REPORT_FILE = "report.html"
 INDEX_FILE = "index.html"
 BASELINES_FILE = "baselines.json"
 NA = "\N{EN DASH}"  # shown for a figure that does not exist (no fault, no recovery, ...)
@@ -135,7 +135,7 @@ def write_report(
     result, the history and the ledgers it already holds)."""
     model = report_model(run_dir, result, history, ledgers)
     html = _env().get_template("report.html.j2").render(**model)
-    out = run_dir / REPORT_FILE
+    out = RunDir(run_dir).report
     tmp = out.with_suffix(".tmp")
     tmp.write_text(html)
     tmp.replace(out)  # never a half-written report
@@ -149,19 +149,20 @@ def report_model(
     ledgers: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Everything the report template shows, as plain data."""
+    rundir = RunDir(run_dir)
     if result is None:
-        path = run_dir / "result.json"
+        path = rundir.result
         if not path.exists():
             raise FileNotFoundError(f"{path}: no result yet; run `harness check {run_dir}` first")
         result = json.loads(path.read_text())
-    scenario = yaml.safe_load((run_dir / "scenario.yaml").read_text()) or {}
-    system = json.loads((run_dir / "system.json").read_text())
-    if ledgers is None and (run_dir / "ledgers.json").exists():
-        ledgers = json.loads((run_dir / "ledgers.json").read_text())
+    scenario = yaml.safe_load(rundir.scenario.read_text()) or {}
+    system = json.loads(rundir.system.read_text())
+    if ledgers is None and rundir.ledgers.exists():
+        ledgers = json.loads(rundir.ledgers.read_text())
     if history is None:
-        history_path = run_dir / "history.jsonl"
+        history_path = rundir.history
         history = read_history(history_path) if history_path.exists() else []
-    samples = _jsonl(run_dir / "consistency.jsonl")
+    samples = _jsonl(rundir.consistency)
 
     avail = result["availability"]
     start = avail.get("start") or 0.0
@@ -594,8 +595,8 @@ def index_model(reports_dir: Path, runs_dir: Path) -> dict[str, Any]:
         summary["run"] = result_path.parent.name
         summary["fingerprint"] = scenario_fingerprint(result_path.parent)
         summary["label"] = _run_label(result_path.parent.name, summary["scenario"])
-        summary["link"] = _relative(result_path.parent / REPORT_FILE, reports_dir)
-        summary["has_report"] = (result_path.parent / REPORT_FILE).exists()
+        summary["link"] = _relative(RunDir(result_path.parent).report, reports_dir)
+        summary["has_report"] = (RunDir(result_path.parent).report).exists()
         by_scenario[summary["scenario"]].append(summary)
     baselines = load_baselines(reports_dir)
     rows: list[dict[str, Any]] = []
@@ -667,7 +668,7 @@ def _significant_drop(latest: Mapping[str, Any], ref: Mapping[str, Any], z_min: 
 
 def scenario_fingerprint(run_dir: Path) -> str | None:
     """Runs are comparable only when they ran the same scenario (a random-chaos run draws a new one)."""
-    path = run_dir / "scenario.yaml"
+    path = RunDir(run_dir).scenario
     return hashlib.sha256(path.read_bytes()).hexdigest()[:16] if path.exists() else None
 
 
@@ -699,15 +700,15 @@ def load_baselines(reports_dir: Path) -> dict[str, dict[str, Any]]:
 def set_baseline(run_dir: Path, reports_dir: Path) -> dict[str, Any]:
     """Name a run as its scenario's baseline. Its figures are copied, so the comparison survives
     the run directory being cleaned away."""
-    result_path = run_dir / "result.json"
+    result_path = RunDir(run_dir).result
     if not result_path.exists():
         raise FileNotFoundError(f"{result_path}: not a checked run directory (run `harness check {run_dir}`)")
     summary = run_summary(json.loads(result_path.read_text()))
     summary["run"] = run_dir.name
     summary["fingerprint"] = scenario_fingerprint(run_dir)
     summary["label"] = _run_label(run_dir.name, summary["scenario"])
-    summary["link"] = _relative(run_dir / REPORT_FILE, reports_dir)
-    summary["has_report"] = (run_dir / REPORT_FILE).exists()
+    summary["link"] = _relative(RunDir(run_dir).report, reports_dir)
+    summary["has_report"] = (RunDir(run_dir).report).exists()
     baselines = load_baselines(reports_dir)
     baselines[summary["scenario"]] = summary
     path = reports_dir / BASELINES_FILE

@@ -33,6 +33,7 @@ import shlex
 import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
@@ -130,9 +131,10 @@ Route = Callable[[Any], tuple[int, Any]]
 
 
 def _routes(s: ChaosSession) -> dict[tuple[str, str], Route]:
-    def file(name: str) -> Route:
+    def file(path: Path) -> Route:
+        name = path.name
+
         def serve(_: Any) -> tuple[int, Any]:
-            path = s.run_dir / name
             if not path.exists():
                 raise NotFound(f"{name} is not written yet: it appears when the session is checked")
             return 200, path.read_bytes() if name.endswith(".html") else json.loads(path.read_text())
@@ -147,8 +149,8 @@ def _routes(s: ChaosSession) -> dict[tuple[str, str], Route]:
         ("POST", "/schedule"): lambda body: (202, s.start_schedule(body)),
         ("POST", "/schedule/stop"): lambda _: (200, s.stop_schedule()),
         ("POST", "/finish"): lambda _: (202, s.finish()),
-        ("GET", "/report"): file("report.html"),
-        ("GET", "/result"): file("result.json"),
+        ("GET", "/report"): file(s.rundir.report),
+        ("GET", "/result"): file(s.rundir.result),
     }
 
 

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from harness.load.control import _end_stragglers, _signal_group
-from harness.rundir import PROJECT_ROOT, write_up_state
+from harness.rundir import PROJECT_ROOT, RunDir, write_up_state
 from harness.runner import system_for
 from harness.scenario import Scenario, TopologySpec
 from harness.testbed.bed import Testbed, make_testbed
@@ -170,7 +170,7 @@ def start_web_locust(
         "--users", str(users), "--spawn-rate", str(max(1, users // 2)), "--run-time", f"{max_run_time_s}s",
         "--system-json", str(bed.topology.config_path.resolve()),
         "--bank-urls", ",".join(f"{code}={url}" for code, url in bed.customer_urls.items()),
-        "--history", str(run_dir / "history.jsonl"),
+        "--history", str(RunDir(run_dir).history),
         # Banks answer PDNG after their customer timeout; the customer waits a little longer than that.
         "--request-timeout", str(max(b.customer_timeout_s for b in bed.system.banks) + 2.0),
         "--chaos-url", control_url,
@@ -179,7 +179,7 @@ def start_web_locust(
     ]  # fmt: skip
     env = {k: v for k, v in os.environ.items() if not k.startswith(("LOCUST_", "PAYSWITCH_"))}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT), env.get("PYTHONPATH")]))
-    log_path = run_dir / "logs" / "locust.log"
+    log_path = RunDir(run_dir).log("locust")
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("ab") as log:  # the child keeps its own descriptor
         log.write(f"--- {' '.join(argv)}\n".encode())
@@ -229,7 +229,7 @@ def check_on_exit(session: ChaosSession, out: IO[str] = sys.stdout) -> None:
         print("check skipped", file=out)
         return
     if done["state"] == "finished":
-        report = session.run_dir / "report.html"
+        report = session.rundir.report
         print(f"session {done['verdict'].upper()}: {report if report.exists() else session.run_dir / 'result.json'}",
               file=out)  # fmt: skip
     else:
