@@ -56,12 +56,6 @@ class ConsistencySampler(threading.Thread):
         self.join(30)
 
 
-def load_samples(path: Path) -> list[dict[str, Any]]:
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
 def time_to_consistency(samples: list[dict[str, Any]], last_heal: float | None, final_open: int) -> float | None:
     """Seconds from the last heal until anomalies reached zero and stayed there; None if never.
 
