@@ -114,9 +114,16 @@ def baseline_cmd(args: argparse.Namespace) -> int:
 
 
 def check_cmd(args: argparse.Namespace) -> int:
+    """Exit 0 on pass; 1 on fail, and on unknown (a check could not run); 2 when the run directory
+    cannot be checked at all (e.g. a killed run without ledgers.json)."""
+    from harness.errors import HarnessError
     from harness.runner import check
 
-    outcome = check(args.run_dir)
+    try:
+        outcome = check(args.run_dir)
+    except HarnessError as exc:
+        print(f"harness check: {exc}", file=sys.stderr)
+        return 2
     return 0 if outcome.ok else 1
 
 

@@ -2,8 +2,8 @@
 
 collect: testbed up -> consistency sampler -> Locust load + fault schedule + settlement actions ->
          heal everything -> wait for in-doubt payments to resolve -> settle -> ledger snapshot.
-check:   availability (history + fault timeline), consistency (ledgers + history), expectations
-         -> result.json. `harness check RUN_DIR` runs only this half.
+check:   the composed checks of harness.checkers.run (availability, bulkhead, consistency, time to
+         consistency, customer view) -> result.json, report.html. `harness check RUN_DIR` runs only this half.
 """
 
 from __future__ import annotations
@@ -15,27 +15,26 @@ import platform
 import shlex
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from harness import __version__
-from harness.checkers.consistency import customer_view, load_samples, time_to_consistency
-from harness.checkers.reconcile import reconcile
-from harness.history import is_available, is_payment, read_history
+from harness.checkers.run import check_inputs, load_inputs
+from harness.fmt import fmt_duration
 from harness.load.control import LoadRun, start_load
 from harness.nemesis.injector import SchedulePlayer
 from harness.observe import snapshot
 from harness.observe.quiesce import SettlementPlayer, settle_all, wait_in_doubt
 from harness.observe.sampler import ConsistencySampler
-from harness.report.page import fmt_duration, fmt_pct, write_report
+from harness.report.page import fmt_pct, write_report
+from harness.result import write_result
 from harness.rundir import RunDir
 from harness.scenario import Scenario, dump
 from harness.scenario import load as load_scenario
 from harness.testbed.bed import Testbed, make_testbed
 from harness.testbed.local import build_system
-from harness.timeline import fault_windows, read_timeline
 from mock_switch.config import SystemConfig
 
 Progress = Callable[[str], None] | None
@@ -206,176 +205,56 @@ def environment(testbed: dict[str, str]) -> dict[str, str]:
 
 
 def check(run_dir: Path, progress: Progress = print) -> RunOutcome:
-    """Every checker, from the files of a run directory alone."""
-    from harness.checkers import availability
-
-    scenario = load_scenario(run_dir / "scenario.yaml")
-    system = SystemConfig.load(run_dir / "system.json")
-    history = read_history(run_dir / "history.jsonl")
-    faults = read_timeline(run_dir / "faults.jsonl")
-    ledgers = snapshot.load(run_dir / "ledgers.json")
-
-    exp = scenario.expect
-    avail = availability.check_availability(history, faults, _slo(scenario))
-    rec = reconcile(ledgers, system.total_customer_money(), system.total_settlement_money())
-    view = customer_view([op for op in history if op.get("op", "payment") in ("payment", "status_query")], rec)
-    heals = [f["at"] for f in faults if f["event"] == "heal"]
-    ttc = time_to_consistency(load_samples(run_dir / "consistency.jsonl"), max(heals) if heals else None,
-                              rec.anomaly_count)  # fmt: skip
-    bulkhead = _bulkhead_ratio(history, faults, scenario)
-    avail_summary = avail.summary()
-
-    failures: list[str] = []
-    failures += [_slo_failure(v, avail_summary["slo"]) for v in avail_summary["verdicts"] if not v["ok"]]
-    overall = avail_summary["overall"]["success_ratio"]
-    if exp.availability.overall_success_ratio is not None and (
-        overall is None or overall < exp.availability.overall_success_ratio
-    ):
-        failures.append(f"availability overall: target {exp.availability.overall_success_ratio}, measured {overall}")
-    ae = exp.availability
-    if ae.unaffected_banks_success_ratio is not None:
-        if bulkhead is None:
-            failures.append("bulkhead: no payments between banks untouched by faults were made during faults")
-        elif bulkhead < ae.unaffected_banks_success_ratio:
-            failures.append(
-                f"bulkhead: success ratio between untouched banks during faults {bulkhead:.4f}"
-                f" < {ae.unaffected_banks_success_ratio}"
-            )
-    ce = exp.consistency
-    if ce.verdict == "consistent":
-        if not rec.ok:
-            counts = {k: v for k, v in rec.counts().items() if v}
-            broken = "; ".join(f"{b.name} ({b.detail})" for b in rec.books if not b.ok) or "none"
-            failures.append(f"consistency: {rec.anomaly_count} anomalies {counts}, books failing: {broken}")
-        if ce.max_time_to_consistency_s is not None and (ttc is None or ttc > ce.max_time_to_consistency_s):
-            failures.append(
-                f"time to consistency {'never reached' if ttc is None else fmt_duration(ttc)}"
-                f" (objective {fmt_duration(ce.max_time_to_consistency_s)})"
-            )
-    elif rec.ok:
-        failures.append("consistency: expected the checker to detect anomalies (naive components), found none")
-    if ce.no_acknowledged_payment_lost and view.lost_acknowledged and ce.verdict == "consistent":
-        failures.append(f"{len(view.lost_acknowledged)} acknowledged payments lost, e.g. {view.lost_acknowledged[:3]}")
-
-    result = {
-        "schema": "payswitch-chaos/result/v1",
-        "scenario": {
-            "name": scenario.name,
-            "description": scenario.description,
-            "backend": scenario.backend,
-            "seed": scenario.seed,
-            "source": scenario.source,
-            # Naive-component scenarios pass when anomalies are caught: more of them is not a regression.
-            "expects_anomalies": exp.consistency.verdict == "anomalies_detected",
-        },
-        "verdict": "pass" if not failures else "fail",
-        "failures": failures,
-        "availability": avail_summary,
-        "bulkhead_success_ratio": bulkhead,
-        "consistency": {
-            "reconciliation": rec.summary(),
-            "customer_view": view.summary(),
-            "time_to_consistency_s": ttc,
-        },
-        "faults": faults,
-        "environment": json.loads((run_dir / "environment.json").read_text())
-        if (run_dir / "environment.json").exists()
-        else {},
-        "reproduce": (run_dir / "command.txt").read_text().strip()
-        if (run_dir / "command.txt").exists()
-        else reproduce_command(scenario),
-        "run_dir": str(run_dir),
-    }
-    (run_dir / "result.json").write_text(json.dumps(result, indent=2, default=str))
+    """Every checker, from the files of a run directory alone (harness.checkers.run): result.json,
+    report.html, and the console summary."""
+    inputs = load_inputs(run_dir)
+    result = check_inputs(inputs, run_dir)
+    write_result(run_dir, result)
+    saved = result.as_json()  # what result.json holds, as `harness report` will read it later
     try:
-        # The report reads the result as saved (JSON types), exactly as `harness report` will later.
-        write_report(run_dir, json.loads(json.dumps(result, default=str)), history, ledgers)
+        write_report(run_dir, saved, inputs.history, inputs.ledgers)
     except Exception as exc:  # the verdict stands without its page; say so loudly rather than lose the run
         print(
             f"harness: report.html could not be written ({exc!r}); result.json is complete."
             f" Retry with: harness report {run_dir}",
             file=sys.stderr,
         )
-    outcome = RunOutcome(run_dir, result, failures)
+    outcome = RunOutcome(run_dir, saved, result.failures)
     if progress is not None:
         progress(console_summary(outcome))
     return outcome
 
 
-def _slo_failure(v: dict[str, Any], slo: dict[str, Any]) -> str:
-    if v["name"] == "time_to_recover_s":
-        if v["measured"] is None:
-            return (
-                "availability did not recover after the last heal before the run ended (recovery needs"
-                f" {slo['recovery_window_s']} consecutive seconds at the baseline success ratio)"
-            )
-        return f"time to recover {fmt_duration(v['measured'])} > objective {fmt_duration(v['target'])}"
-    return f"availability SLO {v['name']}: target {v['target']}, measured {v['measured']}"
-
-
-def _slo(scenario: Scenario) -> Any:
-    from harness.checkers.availability import SLO, PhaseTarget
-
-    ae = scenario.expect.availability
-    phases: dict[str, PhaseTarget] = {}
-    if ae.baseline_success_ratio is None:
-        phases["baseline"] = PhaseTarget(success_ratio=0.0)  # null in the scenario: no baseline verdict
-    if ae.steady_success_ratio is None:
-        phases["steady"] = PhaseTarget(success_ratio=0.0)  # no floor after the faults
-    elif ae.steady_success_ratio != ae.baseline_success_ratio:
-        phases["steady"] = PhaseTarget(success_ratio=ae.steady_success_ratio)
-    return SLO(
-        latency_slo_ms=ae.latency_slo_ms,
-        success_ratio=min(ae.baseline_success_ratio or 0.99, 0.999999),
-        max_recovery_s=ae.max_time_to_recover_s,
-        phase_targets=phases,
-    )
-
-
-def _affected_banks(faults: list[dict[str, Any]]) -> set[str]:
-    banks: set[str] = set()
-    for f in faults:
-        for target in f["targets"]:
-            banks.update(p for p in target.split("->") if p not in ("customers", "switch"))
-    return banks
-
-
-def _bulkhead_ratio(
-    history: Sequence[Mapping[str, Any]], faults: list[dict[str, Any]], scenario: Scenario
-) -> float | None:
-    """Success ratio of payments between banks no fault touched, made while a fault was active."""
-    if any("switch" in t and "->" not in t for f in faults for t in f["targets"]):
-        return None  # a switch-wide fault touches everyone: no bulkhead to measure
-    windows = [(w.apply, w.end) for w in fault_windows(faults)]
-    affected = _affected_banks(faults)
-    ops = [
-        op for op in history
-        if is_payment(op) and op["payer"] not in affected and op["payee"] not in affected
-        and any(a <= op["invoke"] <= b for a, b in windows)
-    ]  # fmt: skip
-    if not ops:
-        return None
-    slo_ms = scenario.expect.availability.latency_slo_ms
-    good = sum(1 for op in ops if is_available(op, slo_ms))
-    return good / len(ops)
-
-
 def console_summary(outcome: RunOutcome) -> str:
     r = outcome.result
-    a = r["availability"]
-    c = r["consistency"]
-    rec = c["reconciliation"]
+    # A figure is null when the check measuring it could not run; its UNKNOWN line says why.
+    a = r.get("availability") or {}
+    c = r.get("consistency") or {}
+    rec = c.get("reconciliation")
+    view = c.get("customer_view")
     lines = [
         f"\n== {r['scenario']['name']}: {r['verdict'].upper()} ==",
-        f"availability  {fmt_pct(a.get('overall', {}).get('success_ratio'), 3)} overall; phases: "
+        "availability  not known"
+        if not a
+        else f"availability  {fmt_pct(a.get('overall', {}).get('success_ratio'), 3)} overall; phases: "
         + ", ".join(f"{k} {fmt_pct(v.get('success_ratio'))}" for k, v in a.get("phases", {}).items()),
         f"recovery      time to recover {fmt_duration(a.get('time_to_recover_s'))};"
-        f" time to consistency {fmt_duration(c['time_to_consistency_s'])}",
-        f"settlement    {rec['payments']:,} payments: {rec['clean_settled']:,} settled, {rec['clean_failed']:,} cleanly"
-        f" failed, {rec['anomaly_count']:,} anomalies {dict((k, v) for k, v in rec['anomalies'].items() if v)}",
-        f"customers     lost acknowledged payments: {c['customer_view']['lost_acknowledged']:,}",
+        f" time to consistency {fmt_duration(c.get('time_to_consistency_s'))}",
+        "settlement    not known"
+        if rec is None
+        else f"settlement    {rec['payments']:,} payments: {rec['clean_settled']:,} settled,"
+        f" {rec['clean_failed']:,} cleanly failed, {rec['anomaly_count']:,} anomalies"
+        f" {dict((k, v) for k, v in rec['anomalies'].items() if v)}",
+        "customers     lost acknowledged payments: "
+        + ("not known" if view is None else f"{view['lost_acknowledged']:,}"),
     ]
-    lines += [f"FAIL          {f}" for f in r["failures"]]
+    checks = r.get("checks")
+    if checks:
+        for v in checks.values():
+            label = "UNKNOWN" if v["verdict"] == "unknown" else "FAIL"
+            lines += [f"{label:<13} {f}" for f in v["failures"]]
+    else:  # a result from before per-check verdicts
+        lines += [f"FAIL          {f}" for f in r["failures"]]
     lines.append(f"run directory {outcome.run_dir}")
     if (outcome.run_dir / "report.html").exists():
         lines.append(f"report        {outcome.run_dir / 'report.html'}")

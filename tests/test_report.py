@@ -18,6 +18,7 @@ import pytest
 
 from harness import cli
 from harness.report import page as report
+from harness.result import SCHEMA
 from harness.runner import check
 
 FIXTURE = Path(__file__).parent / "fixtures" / "naive-run.tar.gz"
@@ -193,6 +194,7 @@ def fake_run(runs: Path, name: str, started: float, **figures: Any) -> Path:
     run_dir = runs / f"{name}-{int(started)}"
     run_dir.mkdir(parents=True)
     result = {
+        "schema": SCHEMA,
         "scenario": {"name": name, "backend": "local"},
         "verdict": figures.get("verdict", "pass"),
         "failures": [],

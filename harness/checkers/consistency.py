@@ -8,19 +8,11 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from harness.checkers.reconcile import Reconciliation
-
-
-def load_samples(path: Path) -> list[dict[str, Any]]:
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def time_to_consistency(samples: list[dict[str, Any]], last_heal: float | None, final_open: int) -> float | None:

@@ -21,14 +21,17 @@ from typing import Any
 import jinja2
 import yaml
 
+from harness.errors import RunDirError
+from harness.fmt import NA as NA  # re-exported: readers use report.NA and report.fmt_duration
+from harness.fmt import fmt_duration as fmt_duration
 from harness.history import BUSINESS_REASONS, is_available, read_history
+from harness.result import read_result
 from harness.rundir import RunDir
 from harness.timeline import fault_windows
 
 TEMPLATES = Path(__file__).parent / "templates"
 INDEX_FILE = "index.html"
 BASELINES_FILE = "baselines.json"
-NA = "\N{EN DASH}"  # shown for a figure that does not exist (no fault, no recovery, ...)
 
 # Charts keep at most this many points per series: a 5-minute run stays at one point per second,
 # longer runs are merged into coarser buckets so the page stays small and quick.
@@ -50,7 +53,7 @@ REGRESSION_RULES = {
     "recovery": "time to recover slower by more than 50 % and 2 s (1 s buckets); time to consistency slower"
     " by more than 50 % and 2.5 s (2 s sampler)",
     "latency": "worst-phase p99 higher by more than 50 % and 250 ms",
-    "verdict": "the verdict went from pass to fail",
+    "verdict": "the verdict went from pass to fail (or unknown: a check could not run)",
 }
 
 
@@ -89,18 +92,6 @@ def fmt_pct(ratio: float | None, digits: int = 2) -> str:
     if ratio < 1 and float(shown) >= 100:
         shown = f"{math.floor(pct * 10**digits) / 10**digits:.{digits}f}"
     return f"{shown} %"
-
-
-def fmt_duration(seconds: float | None) -> str:
-    if seconds is None:
-        return NA
-    if seconds < 1:
-        return f"{seconds * 1000:,.0f} ms"
-    if seconds < 120:
-        return f"{seconds:,.1f} s"
-    if seconds < 7200:
-        return f"{seconds / 60:,.1f} min"
-    return f"{seconds / 3600:,.1f} h"
 
 
 def fmt_ms(ms: float | None) -> str:
@@ -151,10 +142,7 @@ def report_model(
     """Everything the report template shows, as plain data."""
     rundir = RunDir(run_dir)
     if result is None:
-        path = rundir.result
-        if not path.exists():
-            raise FileNotFoundError(f"{path}: no result yet; run `harness check {run_dir}` first")
-        result = json.loads(path.read_text())
+        result = read_result(run_dir).as_json()
     scenario = yaml.safe_load(rundir.scenario.read_text()) or {}
     system = json.loads(rundir.system.read_text())
     if ledgers is None and rundir.ledgers.exists():
@@ -195,22 +183,25 @@ def report_model(
 
 def run_summary(result: Mapping[str, Any]) -> dict[str, Any]:
     """The handful of numbers that matter, as shown in the banner and compared on the suite page."""
-    avail = result["availability"]
-    cons = result["consistency"]
-    rec = cons["reconciliation"]
+    # A section is null when the check measuring it could not run (verdict unknown): its figures are None.
+    avail = result.get("availability") or {}
+    overall = avail.get("overall") or {}
+    cons = result.get("consistency") or {}
+    rec = cons.get("reconciliation") or {}
+    view = cons.get("customer_view") or {}
     p99s = [p["p99_ms"] for p in avail.get("phases", {}).values() if p.get("p99_ms") is not None]
     return {
         "scenario": result["scenario"]["name"],
         "backend": result["scenario"].get("backend", "local"),
         "verdict": result["verdict"],
         "expects_anomalies": bool(result["scenario"].get("expects_anomalies", False)),
-        "availability": avail["overall"].get("success_ratio"),
-        "operations": avail["overall"].get("operations", 0),
-        "good": avail["overall"].get("good"),
+        "availability": overall.get("success_ratio"),
+        "operations": overall.get("operations", 0),
+        "good": overall.get("good"),
         "worst_p99_ms": max(p99s) if p99s else None,
-        "anomalies": rec["anomaly_count"],
-        "books_failing": [b["name"] for b in rec["books"] if not b["ok"]],
-        "lost_acknowledged": cons["customer_view"]["lost_acknowledged"],
+        "anomalies": rec.get("anomaly_count"),
+        "books_failing": [b["name"] for b in rec.get("books", []) if not b["ok"]],
+        "lost_acknowledged": view.get("lost_acknowledged"),
         "time_to_recover_s": avail.get("time_to_recover_s"),
         "time_to_consistency_s": cons.get("time_to_consistency_s"),
         "started_at": avail.get("start"),
@@ -587,9 +578,8 @@ def index_model(reports_dir: Path, runs_dir: Path) -> dict[str, Any]:
     by_scenario: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for result_path in sorted(runs_dir.glob("*/result.json")):
         try:
-            result = json.loads(result_path.read_text())
-            summary = run_summary(result)
-        except (ValueError, KeyError) as exc:  # a half-written or foreign run must not hide the others
+            summary = run_summary(read_result(result_path).as_json())
+        except (RunDirError, KeyError) as exc:  # a half-written or foreign run must not hide the others
             by_scenario["(unreadable)"].append({"run": result_path.parent.name, "error": repr(exc)})
             continue
         summary["run"] = result_path.parent.name
@@ -639,9 +629,9 @@ def regressions(latest: Mapping[str, Any], ref: Mapping[str, Any]) -> list[str]:
     a, b = latest.get("availability"), ref.get("availability")
     if a is not None and b is not None and a < b - 0.001 and _significant_drop(latest, ref):
         flags.append(f"availability down: {fmt_pct(a, 3)} vs {fmt_pct(b, 3)}")
-    if latest["anomalies"] > ref["anomalies"] and not latest.get("expects_anomalies"):
+    if _more(latest["anomalies"], ref["anomalies"]) and not latest.get("expects_anomalies"):
         flags.append(f"anomalies up: {latest['anomalies']:,} vs {ref['anomalies']:,}")
-    if latest["lost_acknowledged"] > ref["lost_acknowledged"]:
+    if _more(latest["lost_acknowledged"], ref["lost_acknowledged"]):
         flags.append(f"lost acknowledged payments up: {latest['lost_acknowledged']:,} vs {ref['lost_acknowledged']:,}")
     for key, label, floor in (("time_to_recover_s", "recovery", 2.0), ("time_to_consistency_s", "consistency", 2.5)):
         x, y = latest.get(key), ref.get(key)
@@ -650,9 +640,14 @@ def regressions(latest: Mapping[str, Any], ref: Mapping[str, Any]) -> list[str]:
     x, y = latest.get("worst_p99_ms"), ref.get("worst_p99_ms")
     if x is not None and y is not None and x > y * 1.5 and x - y > 250:
         flags.append(f"worst p99 up: {fmt_ms(x)} vs {fmt_ms(y)}")
-    if latest["verdict"] == "fail" and ref["verdict"] == "pass":
-        flags.append("verdict: pass -> fail")
+    if latest["verdict"] != "pass" and ref["verdict"] == "pass":
+        flags.append(f"verdict: pass -> {latest['verdict']}")
     return flags
+
+
+def _more(x: int | None, y: int | None) -> bool:
+    """x > y, when both were counted (a count is None when its check could not run)."""
+    return x is not None and y is not None and x > y
 
 
 def _significant_drop(latest: Mapping[str, Any], ref: Mapping[str, Any], z_min: float = 3.0) -> bool:
@@ -700,10 +695,7 @@ def load_baselines(reports_dir: Path) -> dict[str, dict[str, Any]]:
 def set_baseline(run_dir: Path, reports_dir: Path) -> dict[str, Any]:
     """Name a run as its scenario's baseline. Its figures are copied, so the comparison survives
     the run directory being cleaned away."""
-    result_path = RunDir(run_dir).result
-    if not result_path.exists():
-        raise FileNotFoundError(f"{result_path}: not a checked run directory (run `harness check {run_dir}`)")
-    summary = run_summary(json.loads(result_path.read_text()))
+    summary = run_summary(read_result(run_dir).as_json())
     summary["run"] = run_dir.name
     summary["fingerprint"] = scenario_fingerprint(run_dir)
     summary["label"] = _run_label(run_dir.name, summary["scenario"])

@@ -452,7 +452,10 @@ class ChaosSession:
                 "verdict": outcome.result["verdict"],
                 "failures": outcome.failures,
                 "payments": payments,
-                "anomalies": outcome.result["consistency"]["reconciliation"]["anomaly_count"],
+                # None when the reconciliation could not run (its check is "unknown" and says why).
+                "anomalies": ((outcome.result.get("consistency") or {}).get("reconciliation") or {}).get(
+                    "anomaly_count"
+                ),
             }
             n = len(outcome.failures)
             self.say(f"checked: {outcome.result['verdict'].upper()} ({n} failure{'' if n == 1 else 's'})")

@@ -1,0 +1,190 @@
+"""The checks of a run, one function each: what it measures and which of the scenario's expectations
+it judges. Each takes the loaded `RunInputs` and returns a `CheckVerdict` with its own failure lines
+and figures; harness.checkers.run composes them (see compose.py) into the run's result.
+
+Failure lines are worded as they always were: tests and people grep them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
+
+from harness.checkers.availability import SLO, PhaseTarget, check_availability
+from harness.checkers.compose import Checker
+from harness.checkers.consistency import customer_view as compare_customer_view
+from harness.checkers.consistency import time_to_consistency as measure_time_to_consistency
+from harness.checkers.reconcile import Reconciliation, reconcile
+from harness.fmt import fmt_duration
+from harness.history import Op, is_available, is_payment
+from harness.observe.snapshot import Snapshot
+from harness.result import CheckVerdict
+from harness.scenario import Scenario
+from harness.timeline import fault_windows
+from mock_switch.config import SystemConfig
+
+
+@dataclass(frozen=True)
+class RunInputs:
+    """Everything the checks read, loaded once from a run directory (harness.checkers.run.load_inputs)."""
+
+    scenario: Scenario
+    system: SystemConfig
+    history: list[Op]
+    faults: list[dict[str, Any]]  # faults.jsonl, as recorded
+    ledgers: Snapshot  # ledgers.json, after quiescence and settlement
+    samples: list[dict[str, Any]]  # consistency.jsonl: open anomalies while the run went
+
+    @cached_property
+    def reconciliation(self) -> Reconciliation:
+        """Three checks judge the same reconciliation: it is computed once. When it raises, each of
+        them raises too and is unknown (cached_property caches only a value)."""
+        return reconcile(self.ledgers, self.system.total_customer_money(), self.system.total_settlement_money())
+
+
+# -- availability ---------------------------------------------------------------------------------
+
+
+def slo_of(scenario: Scenario) -> SLO:
+    """The availability checker's SLO from the scenario's expectations."""
+    ae = scenario.expect.availability
+    phases: dict[str, PhaseTarget] = {}
+    if ae.baseline_success_ratio is None:
+        phases["baseline"] = PhaseTarget(success_ratio=0.0)  # null in the scenario: no baseline verdict
+    if ae.steady_success_ratio is None:
+        phases["steady"] = PhaseTarget(success_ratio=0.0)  # no floor after the faults
+    elif ae.steady_success_ratio != ae.baseline_success_ratio:
+        phases["steady"] = PhaseTarget(success_ratio=ae.steady_success_ratio)
+    return SLO(
+        latency_slo_ms=ae.latency_slo_ms,
+        success_ratio=min(ae.baseline_success_ratio or 0.99, 0.999999),
+        max_recovery_s=ae.max_time_to_recover_s,
+        phase_targets=phases,
+    )
+
+
+def slo_failure(v: Mapping[str, Any], slo: Mapping[str, Any]) -> str:
+    """One failed SLO verdict of the availability summary, in words."""
+    if v["name"] == "time_to_recover_s":
+        if v["measured"] is None:
+            return (
+                "availability did not recover after the last heal before the run ended (recovery needs"
+                f" {slo['recovery_window_s']} consecutive seconds at the baseline success ratio)"
+            )
+        return f"time to recover {fmt_duration(v['measured'])} > objective {fmt_duration(v['target'])}"
+    return f"availability SLO {v['name']}: target {v['target']}, measured {v['measured']}"
+
+
+def availability(run: RunInputs) -> CheckVerdict:
+    """SLO verdicts per phase and time to recover; the overall success ratio against its target."""
+    summary = check_availability(run.history, run.faults, slo_of(run.scenario)).summary()
+    # The summary's (rounded) figures, so a failure line quotes what result.json shows.
+    failures = [slo_failure(v, summary["slo"]) for v in summary["verdicts"] if not v["ok"]]
+    target = run.scenario.expect.availability.overall_success_ratio
+    overall = summary["overall"]["success_ratio"]
+    if target is not None and (overall is None or overall < target):
+        failures.append(f"availability overall: target {target}, measured {overall}")
+    return CheckVerdict.judged(failures, availability=summary)
+
+
+# -- bulkhead -------------------------------------------------------------------------------------
+
+
+def affected_banks(faults: Sequence[Mapping[str, Any]]) -> set[str]:
+    """Banks some fault touched (a link names two ends; customers and the switch are not banks)."""
+    banks: set[str] = set()
+    for f in faults:
+        for target in f["targets"]:
+            banks.update(p for p in target.split("->") if p not in ("customers", "switch"))
+    return banks
+
+
+def bulkhead_ratio(
+    history: Sequence[Mapping[str, Any]], faults: Sequence[Mapping[str, Any]], slo_ms: float
+) -> float | None:
+    """Success ratio of payments between banks no fault touched, made while a fault was active."""
+    if any("switch" in t and "->" not in t for f in faults for t in f["targets"]):
+        return None  # a switch-wide fault touches everyone: no bulkhead to measure
+    windows = [(w.apply, w.end) for w in fault_windows(faults)]
+    affected = affected_banks(faults)
+    ops = [
+        op for op in history
+        if is_payment(op) and op["payer"] not in affected and op["payee"] not in affected
+        and any(a <= op["invoke"] <= b for a, b in windows)
+    ]  # fmt: skip
+    if not ops:
+        return None
+    good = sum(1 for op in ops if is_available(op, slo_ms))
+    return good / len(ops)
+
+
+def bulkhead(run: RunInputs) -> CheckVerdict:
+    """A fault at some banks leaves payments between the others available."""
+    ae = run.scenario.expect.availability
+    ratio = bulkhead_ratio(run.history, run.faults, ae.latency_slo_ms)
+    failures: list[str] = []
+    if ae.unaffected_banks_success_ratio is not None:
+        if ratio is None:
+            failures.append("bulkhead: no payments between banks untouched by faults were made during faults")
+        elif ratio < ae.unaffected_banks_success_ratio:
+            failures.append(
+                f"bulkhead: success ratio between untouched banks during faults {ratio:.4f}"
+                f" < {ae.unaffected_banks_success_ratio}"
+            )
+    return CheckVerdict.judged(failures, bulkhead_success_ratio=ratio)
+
+
+# -- settlement consistency -----------------------------------------------------------------------
+
+
+def consistency(run: RunInputs) -> CheckVerdict:
+    """Three-way reconciliation and the books. Naive-component scenarios expect anomalies: there,
+    finding none is the failure."""
+    rec = run.reconciliation
+    failures: list[str] = []
+    if run.scenario.expect.consistency.verdict == "consistent":
+        if not rec.ok:
+            counts = {k: v for k, v in rec.counts().items() if v}
+            broken = "; ".join(f"{b.name} ({b.detail})" for b in rec.books if not b.ok) or "none"
+            failures.append(f"consistency: {rec.anomaly_count} anomalies {counts}, books failing: {broken}")
+    elif rec.ok:
+        failures.append("consistency: expected the checker to detect anomalies (naive components), found none")
+    return CheckVerdict.judged(failures, reconciliation=rec.summary())
+
+
+def time_to_consistency(run: RunInputs) -> CheckVerdict:
+    """From the last heal until open anomalies reached zero for good, against its objective."""
+    heals = [f["at"] for f in run.faults if f["event"] == "heal"]
+    ttc = measure_time_to_consistency(run.samples, max(heals) if heals else None, run.reconciliation.anomaly_count)
+    ce = run.scenario.expect.consistency
+    failures: list[str] = []
+    objective = ce.max_time_to_consistency_s
+    if ce.verdict == "consistent" and objective is not None and (ttc is None or ttc > objective):
+        failures.append(
+            f"time to consistency {'never reached' if ttc is None else fmt_duration(ttc)}"
+            f" (objective {fmt_duration(objective)})"
+        )
+    return CheckVerdict.judged(failures, time_to_consistency_s=ttc)
+
+
+def customer_view(run: RunInputs) -> CheckVerdict:
+    """What customers were told against what the ledgers say: no acknowledged payment may be lost."""
+    ops = [op for op in run.history if op.get("op", "payment") in ("payment", "status_query")]
+    view = compare_customer_view(ops, run.reconciliation)
+    ce = run.scenario.expect.consistency
+    failures: list[str] = []
+    if ce.verdict == "consistent" and ce.no_acknowledged_payment_lost and view.lost_acknowledged:
+        failures.append(f"{len(view.lost_acknowledged)} acknowledged payments lost, e.g. {view.lost_acknowledged[:3]}")
+    return CheckVerdict.judged(failures, customer_view=view.summary())
+
+
+# The run's checks, in the order their failures are listed.
+CHECKS: dict[str, Checker[RunInputs]] = {
+    "availability": availability,
+    "bulkhead": bulkhead,
+    "consistency": consistency,
+    "time_to_consistency": time_to_consistency,
+    "customer_view": customer_view,
+}

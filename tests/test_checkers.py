@@ -1,0 +1,264 @@
+"""Checkers are composed as in Jepsen: a check that crashes is "unknown" and costs no other check its
+verdict, and "unknown" never passes. One Result model writes and reads result.json.
+
+Run-directory tests use the saved real run tests/fixtures/naive-run.tar.gz (see test_report.py)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tarfile
+from pathlib import Path
+
+import pytest
+import yaml
+
+from harness import cli
+from harness.checkers import checks
+from harness.checkers.checks import RunInputs
+from harness.checkers.compose import check_safe, compose, merge
+from harness.checkers.run import check_run
+from harness.errors import RunDirError
+from harness.report import page as report
+from harness.result import SCHEMA, CheckVerdict, read_result, write_result
+from harness.runner import check
+
+FIXTURE = Path(__file__).parent / "fixtures" / "naive-run.tar.gz"
+
+# What the checker said of the fixture before it was split into composed checks (its result.json then).
+FIXTURE_FAILURES = [
+    "consistency: 12 anomalies {'credit_without_debit': 12}, books failing: conservation"
+    " (customer money + held in flight - opening = +102,240 (must be 0))",
+    "time to consistency never reached (objective 20.0 s)",
+]
+
+
+def valid(_: object) -> CheckVerdict:
+    return CheckVerdict.judged([], figure=1)
+
+
+def invalid(_: object) -> CheckVerdict:
+    return CheckVerdict.judged(["target 0.99, measured 0.5"])
+
+
+def crashing(_: object) -> CheckVerdict:
+    raise ZeroDivisionError("division by zero")
+
+
+# -- compose and check_safe -----------------------------------------------------------------------
+
+
+def test_a_crashing_checker_is_unknown_with_its_error_and_the_others_still_run() -> None:
+    ran: list[str] = []
+
+    def after(inputs: object) -> CheckVerdict:
+        ran.append("after")
+        return valid(inputs)
+
+    composed = compose({"first": valid, "boom": crashing, "after": after})(object())
+    assert composed.verdict == "unknown"
+    boom = composed.checks["boom"]
+    assert (boom.verdict, boom.error) == ("unknown", "ZeroDivisionError: division by zero")
+    assert ran == ["after"]
+    assert composed.checks["first"].verdict == composed.checks["after"].verdict == "valid"
+    assert composed.checks["after"].figures == {"figure": 1}
+    # The crash is a failure line too, so every reader that lists failures shows it.
+    assert composed.failures == ["boom check could not run: ZeroDivisionError: division by zero"]
+
+
+@pytest.mark.parametrize("order", [("boom", "bad"), ("bad", "boom")])
+def test_invalid_beats_unknown_whatever_the_order(order: tuple[str, str]) -> None:
+    checkers = {"boom": crashing, "bad": invalid}
+    composed = compose({name: checkers[name] for name in order})(object())
+    assert composed.verdict == "invalid"
+    assert list(composed.checks) == list(order)
+
+
+def test_merge_is_valid_only_when_every_check_is() -> None:
+    assert merge(["valid", "valid"]) == "valid"
+    assert merge(["valid", "unknown"]) == "unknown"
+    assert merge(["unknown", "invalid", "valid"]) == "invalid"
+
+
+def test_check_safe_passes_a_verdict_through_and_does_not_swallow_an_interrupt() -> None:
+    assert check_safe("bad", invalid)(object()) == invalid(object())
+
+    def interrupted(_: object) -> CheckVerdict:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):  # Ctrl-C stops the check; it is not a verdict
+        check_safe("ctrl-c", interrupted)(object())
+
+
+# -- check_run on a saved run directory -----------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def pristine(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    runs = tmp_path_factory.mktemp("fixture")
+    with tarfile.open(FIXTURE) as tar:
+        tar.extractall(runs, filter="data")
+    return runs / "naive-run"
+
+
+@pytest.fixture
+def run_dir(pristine: Path, tmp_path: Path) -> Path:
+    copy = tmp_path / "naive-run"
+    shutil.copytree(pristine, copy)
+    return copy
+
+
+def expect(run_dir: Path, section: str, **values: object) -> None:
+    """Change the scenario's expectations in a run directory, as if it had been run with them."""
+    scenario = yaml.safe_load((run_dir / "scenario.yaml").read_text())
+    scenario["expect"][section].update(values)
+    (run_dir / "scenario.yaml").write_text(yaml.safe_dump(scenario))
+
+
+def test_check_run_on_the_fixture_gives_the_verdict_and_failures_it_always_gave(run_dir: Path) -> None:
+    result = check_run(run_dir)
+    assert result.verdict == "fail"
+    assert result.failures == FIXTURE_FAILURES
+    assert {name: v.verdict for name, v in result.checks.items()} == {
+        "availability": "valid",
+        "bulkhead": "valid",
+        "consistency": "invalid",
+        "time_to_consistency": "invalid",
+        "customer_view": "valid",
+    }
+    assert result.checks["time_to_consistency"].failures == FIXTURE_FAILURES[1:]
+    assert result.consistency.reconciliation is not None
+    assert result.consistency.reconciliation["anomalies"]["credit_without_debit"] == 12
+    assert result.reproduce == "python tests/fixtures/make_naive_run.py"
+    assert not (run_dir / "result.json").exists(), "check_run decides; writing is write_result's job"
+
+
+def test_expecting_anomalies_turns_the_same_run_into_a_pass(run_dir: Path) -> None:
+    expect(run_dir, "consistency", verdict="anomalies_detected")
+    result = check_run(run_dir)
+    assert (result.verdict, result.failures) == ("pass", [])
+    assert result.scenario.expects_anomalies
+    assert all(v.verdict == "valid" for v in result.checks.values())
+
+
+def test_an_acknowledged_payment_that_did_not_settle_is_the_customer_view_failure(run_dir: Path) -> None:
+    first = check_run(run_dir)
+    assert first.consistency.reconciliation is not None
+    pid = first.consistency.reconciliation["examples"]["credit_without_debit"][0]["payment_id"]
+    last = json.loads((run_dir / "history.jsonl").read_text().splitlines()[-1])
+    told_ok = {**last, "id": pid, "outcome": "ok", "status": "ACSC", "reason": None, "error": None,
+               "invoke": last["complete"], "complete": last["complete"] + 0.01, "latency_ms": 10.0}  # fmt: skip
+    with (run_dir / "history.jsonl").open("a") as f:
+        f.write(json.dumps(told_ok) + "\n")
+    view = check_run(run_dir).checks["customer_view"]
+    assert view.verdict == "invalid"
+    assert view.failures == [f"1 acknowledged payments lost, e.g. {[pid]}"]
+
+
+def test_a_killed_run_without_ledgers_names_the_file_and_the_fix(
+    run_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (run_dir / "ledgers.json").unlink()
+    with pytest.raises(RunDirError, match=r"ledgers\.json missing") as err:
+        check_run(run_dir)
+    assert "harness run" in str(err.value)  # the fix
+    assert cli.main(["check", str(run_dir)]) == 2
+    assert "ledgers.json" in capsys.readouterr().err
+    assert not (run_dir / "result.json").exists()
+
+
+def test_a_half_written_ledgers_file_is_a_run_dir_error(run_dir: Path) -> None:
+    text = (run_dir / "ledgers.json").read_text()
+    (run_dir / "ledgers.json").write_text(text[: len(text) // 2])
+    with pytest.raises(RunDirError, match=r"ledgers\.json: not valid JSON"):
+        check_run(run_dir)
+
+
+# -- a crashing check through the runner: visible everywhere, never a pass ------------------------
+
+
+def test_a_crashing_check_makes_the_run_unknown_and_not_ok(
+    run_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    expect(run_dir, "consistency", verdict="anomalies_detected")  # every other check is valid
+
+    def broken_bulkhead(run: RunInputs) -> CheckVerdict:
+        return CheckVerdict.judged([], bulkhead_success_ratio=1 / len([]))
+
+    monkeypatch.setitem(checks.CHECKS, "bulkhead", broken_bulkhead)
+    outcome = check(run_dir, progress=print)
+    assert not outcome.ok
+    saved = json.loads((run_dir / "result.json").read_text())
+    assert saved["verdict"] == "unknown"
+    assert saved["checks"]["bulkhead"] == {
+        "verdict": "unknown",
+        "failures": ["bulkhead check could not run: ZeroDivisionError: division by zero"],
+        "error": "ZeroDivisionError: division by zero",
+    }
+    assert saved["checks"]["availability"] == {"verdict": "valid", "failures": []}
+    assert saved["availability"]["overall"]["operations"] > 0  # the other checks' figures are all there
+    assert saved["consistency"]["reconciliation"]["anomaly_count"] == 12
+    assert "UNKNOWN       bulkhead check could not run" in capsys.readouterr().out
+    banner = (run_dir / "report.html").read_text().split('id="verdict"')[1].split("</section>")[0]
+    assert "Unknown: a check could not run" in banner and "ZeroDivisionError" in banner
+    assert read_result(run_dir).verdict == "unknown"
+    assert cli.main(["check", str(run_dir)]) == 1  # the CLI (and so CI) does not pass it
+
+
+def test_when_availability_crashes_the_result_is_still_written_and_the_suite_page_shows_it(
+    run_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setitem(checks.CHECKS, "availability", crashing)
+    outcome = check(run_dir, progress=print)  # neither the report nor the console may cost the result
+    assert not outcome.ok
+    saved = read_result(run_dir)
+    assert saved.verdict == "fail"  # the consistency failures still stand: invalid beats unknown
+    assert saved.availability is None
+    crashed = "availability check could not run: ZeroDivisionError: division by zero"
+    assert saved.failures == [crashed, *FIXTURE_FAILURES]
+    assert "report.html could not be written" in capsys.readouterr().err
+    rows = report.index_model(run_dir.parent, run_dir.parent)["rows"]
+    assert [(r["scenario"], r["latest"]["verdict"], r["latest"]["availability"]) for r in rows] == [
+        ("fixture-naive-slow-payee", "fail", None)
+    ]
+
+
+# -- result.json: written and read in one place ---------------------------------------------------
+
+
+def test_write_then_read_gives_the_same_result_and_checks_carry_no_figures(run_dir: Path) -> None:
+    result = check_run(run_dir)
+    path = write_result(run_dir, result)
+    raw = json.loads(path.read_text())
+    assert list(raw)[:5] == ["schema", "scenario", "verdict", "failures", "checks"]
+    assert raw["schema"] == SCHEMA
+    assert raw["checks"]["consistency"] == {"verdict": "invalid", "failures": FIXTURE_FAILURES[:1]}
+    assert read_result(path).as_json() == raw == result.as_json()
+
+
+def test_a_result_written_before_per_check_verdicts_still_reads(run_dir: Path) -> None:
+    old = check_run(run_dir).as_json()
+    del old["checks"]
+    (run_dir / "result.json").write_text(json.dumps(old))
+    result = read_result(run_dir / "result.json")
+    assert (result.verdict, result.failures, result.checks) == ("fail", FIXTURE_FAILURES, {})
+
+
+def test_read_result_refuses_an_unknown_schema_saying_which_it_reads(tmp_path: Path) -> None:
+    (tmp_path / "result.json").write_text(json.dumps({"schema": "payswitch-chaos/result/v2", "verdict": "pass"}))
+    with pytest.raises(RunDirError) as err:
+        read_result(tmp_path)
+    message = str(err.value)
+    assert "'payswitch-chaos/result/v2'" in message and f"reads {SCHEMA!r} only" in message
+    assert f"harness check {tmp_path}" in message
+
+
+@pytest.mark.parametrize(
+    ("content", "says"),
+    [(None, "no result yet"), ('{"schema": "payswitch-chaos/res', "not valid JSON"), ("[]", "expected a JSON object")],
+)
+def test_read_result_explains_a_missing_or_broken_file(tmp_path: Path, content: str | None, says: str) -> None:
+    if content is not None:
+        (tmp_path / "result.json").write_text(content)
+    with pytest.raises(RunDirError, match=says):
+        read_result(tmp_path / "result.json")
