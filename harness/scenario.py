@@ -13,6 +13,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from harness import links
 from harness.nemesis.injector import FAULT_KINDS, FaultSpec, expand_targets
 from mock_switch.config import Resilience
 
@@ -34,11 +35,11 @@ class TopologySpec(_Strict):
 
     @property
     def bank_codes(self) -> list[str]:
-        return [f"BNK{chr(ord('A') + i)}" for i in range(self.banks)]
+        return links.bank_codes(self.banks)
 
     @property
     def link_names(self) -> list[str]:
-        return [n for c in self.bank_codes for n in (f"customers->{c}", f"{c}->switch", f"switch->{c}")]
+        return links.link_names(self.bank_codes)
 
     @property
     def service_names(self) -> list[str]:
