@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 from support import call, eventually, get, post
 
+from harness.links import Link
 from harness.nemesis.injector import FAULT_KINDS, NODE_FAULTS, SERVICE_FAULTS, Nemesis
 from harness.scenario import TopologySpec
-from harness.testbed.proxies import Link
 from harness.web.control import ChaosSession, ControlServer, LiveAvailability, catalogue, session_scenario
 
 BANKS = ["BNKA", "BNKB"]

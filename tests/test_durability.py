@@ -13,7 +13,8 @@ from support import eventually
 from harness.checkers.reconcile import reconcile
 from harness.load.customers import Outcome, drive
 from harness.observe import snapshot
-from harness.testbed.local import LocalTopology, build_system
+from harness.testbed.local import LocalTopology
+from harness.testbed.system import build_system
 
 pytestmark = pytest.mark.slow
 

@@ -26,7 +26,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 from harness.checkers.reconcile import Anomaly, reconcile
 from harness.observe.snapshot import Snapshot
-from harness.testbed.local import build_system
+from harness.testbed.system import build_system
 from mock_switch import bank_ledger, switch_ledger
 from mock_switch.api import CreditRequest, PaymentRequest, TransferRequest
 from mock_switch.bank_ledger import BankLedger, Originate, Receive

@@ -11,7 +11,8 @@ from support import eventually, get, payment, post
 
 from harness.checkers.reconcile import Anomaly, reconcile
 from harness.observe import snapshot
-from harness.testbed.local import LocalTopology, build_system
+from harness.testbed.local import LocalTopology
+from harness.testbed.system import build_system
 from mock_switch.config import Resilience
 
 pytestmark = pytest.mark.slow
