@@ -161,7 +161,7 @@ def collect(scenario: Scenario, run_dir: Path, progress: Progress = print) -> No
         # Locust needs a few seconds to boot; give it that on top, so `load.duration` seconds of
         # load follow the first answered payment.
         booted = scenario.load.model_copy(update={"duration": scenario.load.duration + LOCUST_BOOT_S})
-        load = start_load(scenario.model_copy(update={"load": booted}), bed, run_dir)
+        load = start_load(scenario.model_copy(update={"load": booted}), bed.customer_urls, run_dir)
         # Offsets in the scenario count from the first answered payment, not from Locust's boot.
         first_op_by = time.time() + 30
         while load.operations() == 0 and load.running() and time.time() < first_op_by:
