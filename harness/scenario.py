@@ -14,6 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from harness import links
+from harness.errors import ScenarioError as ScenarioError  # its home; importable from here as before
 from harness.nemesis.injector import FAULT_KINDS, FaultSpec, expand_targets
 from mock_switch.config import Resilience
 
@@ -133,10 +134,6 @@ class Scenario(_Strict):
     def named_faults(self) -> list[FaultSpec]:
         """Faults with a name each (`<kind>-<n>` when the file gave none)."""
         return [f if f.name else f.model_copy(update={"name": f"{f.kind}-{i + 1}"}) for i, f in enumerate(self.faults)]
-
-
-class ScenarioError(Exception):
-    """A scenario file is malformed; the message names the file, the field and the fix."""
 
 
 def _loc(loc: tuple[Any, ...]) -> str:
