@@ -13,7 +13,7 @@ from harness.checkers.availability import percentile
 from harness.history import read_history as load_history
 from harness.load.control import run_load
 from harness.testbed.bed import Testbed
-from harness.testbed.local import build_system
+from harness.testbed.system import build_system
 
 
 def main() -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from harness.load.control import run_load
 from harness.testbed.bed import Testbed
-from harness.testbed.local import build_system
+from harness.testbed.system import build_system
 
 
 def main() -> None:

@@ -290,7 +290,13 @@ def main(argv: list[str] | None = None) -> int:
         "demo": demo, "run": run_cmd, "check": check_cmd, "report": report_cmd, "baseline": baseline_cmd,
         "doctor": doctor, "list": list_cmd, "up": up, "down": down, "ui": ui_cmd, "images": images_cmd,
     }  # fmt: skip
-    return commands[args.command](args)
+    from harness.errors import HarnessError
+
+    try:
+        return commands[args.command](args)
+    except HarnessError as exc:  # a failure the harness can explain: its message, not a traceback
+        print(f"harness {args.command}: {exc}", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness import __version__
+from harness import __version__, ledgers
 from harness.checkers.run import check_inputs, load_inputs
 from harness.fmt import fmt_duration
 from harness.load.control import LoadRun, start_load
@@ -33,8 +33,9 @@ from harness.result import write_result
 from harness.rundir import RunDir
 from harness.scenario import Scenario, dump
 from harness.scenario import load as load_scenario
-from harness.testbed.bed import Testbed, make_testbed
-from harness.testbed.local import build_system
+from harness.testbed import make_testbed
+from harness.testbed.bed import Testbed
+from harness.testbed.system import build_system
 from mock_switch.config import SystemConfig
 
 Progress = Callable[[str], None] | None
@@ -139,7 +140,7 @@ def collect(scenario: Scenario, run_dir: Path, progress: Progress = print) -> No
         # Locust needs a few seconds to boot; give it that on top, so `load.duration` seconds of
         # load follow the first answered payment.
         booted = scenario.load.model_copy(update={"duration": scenario.load.duration + LOCUST_BOOT_S})
-        load = start_load(scenario.model_copy(update={"load": booted}), bed, run_dir)
+        load = start_load(scenario.model_copy(update={"load": booted}), bed.customer_urls, run_dir)
         stack.callback(load.stop)
         t0 = _first_answer(load, rundir)  # offsets in the scenario count from here
         player = SchedulePlayer(bed.nemesis, scenario.named_faults(), t0)
@@ -189,7 +190,7 @@ def finish_run(bed: Testbed, rundir: RunDir, scenario: Scenario, sampler: Consis
         with contextlib.suppress(OSError):
             sampler.sample_now()
         settle_all(switch_url)
-        snapshot.save(snapshot.take_stable(switch_url, bank_urls), rundir.ledgers)
+        ledgers.save(snapshot.take_stable(switch_url, bank_urls), rundir.ledgers)
     rundir.environment.write_text(json.dumps(environment(bed.versions()), indent=2))
     return left
 

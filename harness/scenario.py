@@ -13,6 +13,8 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from harness import links
+from harness.errors import ScenarioError as ScenarioError  # its home; importable from here as before
 from harness.nemesis.injector import FAULT_KINDS, FaultSpec, expand_targets
 from mock_switch.config import Resilience
 
@@ -34,11 +36,11 @@ class TopologySpec(_Strict):
 
     @property
     def bank_codes(self) -> list[str]:
-        return [f"BNK{chr(ord('A') + i)}" for i in range(self.banks)]
+        return links.bank_codes(self.banks)
 
     @property
     def link_names(self) -> list[str]:
-        return [n for c in self.bank_codes for n in (f"customers->{c}", f"{c}->switch", f"switch->{c}")]
+        return links.link_names(self.bank_codes)
 
     @property
     def service_names(self) -> list[str]:
@@ -132,10 +134,6 @@ class Scenario(_Strict):
     def named_faults(self) -> list[FaultSpec]:
         """Faults with a name each (`<kind>-<n>` when the file gave none)."""
         return [f if f.name else f.model_copy(update={"name": f"{f.kind}-{i + 1}"}) for i, f in enumerate(self.faults)]
-
-
-class ScenarioError(Exception):
-    """A scenario file is malformed; the message names the file, the field and the fix."""
 
 
 def _loc(loc: tuple[Any, ...]) -> str:

@@ -9,7 +9,8 @@ from collections.abc import Iterator
 import pytest
 from support import eventually, get, payment, post
 
-from harness.testbed.local import LocalTopology, build_system
+from harness.testbed.local import LocalTopology
+from harness.testbed.system import build_system
 
 pytestmark = pytest.mark.slow
 

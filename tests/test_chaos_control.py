@@ -15,10 +15,10 @@ from typing import Any
 import pytest
 from support import call, eventually, get, post
 
+from harness.links import Link
 from harness.nemesis.injector import FAULT_KINDS, NODE_FAULTS, SERVICE_FAULTS, Nemesis
 from harness.observe.live import LiveAvailability
 from harness.scenario import TopologySpec
-from harness.testbed.proxies import Link
 from harness.web.control import ControlServer
 from harness.web.session import ChaosSession, catalogue, session_scenario
 

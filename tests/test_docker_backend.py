@@ -17,6 +17,7 @@ import pytest
 from support import eventually, get, payment, post
 
 from harness.cli import main as harness_main
+from harness.links import link_names
 from harness.nemesis.injector import FaultSpec, Nemesis
 from harness.testbed.bed import Testbed
 from harness.testbed.containers import (
@@ -28,7 +29,7 @@ from harness.testbed.containers import (
     route_through_toxiproxy,
 )
 from harness.testbed.images import ImageError, apt_mirror, ensure
-from harness.testbed.local import build_system, link_names
+from harness.testbed.system import build_system
 
 PAYMENT_IDS = itertools.count()
 
@@ -93,7 +94,7 @@ def test_mirror_comes_from_apt_sources_in_either_format(tmp_path: Path) -> None:
 
 def test_every_peer_url_points_at_the_toxiproxy_container() -> None:
     routed, links = route_through_toxiproxy(small_system())
-    assert list(links) == link_names(routed)
+    assert list(links) == link_names(b.code for b in routed.banks)
     assert all(url.startswith(f"http://{TOXIPROXY_ALIAS}:") for url in routed.switch.bank_urls.values())
     assert all(b.switch_url.startswith(f"http://{TOXIPROXY_ALIAS}:") for b in routed.banks)
     assert links["switch->BNKB"].upstream == "bnkb:8080" and links["BNKA->switch"].upstream == "switch:8080"

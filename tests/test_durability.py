@@ -11,9 +11,11 @@ import pytest
 from support import eventually
 
 from harness.checkers.reconcile import reconcile
+from harness.ledgers import Snapshot
 from harness.load.customers import Outcome, drive
 from harness.observe import snapshot
-from harness.testbed.local import LocalTopology, build_system
+from harness.testbed.local import LocalTopology
+from harness.testbed.system import build_system
 
 pytestmark = pytest.mark.slow
 
@@ -41,10 +43,10 @@ def crash_under_load(victim: str, run_dir: Path) -> tuple[list[Outcome], LocalTo
     return results, topo
 
 
-def wait_until_quiet(topo: LocalTopology) -> snapshot.Snapshot:
+def wait_until_quiet(topo: LocalTopology) -> Snapshot:
     urls = {code: topo.bank(code).url for code in topo.bank_codes}
 
-    def quiet() -> snapshot.Snapshot | None:
+    def quiet() -> Snapshot | None:
         snap = snapshot.take(topo.switch.url, urls)
         pending = [t for t in snap["switch"]["transfers"] if t["status"] == "PDNG"]
         pending += [p for b in snap["banks"].values() for p in b["payments"] if p["status"] == "PDNG"]

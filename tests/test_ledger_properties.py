@@ -25,8 +25,8 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from harness.checkers.reconcile import Anomaly, reconcile
-from harness.observe.snapshot import Snapshot
-from harness.testbed.local import build_system
+from harness.ledgers import Snapshot
+from harness.testbed.system import build_system
 from mock_switch import bank_ledger, switch_ledger
 from mock_switch.api import CreditRequest, PaymentRequest, TransferRequest
 from mock_switch.bank_ledger import BankLedger, Originate, Receive

@@ -15,8 +15,10 @@ from typing import Any
 import pytest
 from support import get, post
 
-from harness.load.control import LoadError, LoadOptions, history_parts, merge_histories, run_load, start_locust
-from harness.testbed.local import LocalTopology, build_system
+from harness.errors import LoadError
+from harness.load.control import LoadOptions, history_parts, merge_histories, run_load, start_locust
+from harness.testbed.local import LocalTopology
+from harness.testbed.system import build_system
 
 pytestmark = pytest.mark.slow
 

@@ -10,9 +10,10 @@ from pathlib import Path
 import pytest
 from support import eventually, get, payment, post
 
+from harness.links import link_names
 from harness.nemesis.injector import FaultSpec, expand_targets
 from harness.testbed.bed import Testbed
-from harness.testbed.local import build_system, link_names
+from harness.testbed.system import build_system
 
 pytestmark = pytest.mark.slow
 
@@ -39,7 +40,7 @@ def faults_logged(bed: Testbed) -> list[dict[str, object]]:
 def test_every_link_goes_through_toxiproxy(bed: Testbed) -> None:
     proxies = bed.toxiproxy.proxies()
     assert sorted(p["name"] for p in proxies.values()) == sorted(link.proxy for link in bed.links.values())
-    assert len(bed.links) == len(link_names(bed.system)) == 9
+    assert len(bed.links) == len(link_names(bed.topology.bank_codes)) == 9
     assert bed.system.switch.bank_urls["BNKB"].endswith(bed.links["switch->BNKB"].listen)
     assert pay(bed, "n-ok")[1]["status"] == "ACSC"
 

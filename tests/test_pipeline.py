@@ -79,7 +79,7 @@ def test_finish_run_heals_waits_samples_settles_then_snapshots(monkeypatch: pyte
     monkeypatch.setattr(runner, "wait_in_doubt", lambda s, b, grace: log.append(f"wait {grace:g}") or 0)
     monkeypatch.setattr(runner, "settle_all", lambda url: log.append("settle"))
     monkeypatch.setattr(runner.snapshot, "take_stable", lambda s, b: log.append("snapshot") or {"switch": {}})
-    monkeypatch.setattr(runner.snapshot, "save", lambda snap, path: path.write_text(json.dumps(snap)))
+    monkeypatch.setattr(runner.ledgers, "save", lambda snap, path: path.write_text(json.dumps(snap)))
     bed, rundir = _Bed(), RunDir(tmp_path)
     scenario = Scenario(name="ending", topology=TopologySpec(customer_timeout_s=3.0))
 

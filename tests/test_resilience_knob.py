@@ -10,8 +10,10 @@ import pytest
 from support import eventually, get, payment, post
 
 from harness.checkers.reconcile import Anomaly, reconcile
+from harness.ledgers import Snapshot
 from harness.observe import snapshot
-from harness.testbed.local import LocalTopology, build_system
+from harness.testbed.local import LocalTopology
+from harness.testbed.system import build_system
 from mock_switch.config import Resilience
 
 pytestmark = pytest.mark.slow
@@ -39,7 +41,7 @@ def run_with_slow_payee(mode: Resilience, run_dir: Path) -> tuple[list[dict[str,
     return answers, topo
 
 
-def settled_view(topo: LocalTopology) -> snapshot.Snapshot:
+def settled_view(topo: LocalTopology) -> Snapshot:
     urls = {code: topo.bank(code).url for code in topo.bank_codes}
     return snapshot.take(topo.switch.url, urls)
 

@@ -33,7 +33,8 @@ def test_services_die_when_the_harness_is_killed(tmp_path: Path) -> None:
         f"""
         import json, sys, time
         from pathlib import Path
-        from harness.testbed.local import LocalTopology, build_system
+        from harness.testbed.local import LocalTopology
+        from harness.testbed.system import build_system
         topo = LocalTopology(build_system(banks=2, accounts=10), Path({str(tmp_path)!r}))
         topo.start()
         print(json.dumps([s.pid for s in topo.services.values()]), flush=True)
@@ -50,7 +51,8 @@ def test_services_die_when_the_harness_is_killed(tmp_path: Path) -> None:
 
 
 def test_sigterm_is_a_graceful_shutdown(tmp_path: Path) -> None:
-    from harness.testbed.local import LocalTopology, build_system
+    from harness.testbed.local import LocalTopology
+    from harness.testbed.system import build_system
 
     topo = LocalTopology(build_system(banks=2, accounts=10), tmp_path)
     topo.start()
@@ -91,7 +93,8 @@ def test_a_service_restarted_from_a_short_lived_thread_keeps_running(tmp_path: P
     import threading
     import time
 
-    from harness.testbed.local import LocalTopology, build_system
+    from harness.testbed.local import LocalTopology
+    from harness.testbed.system import build_system
 
     topo = LocalTopology(build_system(banks=2, accounts=10), tmp_path)
     topo.start()

@@ -19,7 +19,7 @@ from harness.checkers.consistency import time_to_consistency as measure_time_to_
 from harness.checkers.reconcile import Reconciliation, reconcile
 from harness.fmt import fmt_duration
 from harness.history import Op, is_available, is_payment
-from harness.observe.snapshot import Snapshot
+from harness.ledgers import Snapshot
 from harness.result import CheckVerdict
 from harness.scenario import Scenario
 from harness.timeline import fault_windows

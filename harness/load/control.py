@@ -8,7 +8,7 @@ Locust or gevent.
     result = run_load(run_dir, users=8, run_time_s=30)             # blocks; bounded
     result.history                                                   # run_dir/history.jsonl
 
-    load = start_load(scenario, testbed, run_dir)                    # the runner's non-blocking form
+    load = start_load(scenario, customer_urls, run_dir)              # the runner's non-blocking form
     while not load.wait(1.0): print(load.operations())
     result = load.stop()
 
@@ -35,11 +35,13 @@ from typing import IO, TYPE_CHECKING, Literal
 
 import orjson
 
+from harness.errors import LoadError
+from harness.procs import end_stragglers, signal_group
 from harness.rundir import PROJECT_ROOT, RunDir
+from mock_switch.config import SystemConfig
 
 if TYPE_CHECKING:
     from harness.scenario import Scenario
-    from harness.testbed.bed import Testbed
 
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")
 HISTORY = "history.jsonl"
@@ -49,10 +51,6 @@ READY_MARKER = b"payment customers started"
 
 UnknownPolicy = Literal["status", "retry", "none"]
 ShapeKind = Literal["constant", "ramp", "spike"]
-
-
-class LoadError(Exception):
-    """Locust could not be started or did not finish; the message names the log to read."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,17 +229,17 @@ class LoadRun:
         proc = self.proc
         if proc is not None:
             if proc.poll() is None:
-                _signal_group(proc.pid, signal.SIGTERM)  # Locust flushes the history and exits
+                signal_group(proc.pid, signal.SIGTERM)  # Locust flushes the history and exits
                 try:
                     proc.wait(self.term_grace_s)
                 except subprocess.TimeoutExpired:
-                    _signal_group(proc.pid, signal.SIGKILL)  # the master and its workers
+                    signal_group(proc.pid, signal.SIGKILL)  # the master and its workers
                     proc.wait()
                 except BaseException:  # a second Ctrl-C: stop now
-                    _signal_group(proc.pid, signal.SIGKILL)
+                    signal_group(proc.pid, signal.SIGKILL)
                     proc.wait()
                     raise
-            _end_stragglers(proc.pid)
+            end_stragglers(proc.pid)
         self._close_log()
         history = merge_histories(self.run_dir) if self.history is not None else None
         self.result = LoadResult(
@@ -259,27 +257,6 @@ class LoadRun:
         if self._log is not None:
             self._log.close()
             self._log = None
-
-
-def _signal_group(pid: int, sig: signal.Signals) -> None:
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(pid, sig)
-
-
-def _end_stragglers(pgid: int, grace_s: float = 5.0) -> None:
-    """Workers left in Locust's process group after the master is gone (a crashed master)."""
-    deadline = time.monotonic() + grace_s
-    sig = signal.SIGTERM
-    while True:
-        try:
-            os.killpg(pgid, sig)
-        except (ProcessLookupError, PermissionError):
-            return  # the group is empty: nothing left behind
-        if sig is signal.SIGKILL:
-            return
-        time.sleep(0.1)
-        if time.monotonic() > deadline:
-            sig = signal.SIGKILL
 
 
 @dataclass(frozen=True, slots=True)
@@ -352,12 +329,16 @@ class LoadOptions:
         return argv + list(self.extra_args)
 
 
+def _require_system_json(path: Path) -> Path:
+    if not path.exists():
+        raise LoadError(f"{path}: no such file", fix="start the topology first (it writes system.json)")
+    return path
+
+
 def start_locust(run_dir: Path, options: LoadOptions) -> LoadRun:
     """Start Locust headless (see `run_load`); returns at once with a handle to wait on and stop."""
     run_dir = run_dir.resolve()
-    system_json = (options.system_json or RunDir(run_dir).system).resolve()
-    if not system_json.exists():
-        raise LoadError(f"{system_json}: no such file; start the topology first (it writes system.json)")
+    system_json = _require_system_json((options.system_json or RunDir(run_dir).system).resolve())
     if options.users < 1 or options.processes < 1:
         raise LoadError("users and processes must be at least 1")
     history = run_dir / HISTORY if options.record_history else None
@@ -442,9 +423,13 @@ def run_load(
     return result
 
 
-def start_load(scenario: Scenario, bed: Testbed, run_dir: Path) -> LoadRun:
-    """The runner's entry point: the scenario's load, through the testbed's customers->BANK links."""
+def start_load(scenario: Scenario, customer_urls: Mapping[str, str], run_dir: Path) -> LoadRun:
+    """The runner's entry point: the scenario's load, sent to `customer_urls` (where customers reach
+    each bank: the testbed's customers->BANK links), against the system of run_dir/system.json.
+
+    Plain values rather than the testbed, so the load part does not depend on another part."""
     spec = scenario.load
+    system_json = _require_system_json(RunDir(run_dir).system)
     shape = ShapeSpec(
         kind=spec.shape,
         users=spec.users,
@@ -458,13 +443,13 @@ def start_load(scenario: Scenario, bed: Testbed, run_dir: Path) -> LoadRun:
         spike_s=spec.duration / 3,
     )
     options = LoadOptions(
-        system_json=bed.topology.config_path,
-        bank_urls=bed.customer_urls,
+        system_json=system_json,
+        bank_urls=customer_urls,
         shape=shape,
         processes=spec.processes,
         unknown_policy=spec.unknown_policy,
         # Banks answer PDNG after their customer timeout; the customer waits a little longer than that.
-        request_timeout_s=max(b.customer_timeout_s for b in bed.system.banks) + 2.0,
+        request_timeout_s=max(b.customer_timeout_s for b in SystemConfig.load(system_json).banks) + 2.0,
         payer_banks=spec.payer_banks,
         amount_range=(spec.amount_min, spec.amount_max),
         seed=scenario.seed,

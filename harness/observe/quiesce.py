@@ -17,6 +17,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from harness.ledgers import Snapshot
 from harness.observe import snapshot
 from harness.scenario import SettlementAction
 
@@ -38,7 +39,7 @@ def settle_all(switch_url: str) -> None:
             _post(switch_url + f"/settlement/windows/{w['window_id']}/settle")
 
 
-def pending(snap: snapshot.Snapshot) -> int:
+def pending(snap: Snapshot) -> int:
     """Payments still PDNG at the switch or at a payer bank."""
     n = sum(1 for t in snap["switch"]["transfers"] if t["status"] == "PDNG")
     return n + sum(1 for b in snap["banks"].values() for p in b["payments"] if p["status"] == "PDNG")

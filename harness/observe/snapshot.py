@@ -1,14 +1,13 @@
-"""Read every ledger of the running system into one JSON-able snapshot (the checkers' input)."""
+"""Read every ledger of the running system into one snapshot (harness/ledgers.py owns its file)."""
 
 from __future__ import annotations
 
 import json
 import time
 import urllib.request
-from pathlib import Path
 from typing import Any
 
-Snapshot = dict[str, Any]
+from harness.ledgers import Snapshot
 
 
 def _get(url: str, timeout_s: float = 30.0) -> Any:
@@ -56,13 +55,3 @@ def take_stable(switch_url: str, bank_urls: dict[str, str], attempts: int = 20) 
 
 def _books(snap: Snapshot) -> tuple[Any, Any]:
     return snap["switch"], snap["banks"]
-
-
-def save(snapshot: Snapshot, path: Path) -> None:
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(snapshot))
-    tmp.replace(path)
-
-
-def load(path: Path) -> Snapshot:
-    return json.loads(path.read_text())  # type: ignore[no-any-return]

@@ -10,8 +10,10 @@ from pathlib import Path
 from types import TracebackType
 
 from harness.nemesis.injector import Nemesis
-from harness.testbed.local import LocalTopology, route_through
+from harness.rundir import RunDir
+from harness.testbed.local import LocalTopology
 from harness.testbed.proxies import ToxiproxyServer
+from harness.testbed.system import route_through
 from mock_switch.config import SystemConfig
 
 
@@ -20,7 +22,7 @@ class Testbed:
 
     def __init__(self, system: SystemConfig, run_dir: Path) -> None:
         self.run_dir = run_dir
-        self.toxiproxy = ToxiproxyServer(run_dir / "logs" / "toxiproxy.log")
+        self.toxiproxy = ToxiproxyServer(RunDir(run_dir).log("toxiproxy"))
         self.system, self.links = route_through(system)
         self.topology = LocalTopology(self.system, run_dir)
         self.nemesis = Nemesis(self.toxiproxy, self.links, self.topology, run_dir / "faults.jsonl")
@@ -72,14 +74,3 @@ class Testbed:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.stop()
-
-
-def make_testbed(system: SystemConfig, run_dir: Path, backend: str = "local") -> Testbed:
-    """The testbed of a backend: local processes, or containers (harness/testbed/containers.py)."""
-    if backend == "docker":
-        from harness.testbed.containers import DockerTestbed
-
-        return DockerTestbed(system, run_dir)
-    if backend != "local":
-        raise ValueError(f"unknown backend {backend!r}; backends are local and docker")
-    return Testbed(system, run_dir)

@@ -43,11 +43,14 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
+from harness.errors import TestbedError
+from harness.links import Link, endpoints, link_names
 from harness.nemesis.injector import Nemesis
+from harness.procs import free_port
 from harness.testbed.bed import Testbed
 from harness.testbed.images import TOXIPROXY_REPO
-from harness.testbed.local import TopologyError, free_port, link_names
-from harness.testbed.proxies import TOXIPROXY_VERSION, Link, ToxiproxyError, ToxiproxyServer
+from harness.testbed.local import TopologyError
+from harness.testbed.proxies import TOXIPROXY_VERSION, ToxiproxyError, ToxiproxyServer
 from mock_switch.config import SystemConfig
 
 if TYPE_CHECKING:
@@ -67,7 +70,7 @@ TOXIPROXY_ALIAS = "toxiproxy"
 STOP_GRACE_S = 5
 
 
-class DockerUnavailable(Exception):
+class DockerUnavailable(TestbedError):
     """No Docker engine can be reached (or the SDK is missing); the message says which and why."""
 
 
@@ -107,15 +110,12 @@ def alias(service: str) -> str:
 
 
 def route_through_toxiproxy(system: SystemConfig) -> tuple[SystemConfig, dict[str, Link]]:
-    """The docker twin of topology.route_through: every service listens on 8080 in its container,
+    """The docker twin of system.route_through: every service listens on 8080 in its container,
     every link is a listener of the Toxiproxy container, and each caller dials its link there."""
     links = {
-        name: Link(name, f"0.0.0.0:{FIRST_LINK_PORT + i}", "")  # upstream filled in below
-        for i, name in enumerate(link_names(system))
+        name: Link(name, f"0.0.0.0:{FIRST_LINK_PORT + i}", f"{alias(endpoints(name)[1])}:{SERVICE_PORT}")
+        for i, name in enumerate(link_names(b.code for b in system.banks))
     }
-    for name, link in list(links.items()):
-        callee = name.split("->")[1]
-        links[name] = Link(name, link.listen, f"{alias(callee)}:{SERVICE_PORT}")
 
     def via(name: str) -> str:
         return f"http://{TOXIPROXY_ALIAS}:{links[name].listen.rsplit(':', 1)[1]}"

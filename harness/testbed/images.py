@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from harness.errors import TestbedError
 from harness.rundir import PROJECT_ROOT
 
 if TYPE_CHECKING:
@@ -62,7 +63,7 @@ PYTHON_VERSION = f"{sys.version_info.major}.{sys.version_info.minor}"
 Log = Callable[[str], None]
 
 
-class ImageError(Exception):
+class ImageError(TestbedError):
     """An image could not be built or found; the message says what to do."""
 
 

@@ -8,10 +8,8 @@ harness; `stop()` sends SIGTERM, then SIGKILL after a grace period.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -21,103 +19,20 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from mock_switch.config import BankConfig, Resilience, SwitchConfig, SystemConfig
+from harness.errors import TestbedError
 
-if TYPE_CHECKING:
-    from harness.testbed.proxies import Link
-
-
-def parent_death_preexec() -> None:
-    """Runs in the child before exec: have the kernel SIGTERM it when the harness dies.
-
-    Caution: the signal fires when the *thread* that started the child exits, so only use it for
-    processes started from a thread that lives as long as the harness (the main thread)."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG survives exec
+# Also re-exported from here, their old home, for importers edited elsewhere (harness/runner.py and
+# harness/cli.py import build_system, harness/web/ui.py free_port); new code imports them from
+# harness.testbed.system and harness.procs.
+from harness.procs import free_port as free_port
+from harness.testbed.system import build_system as build_system
+from mock_switch.config import SystemConfig
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
-
-
-def build_system(
-    banks: int = 4,
-    resilience: Resilience = "robust",
-    switch_resilience: Resilience | None = None,
-    payee_timeout_s: float = 2.0,
-    **overrides: Any,
-) -> SystemConfig:
-    """A system on free loopback ports with every link direct (no proxy yet).
-
-    System-wide settings (durability, status_query, currency) and any BankConfig field
-    (accounts=200, credit_delay_ms=..., switch_timeout_s=...) can be overridden."""
-    if not 1 <= banks <= 26:
-        raise ValueError("banks must be between 1 and 26")
-    codes = [f"BNK{chr(ord('A') + i)}" for i in range(banks)]
-    system_kw = {k: overrides.pop(k) for k in ("durability", "status_query", "currency") if k in overrides}
-    switch_port = free_port()
-    bank_ports = {code: free_port() for code in codes}
-    return SystemConfig(
-        switch=SwitchConfig(
-            listen=f"127.0.0.1:{switch_port}",
-            bank_urls={code: f"http://127.0.0.1:{port}" for code, port in bank_ports.items()},
-            resilience=switch_resilience or resilience,
-            payee_timeout_s=payee_timeout_s,
-        ),
-        banks=[
-            BankConfig(
-                code=code,
-                listen=f"127.0.0.1:{bank_ports[code]}",
-                switch_url=f"http://127.0.0.1:{switch_port}",
-                resilience=resilience,
-                **overrides,
-            )
-            for code in codes
-        ],
-        **system_kw,
-    )
-
-
-class TopologyError(Exception):
-    pass
-
-
-def link_names(system: SystemConfig) -> list[str]:
-    """Every link of the topology, in a stable order."""
-    names = []
-    for bank in system.banks:
-        names += [f"customers->{bank.code}", f"{bank.code}->switch", f"switch->{bank.code}"]
-    return names
-
-
-def route_through(system: SystemConfig, host: str = "127.0.0.1") -> tuple[SystemConfig, dict[str, Link]]:
-    """Give every link its own proxy listener and point each caller at it.
-
-    Returns the system to start (banks dial the switch, and the switch dials each bank, through
-    their link's listener) and the links to create on the Toxiproxy server."""
-    from harness.testbed.proxies import Link
-
-    switch_listen = system.switch.listen
-    links: dict[str, Link] = {}
-    for bank in system.banks:
-        links[f"customers->{bank.code}"] = Link(f"customers->{bank.code}", f"{host}:{free_port(host)}", bank.listen)
-        links[f"{bank.code}->switch"] = Link(f"{bank.code}->switch", f"{host}:{free_port(host)}", switch_listen)
-        links[f"switch->{bank.code}"] = Link(f"switch->{bank.code}", f"{host}:{free_port(host)}", bank.listen)
-    routed = system.model_copy(
-        update={
-            "switch": system.switch.model_copy(
-                update={"bank_urls": {b.code: f"http://{links[f'switch->{b.code}'].listen}" for b in system.banks}}
-            ),
-            "banks": [
-                b.model_copy(update={"switch_url": f"http://{links[f'{b.code}->switch'].listen}"}) for b in system.banks
-            ],
-        }
-    )
-    return routed, links
+class TopologyError(TestbedError):
+    """A service would not start, or died, or did not answer its health check in time."""
 
 
 @dataclass

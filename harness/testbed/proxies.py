@@ -18,15 +18,16 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from toxiproxy import Toxiproxy
 from toxiproxy.api import APIConsumer
 
+from harness.errors import TestbedError
+from harness.links import Link as Link  # its old home, kept for harness/nemesis (edited elsewhere)
+from harness.procs import free_port, parent_death_preexec
 from harness.rundir import PROJECT_ROOT
-from harness.testbed.local import free_port
 
 TOOLS_BIN = PROJECT_ROOT / ".tools" / "bin"
 TOXIPROXY_VERSION = "v2.12.0"
@@ -37,8 +38,8 @@ INSTALL_HINT = (
 )
 
 
-class ToxiproxyError(Exception):
-    pass
+class ToxiproxyError(TestbedError):
+    """toxiproxy-server is missing, did not start, or refused a request."""
 
 
 def find_server() -> Path | None:
@@ -51,20 +52,6 @@ def find_server() -> Path | None:
         return local
     found = shutil.which("toxiproxy-server")
     return Path(found) if found else None
-
-
-@dataclass(frozen=True)
-class Link:
-    """A directed network path through Toxiproxy, e.g. `switch->BNKB`."""
-
-    name: str  # as people write it: customers->BNKA, BNKA->switch, switch->BNKA
-    listen: str  # host:port of the proxy listener (what the caller dials)
-    upstream: str  # host:port of the real service
-
-    @property
-    def proxy(self) -> str:
-        """Toxiproxy's name for the proxy (no '>' in URLs)."""
-        return self.name.replace("->", "__to__")
 
 
 class ToxiproxyServer:
@@ -84,12 +71,10 @@ class ToxiproxyServer:
 
     def start(self, timeout_s: float = 10.0) -> None:
         if self.binary is None:
-            raise ToxiproxyError(f"toxiproxy-server not found; {INSTALL_HINT}")
+            raise ToxiproxyError("toxiproxy-server not found", fix=INSTALL_HINT)
         self.port = free_port(self.host)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = self.log_path.open("ab")
-        from harness.testbed.local import parent_death_preexec
-
         self.proc = subprocess.Popen(
             [str(self.binary), "-host", self.host, "-port", str(self.port)],
             stdout=self._log,

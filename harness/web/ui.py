@@ -29,12 +29,12 @@ import urllib.request
 from pathlib import Path
 from typing import IO, Any
 
-from harness.load.control import _end_stragglers, _signal_group
+from harness.procs import end_stragglers, free_port, signal_group
 from harness.rundir import PROJECT_ROOT, RunDir, write_up_state
 from harness.runner import system_for
 from harness.scenario import Scenario, TopologySpec
-from harness.testbed.bed import Testbed, make_testbed
-from harness.testbed.local import free_port
+from harness.testbed import make_testbed
+from harness.testbed.bed import Testbed
 from harness.web.control import ControlServer
 from harness.web.session import LOOPBACK, SESSION_NAME, ChaosSession, session_scenario
 
@@ -205,13 +205,13 @@ def wait_web_ready(url: str, locust: subprocess.Popen[bytes], run_dir: Path, tim
 def stop_locust(locust: subprocess.Popen[bytes], grace_s: float = 15.0) -> None:
     """SIGTERM to Locust's group (it stops its users and flushes the history), SIGKILL after the grace."""
     if locust.poll() is None:
-        _signal_group(locust.pid, signal.SIGTERM)
+        signal_group(locust.pid, signal.SIGTERM)
         try:
             locust.wait(grace_s)
         except subprocess.TimeoutExpired:
-            _signal_group(locust.pid, signal.SIGKILL)
+            signal_group(locust.pid, signal.SIGKILL)
             locust.wait()
-    _end_stragglers(locust.pid)
+    end_stragglers(locust.pid)
 
 
 def check_on_exit(session: ChaosSession, out: IO[str] = sys.stdout) -> None:

@@ -1,0 +1,54 @@
+"""Ports and process groups: the process helpers every part that starts processes shares.
+
+The testbed starts Toxiproxy and the services, the load part starts Locust, the web front end starts
+Locust's web UI; each needs a free port, a child that dies with the harness, or a process group
+ended without leaving workers behind. They live here, below all of them, so none imports another.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import signal
+import socket
+import time
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port nobody listens on right now (the kernel's choice; taken by whoever binds it first)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
+def parent_death_preexec() -> None:
+    """Runs in the child before exec: have the kernel SIGTERM it when the harness dies.
+
+    Caution: the signal fires when the *thread* that started the child exits, so only use it for
+    processes started from a thread that lives as long as the harness (the main thread)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(1, signal.SIGTERM, 0, 0, 0)  # PR_SET_PDEATHSIG survives exec
+
+
+def signal_group(pgid: int, sig: signal.Signals) -> None:
+    """Signal a whole process group; a group already gone (or not ours) is not an error."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+
+
+def end_stragglers(pgid: int, grace_s: float = 5.0) -> None:
+    """End what is left in a process group after its leader is gone (e.g. Locust's workers after a
+    crashed master): SIGTERM until the group is empty, SIGKILL after the grace period."""
+    deadline = time.monotonic() + grace_s
+    sig = signal.SIGTERM
+    while True:
+        try:
+            os.killpg(pgid, sig)
+        except (ProcessLookupError, PermissionError):
+            return  # the group is empty: nothing left behind
+        if sig is signal.SIGKILL:
+            return
+        time.sleep(0.1)
+        if time.monotonic() > deadline:
+            sig = signal.SIGKILL
