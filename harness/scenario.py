@@ -13,7 +13,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from harness.nemesis.injector import FAULT_KINDS, FaultSpec, expand_targets
+from harness.faults import FAULT_KINDS, FaultSpec, expand_targets
 from mock_switch.config import Resilience
 
 

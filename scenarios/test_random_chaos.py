@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, Phase, find, given, settings
 from hypothesis import strategies as st
 from hypothesis.errors import NoSuchExample
 
-from harness.nemesis.injector import FaultSpec
+from harness.faults import FaultSpec
 from harness.runner import RunOutcome, run
 from harness.scenario import (
     AvailabilityExpectation,

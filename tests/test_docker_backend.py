@@ -17,7 +17,8 @@ import pytest
 from support import eventually, get, payment, post
 
 from harness.cli import main as harness_main
-from harness.nemesis.injector import FaultSpec, Nemesis
+from harness.faults import FaultSpec
+from harness.nemesis.injector import Nemesis
 from harness.testbed.bed import Testbed
 from harness.testbed.containers import (
     PID_LABEL,

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from support import eventually, get, payment, post
 
-from harness.nemesis.injector import FaultSpec, expand_targets
+from harness.faults import FaultSpec, expand_targets
 from harness.testbed.bed import Testbed
 from harness.testbed.local import build_system, link_names
 

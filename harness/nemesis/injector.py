@@ -13,102 +13,36 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Literal, Protocol, runtime_checkable
+from typing import IO, Any, Protocol, runtime_checkable
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
-
+from harness.faults import (
+    FAULT_KINDS,
+    LINK_FAULTS,
+    ON_SERVICES,
+    TOXICS,
+    FaultKind,
+    FaultSpec,
+    expand_targets,
+)
 from harness.testbed.proxies import Link, ToxiproxyServer
 
-# Toxiproxy toxics and the attributes each one takes (all integers; times in ms, rates in KB/s).
-TOXICS: dict[str, dict[str, str]] = {
-    "latency": {"latency": "added delay, ms", "jitter": "random +/- ms"},
-    "bandwidth": {"rate": "KB/s"},
-    "timeout": {"timeout": "ms before the connection is closed; 0 = black hole until healed"},
-    "reset_peer": {"timeout": "ms before the connection is reset (TCP RST)"},
-    "slow_close": {"delay": "ms before a close is passed on"},
-    "slicer": {"average_size": "bytes per slice", "size_variation": "bytes", "delay": "µs between slices"},
-    "limit_data": {"bytes": "bytes passed before the connection is closed"},
-}
-LINK_FAULTS = ("down", "partition")
-SERVICE_FAULTS = ("crash", "pause")
-# Also aimed at services, on either backend (a container or a process): a graceful stop (SIGTERM,
-# started again when healed), a restart (stop and start at once; healing checks it is back) and a
-# network disconnect (the container leaves the run's Docker network; on local processes, where there
-# is no such network, every Toxiproxy link of the service goes down instead: the same isolation).
-NODE_FAULTS = ("stop", "restart", "disconnect")
-FAULT_KINDS = (*TOXICS, *LINK_FAULTS, *SERVICE_FAULTS, *NODE_FAULTS)
-
-FaultKind = Literal[
-    "latency", "bandwidth", "timeout", "reset_peer", "slow_close", "slicer", "limit_data",
-    "down", "partition", "crash", "pause", "stop", "restart", "disconnect",
-]  # fmt: skip
-
-
-class FaultSpec(BaseModel):
-    """One fault of a schedule: what, where, when (offset from the start of load) and how long."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    name: str = ""
-    kind: FaultKind
-    # Links (`switch->BNKB`), a bank code or `switch` (all of its links), or services for crash/pause.
-    targets: list[str] = Field(min_length=1)
-    start: float = Field(ge=0, description="seconds after load starts")
-    duration: float = Field(gt=0, description="seconds until healed (for crash: until restarted)")
-    attributes: dict[str, int] = Field(default_factory=dict)
-    stream: Literal["upstream", "downstream"] = "downstream"
-    toxicity: float = Field(1.0, ge=0, le=1)
-
-    @field_validator("targets", mode="before")
-    @classmethod
-    def _one_or_many(cls, v: Any) -> Any:
-        return [v] if isinstance(v, str) else v
-
-    @model_validator(mode="after")
-    def _check_attributes(self) -> FaultSpec:
-        if self.kind in TOXICS:
-            allowed = TOXICS[self.kind]
-            unknown = sorted(set(self.attributes) - set(allowed))
-            if unknown:
-                raise ValueError(
-                    f"attributes {unknown} do not apply to a {self.kind} fault; it takes "
-                    + ", ".join(f"{k} ({v})" for k, v in allowed.items())
-                )
-            negative = sorted(k for k, v in self.attributes.items() if v < 0)
-            if negative:
-                raise ValueError(f"attributes {negative} must not be negative")
-        elif self.attributes:
-            raise ValueError(f"a {self.kind} fault takes no attributes")
-        return self
-
-    @property
-    def end(self) -> float:
-        return self.start + self.duration
-
-
-def expand_targets(fault: FaultSpec, links: list[str], services: list[str]) -> list[str]:
-    """Resolve bank codes and `switch` to their links (for link faults), validating every name."""
-    if fault.kind in SERVICE_FAULTS or fault.kind in NODE_FAULTS:
-        bad = [t for t in fault.targets if t not in services]
-        if bad:
-            raise ValueError(f"{fault.kind} targets {bad}, which are not services; services are {services}")
-        return list(fault.targets)
-    out: list[str] = []
-    for target in fault.targets:
-        if target in links:
-            out.append(target)
-            continue
-        touching = [
-            name
-            for name in links
-            if target in name.split("->") and not (target == "switch" and name.startswith("customers->"))
-        ]
-        if not touching or target == "customers":
-            raise ValueError(
-                f"{fault.kind} targets {target!r}, which is neither a link nor a service; links are {links}"
-            )
-        out.extend(touching)
-    return list(dict.fromkeys(out))
+# The old split of ON_SERVICES, for harness/web/control.py until it uses harness.faults.catalogue().
+SERVICE_FAULTS: tuple[str, ...] = ("crash", "pause")
+NODE_FAULTS: tuple[str, ...] = tuple(k for k in ON_SERVICES if k not in SERVICE_FAULTS)
+__all__ = [
+    "FAULT_KINDS",
+    "LINK_FAULTS",
+    "NODE_FAULTS",
+    "SERVICE_FAULTS",
+    "TOXICS",
+    "FaultKind",
+    "FaultSpec",
+    "Nemesis",
+    "NetworkControl",
+    "SchedulePlayer",
+    "ServiceControl",
+    "expand_targets",
+]
 
 
 class ServiceControl(Protocol):
