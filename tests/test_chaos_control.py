@@ -16,7 +16,7 @@ import pytest
 from support import call, eventually, get, post
 
 from harness.faults import FAULT_KINDS, ON_SERVICES
-from harness.nemesis.injector import Nemesis
+from harness.nemesis import Nemesis
 from harness.scenario import TopologySpec
 from harness.testbed.proxies import Link
 from harness.web.control import ChaosSession, ControlServer, LiveAvailability, catalogue, session_scenario

@@ -18,7 +18,7 @@ from support import eventually, get, payment, post
 
 from harness.cli import main as harness_main
 from harness.faults import FaultSpec
-from harness.nemesis.injector import Nemesis
+from harness.nemesis import Nemesis
 from harness.testbed.bed import Testbed
 from harness.testbed.containers import (
     PID_LABEL,

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from types import TracebackType
 
-from harness.nemesis.injector import Nemesis
+from harness.nemesis import Nemesis
 from harness.testbed.local import LocalTopology, route_through
 from harness.testbed.proxies import ToxiproxyServer
 from mock_switch.config import SystemConfig

@@ -43,7 +43,7 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
-from harness.nemesis.injector import Nemesis
+from harness.nemesis import Nemesis
 from harness.testbed.bed import Testbed
 from harness.testbed.images import TOXIPROXY_REPO
 from harness.testbed.local import TopologyError, free_port, link_names
@@ -336,7 +336,7 @@ class DockerTopology:
                     svc.container.remove(force=True, v=True)
                 svc.container = None
 
-    # -- what the nemesis calls (harness.nemesis.injector.ServiceControl / NetworkControl) ---------------
+    # -- what the nemesis calls (harness.nemesis.ServiceControl / NetworkControl) ---------------
 
     def kill(self, name: str) -> None:
         """`docker kill`: SIGKILL, as a crash would; the container stays (exited) until started again."""
