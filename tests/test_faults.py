@@ -89,6 +89,14 @@ def test_the_catalogue_is_what_the_panel_draws() -> None:
     json.dumps(kinds)  # the control API sends it as it is
 
 
+def test_the_run_directory_docs_list_the_kinds_of_the_table() -> None:
+    docs = (ROOT / "docs" / "run-directory.md").read_text()
+    faults_section = docs.split("## `faults.jsonl`", 1)[1].split("\n## ", 1)[0]
+    rows = re.findall(r"^\| `([a-z_]+)` \| (links|services) \|", faults_section, flags=re.MULTILINE)
+    assert rows == [(k.name, k.targets) for k in KINDS.values()]
+    assert "`heal-failed`" in faults_section and "`error`" in faults_section
+
+
 def test_the_data_layer_loads_no_nemesis_testbed_or_clients() -> None:
     code = (
         "import sys, harness.scenario, harness.faults; a = set(sys.modules); import harness.nemesis;"
