@@ -162,7 +162,7 @@ def doctor(args: argparse.Namespace) -> int:
 
 
 def list_cmd(args: argparse.Namespace) -> int:
-    from harness.nemesis.injector import LINK_FAULTS, NODE_FAULTS, SERVICE_FAULTS, TOXICS
+    from harness.faults import KINDS, TARGET_HELP
     from harness.scenario import ScenarioError, TopologySpec, load
 
     print("scenarios:")
@@ -176,20 +176,13 @@ def list_cmd(args: argparse.Namespace) -> int:
     print(f"links (with {args.banks} banks):")
     for name in TopologySpec(banks=args.banks).link_names:
         print(f"  {name}")
-    print("fault types:")
-    for kind, attrs in TOXICS.items():
-        print(f"  {kind:<11} toxic; attributes: " + ", ".join(f"{k} ({v})" for k, v in attrs.items()))
-    for kind in LINK_FAULTS:
-        print(f"  {kind:<11} link(s) disabled; targets: links, a bank code (all its links) or 'switch'")
-    for kind in SERVICE_FAULTS:
-        print(f"  {kind:<11} {'kill -9, restart when healed' if kind == 'crash' else 'SIGSTOP, SIGCONT when healed'}")
-    node_help = {
-        "stop": "SIGTERM (SIGKILL after 5 s), started when healed",
-        "restart": "stopped and started at once; healing checks it is back",
-        "disconnect": "off the network (docker); its Toxiproxy links down (local)",
-    }
-    for kind in NODE_FAULTS:
-        print(f"  {kind:<11} {node_help[kind]}; targets: services")
+    for targets, meaning in TARGET_HELP.items():
+        print(f"fault types on {targets} (targets: {meaning}):")
+        for info in (k for k in KINDS.values() if k.targets == targets):
+            line = f"  {info.name:<11} {'toxic: ' if info.toxic else ''}{info.help}"
+            if info.attributes:
+                line += "; attributes: " + ", ".join(f"{k} ({v})" for k, v in info.attributes.items())
+            print(line)
     return 0
 
 

@@ -24,7 +24,7 @@ from harness import __version__, ledgers
 from harness.checkers.run import check_inputs, load_inputs
 from harness.fmt import fmt_duration
 from harness.load.control import LoadRun, start_load
-from harness.nemesis.injector import SchedulePlayer
+from harness.nemesis import SchedulePlayer
 from harness.observe import snapshot
 from harness.observe.quiesce import SettlementPlayer, settle_all, wait_in_doubt
 from harness.observe.sampler import ConsistencySampler
@@ -33,8 +33,7 @@ from harness.result import write_result
 from harness.rundir import RunDir
 from harness.scenario import Scenario, dump
 from harness.scenario import load as load_scenario
-from harness.testbed import make_testbed
-from harness.testbed.bed import Testbed
+from harness.testbed import Testbed, make_testbed
 from harness.testbed.system import build_system
 from mock_switch.config import SystemConfig
 

@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from harness import links
 from harness.errors import ScenarioError as ScenarioError  # its home; importable from here as before
-from harness.nemesis.injector import FAULT_KINDS, FaultSpec, expand_targets
+from harness.faults import FAULT_KINDS, FaultSpec, expand_targets, name_problem, schedule_conflict
 from mock_switch.config import Resilience
 
 
@@ -120,8 +120,14 @@ class Scenario(_Strict):
                     f"{where} ends at {fault.end:g}s, after the load stops at {self.load.duration:g}s;"
                     " shorten it or lengthen load.duration, so its effect and recovery are measured"
                 )
+            if fault.name and (problem := name_problem(fault.name)):
+                raise ValueError(f"{where}.name: {problem}")
             if fault.name and names.count(fault.name) > 1:
                 raise ValueError(f"{where}.name: {fault.name!r} is used twice; fault names must be unique")
+        # Toxics on one link may overlap (Toxiproxy stacks them); two faults on one service may not.
+        overlap = schedule_conflict(self.faults, topo.link_names, topo.service_names)
+        if overlap:
+            raise ValueError(overlap)
         for i, action in enumerate(self.settlement):
             if action.at > self.load.duration:
                 raise ValueError(f"settlement[{i}].at: {action.at:g}s is after the load stops")
@@ -132,8 +138,11 @@ class Scenario(_Strict):
         return self
 
     def named_faults(self) -> list[FaultSpec]:
-        """Faults with a name each (`<kind>-<n>` when the file gave none)."""
-        return [f if f.name else f.model_copy(update={"name": f"{f.kind}-{i + 1}"}) for i, f in enumerate(self.faults)]
+        """Faults with a name each (`<kind>-<n>` when the file gave none, '_' as '-' like any fault name)."""
+        return [
+            f if f.name else f.model_copy(update={"name": f"{f.kind.replace('_', '-')}-{i + 1}"})
+            for i, f in enumerate(self.faults)
+        ]
 
 
 def _loc(loc: tuple[Any, ...]) -> str:

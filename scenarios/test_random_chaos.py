@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, Phase, find, given, settings
 from hypothesis import strategies as st
 from hypothesis.errors import NoSuchExample
 
-from harness.nemesis.injector import FaultSpec
+from harness.faults import FaultSpec, schedule_conflict
 from harness.runner import RunOutcome, run
 from harness.scenario import (
     AvailabilityExpectation,
@@ -55,8 +55,11 @@ def faults(draw: st.DrawFn) -> FaultSpec:
                      attributes=attributes)  # fmt: skip
 
 
-schedules = st.lists(faults(), min_size=1, max_size=3).map(
-    lambda fs: [f.model_copy(update={"name": f"f{i + 1}-{f.kind}"}) for i, f in enumerate(fs)]
+schedules = (
+    st.lists(faults(), min_size=1, max_size=3)
+    .map(lambda fs: [f.model_copy(update={"name": f"f{i + 1}-{f.kind.replace('_', '-')}"}) for i, f in enumerate(fs)])
+    # A scenario refuses two faults on one service at once (healing one would undo the other).
+    .filter(lambda fs: schedule_conflict(fs, TopologySpec(banks=TOPOLOGY_BANKS).link_names, SERVICES) is None)
 )
 
 

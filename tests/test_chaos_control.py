@@ -15,8 +15,9 @@ from typing import Any
 import pytest
 from support import call, eventually, get, post
 
+from harness.faults import FAULT_KINDS, ON_SERVICES
 from harness.links import Link
-from harness.nemesis.injector import FAULT_KINDS, NODE_FAULTS, SERVICE_FAULTS, Nemesis
+from harness.nemesis import Nemesis
 from harness.observe.live import LiveAvailability
 from harness.scenario import TopologySpec
 from harness.web.control import ControlServer
@@ -231,5 +232,5 @@ def test_live_availability_counts_good_payments_as_the_checker_does(tmp_path: Pa
 def test_the_panel_offers_every_fault_kind_of_the_nemesis() -> None:
     offered = {k["kind"]: k for k in catalogue()}
     assert set(offered) == set(FAULT_KINDS)
-    for kind in (*SERVICE_FAULTS, *NODE_FAULTS):
+    for kind in ON_SERVICES:
         assert offered[kind]["targets"] == "services" and offered[kind]["help"]

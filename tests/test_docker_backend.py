@@ -17,8 +17,9 @@ import pytest
 from support import eventually, get, payment, post
 
 from harness.cli import main as harness_main
+from harness.faults import FaultSpec
 from harness.links import link_names
-from harness.nemesis.injector import FaultSpec, Nemesis
+from harness.nemesis import Nemesis
 from harness.testbed.bed import Testbed
 from harness.testbed.containers import (
     PID_LABEL,

@@ -62,34 +62,11 @@ RANKS: dict[str, int] = {
 # importable module would replace it for everything Locust imports.
 LOCUSTFILE_FOLDERS = ("harness/load", "harness/web")
 
-_NEMESIS_TESTBED = (
-    "harness/nemesis/injector.py imports Link and ToxiproxyServer from harness.testbed.proxies; waits for the"
-    " nemesis to know the testbed only as protocols (Link is in harness.links already)"
-)
 
 # Violations that exist today in files edited elsewhere: rule and import (or cycle) -> why, and what
 # it waits for. The test fails on any violation not listed here, and on an entry that no longer
 # occurs, so this list only shrinks.
-KNOWN_VIOLATIONS: dict[tuple[str, str], str] = {
-    ("upward", "harness.scenario -> harness.nemesis.injector"): (
-        "scenarios validate faults with FaultSpec/expand_targets of the nemesis; waits for harness/faults.py"
-        " (the fault catalogue as data, wt-faults)"
-    ),
-    ("upward", "harness.nemesis.injector -> harness.testbed.proxies"): _NEMESIS_TESTBED,
-    (
-        "cycle",
-        "harness.nemesis.injector -> harness.testbed -> harness.testbed.bed -> harness.nemesis.injector",
-    ): _NEMESIS_TESTBED,
-    (
-        "cycle",
-        "harness.nemesis.injector -> harness.testbed -> harness.testbed.containers -> harness.nemesis.injector",
-    ): _NEMESIS_TESTBED,
-    (
-        "cycle",
-        "harness.nemesis.injector -> harness.testbed -> harness.testbed.containers -> harness.testbed.bed"
-        " -> harness.nemesis.injector",
-    ): _NEMESIS_TESTBED,
-}
+KNOWN_VIOLATIONS: dict[tuple[str, str], str] = {}
 
 
 # -- reading imports ------------------------------------------------------------------------------------

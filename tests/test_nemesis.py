@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from support import eventually, get, payment, post
 
+from harness.faults import FaultSpec, expand_targets
 from harness.links import link_names
-from harness.nemesis.injector import FaultSpec, expand_targets
 from harness.testbed.bed import Testbed
 from harness.testbed.system import build_system
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from harness.nemesis.injector import FaultSpec
+from harness.faults import FaultSpec
 from harness.runner import RunOutcome, check, run
 from harness.scenario import (
     AvailabilityExpectation,

@@ -1,118 +1,59 @@
-"""The nemesis: faults applied to links (Toxiproxy) and services (processes) on a schedule.
+"""The nemesis: faults applied to links (Toxiproxy) and services (processes, containers).
 
-Every apply and heal is appended to the fault timeline (faults.jsonl) with its real timestamp.
-Faults are healed when their window ends, by `heal_all()` in a `finally`, and Toxiproxy is reset
-when the harness starts, so a crashed run cannot leave a toxic behind for the next one.
+What a kind means is data (harness/faults.py); how it is done is its mechanism, one apply/heal pair
+in `_MECHANISMS` below. Applying is all-or-nothing: when a step fails on one target, the targets
+already done are healed again and `FaultError` names the fault and the target. Every apply and heal
+is appended to the fault timeline (faults.jsonl) with its real timestamp. Faults are healed when
+their window ends, by `heal_all()` in a `finally`, and Toxiproxy is reset when the harness starts,
+so a crashed run cannot leave a toxic behind for the next one.
+
+The nemesis does not import the testbed: it needs only what the protocols below describe, which the
+testbeds provide (and tests fake).
 """
 
 from __future__ import annotations
 
-import json
+import contextlib
 import signal
 import threading
 import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any, Literal, Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
-
-from harness.testbed.proxies import Link, ToxiproxyServer
-
-# Toxiproxy toxics and the attributes each one takes (all integers; times in ms, rates in KB/s).
-TOXICS: dict[str, dict[str, str]] = {
-    "latency": {"latency": "added delay, ms", "jitter": "random +/- ms"},
-    "bandwidth": {"rate": "KB/s"},
-    "timeout": {"timeout": "ms before the connection is closed; 0 = black hole until healed"},
-    "reset_peer": {"timeout": "ms before the connection is reset (TCP RST)"},
-    "slow_close": {"delay": "ms before a close is passed on"},
-    "slicer": {"average_size": "bytes per slice", "size_variation": "bytes", "delay": "µs between slices"},
-    "limit_data": {"bytes": "bytes passed before the connection is closed"},
-}
-LINK_FAULTS = ("down", "partition")
-SERVICE_FAULTS = ("crash", "pause")
-# Also aimed at services, on either backend (a container or a process): a graceful stop (SIGTERM,
-# started again when healed), a restart (stop and start at once; healing checks it is back) and a
-# network disconnect (the container leaves the run's Docker network; on local processes, where there
-# is no such network, every Toxiproxy link of the service goes down instead: the same isolation).
-NODE_FAULTS = ("stop", "restart", "disconnect")
-FAULT_KINDS = (*TOXICS, *LINK_FAULTS, *SERVICE_FAULTS, *NODE_FAULTS)
-
-FaultKind = Literal[
-    "latency", "bandwidth", "timeout", "reset_peer", "slow_close", "slicer", "limit_data",
-    "down", "partition", "crash", "pause", "stop", "restart", "disconnect",
-]  # fmt: skip
+from harness.errors import FaultError
+from harness.faults import (
+    KINDS,
+    FaultSpec,
+    Mechanism,
+    expand_targets,
+    service_conflict,
+    service_links,
+)
+from harness.timeline import TimelineWriter
 
 
-class FaultSpec(BaseModel):
-    """One fault of a schedule: what, where, when (offset from the start of load) and how long."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    name: str = ""
-    kind: FaultKind
-    # Links (`switch->BNKB`), a bank code or `switch` (all of its links), or services for crash/pause.
-    targets: list[str] = Field(min_length=1)
-    start: float = Field(ge=0, description="seconds after load starts")
-    duration: float = Field(gt=0, description="seconds until healed (for crash: until restarted)")
-    attributes: dict[str, int] = Field(default_factory=dict)
-    stream: Literal["upstream", "downstream"] = "downstream"
-    toxicity: float = Field(1.0, ge=0, le=1)
-
-    @field_validator("targets", mode="before")
-    @classmethod
-    def _one_or_many(cls, v: Any) -> Any:
-        return [v] if isinstance(v, str) else v
-
-    @model_validator(mode="after")
-    def _check_attributes(self) -> FaultSpec:
-        if self.kind in TOXICS:
-            allowed = TOXICS[self.kind]
-            unknown = sorted(set(self.attributes) - set(allowed))
-            if unknown:
-                raise ValueError(
-                    f"attributes {unknown} do not apply to a {self.kind} fault; it takes "
-                    + ", ".join(f"{k} ({v})" for k, v in allowed.items())
-                )
-            negative = sorted(k for k, v in self.attributes.items() if v < 0)
-            if negative:
-                raise ValueError(f"attributes {negative} must not be negative")
-        elif self.attributes:
-            raise ValueError(f"a {self.kind} fault takes no attributes")
-        return self
+class ProxiedLink(Protocol):
+    """A link as the testbed made it (harness/testbed/proxies.py Link); the nemesis hands it to the proxy."""
 
     @property
-    def end(self) -> float:
-        return self.start + self.duration
+    def name(self) -> str: ...
 
 
-def expand_targets(fault: FaultSpec, links: list[str], services: list[str]) -> list[str]:
-    """Resolve bank codes and `switch` to their links (for link faults), validating every name."""
-    if fault.kind in SERVICE_FAULTS or fault.kind in NODE_FAULTS:
-        bad = [t for t in fault.targets if t not in services]
-        if bad:
-            raise ValueError(f"{fault.kind} targets {bad}, which are not services; services are {services}")
-        return list(fault.targets)
-    out: list[str] = []
-    for target in fault.targets:
-        if target in links:
-            out.append(target)
-            continue
-        touching = [
-            name
-            for name in links
-            if target in name.split("->") and not (target == "switch" and name.startswith("customers->"))
-        ]
-        if not touching or target == "customers":
-            raise ValueError(
-                f"{fault.kind} targets {target!r}, which is neither a link nor a service; links are {links}"
-            )
-        out.extend(touching)
-    return list(dict.fromkeys(out))
+class ProxyControl(Protocol):
+    """What the nemesis needs from the Toxiproxy server (harness/testbed/proxies.py ToxiproxyServer)."""
+
+    def add_toxic(
+        self, link: Any, name: str, kind: str, attributes: dict[str, int], stream: str, toxicity: float, /
+    ) -> None: ...
+    def remove_toxic(self, link: Any, name: str, /) -> None: ...  # a toxic already gone counts as removed
+    def set_enabled(self, link: Any, enabled: bool, /) -> None: ...
+    def reset(self) -> None: ...
 
 
 class ServiceControl(Protocol):
-    """What the nemesis needs from a topology backend to crash and pause services."""
+    """What the nemesis needs from a topology backend to crash, pause, stop and restart services."""
 
     @property
     def service_names(self) -> list[str]: ...
@@ -135,162 +76,199 @@ class NetworkControl(Protocol):
 class _Active:
     fault: FaultSpec
     targets: list[str]
-    links: list[str] = field(default_factory=list)  # links a disconnect took down (no network to leave)
+    links: list[str] = field(default_factory=list)  # the links this fault holds down
+
+
+# One step of a mechanism, on one target (a link name or a service name).
+Step = Callable[["Nemesis", FaultSpec, str], None]
 
 
 @dataclass
 class Nemesis:
-    toxiproxy: ToxiproxyServer
-    links: dict[str, Link]
+    toxiproxy: ProxyControl
+    links: Mapping[str, ProxiedLink]
     services: ServiceControl
     timeline_path: Path
     active: dict[str, _Active] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
-    _out: IO[str] | None = None
+    _timeline: TimelineWriter = field(init=False)
+
+    def __post_init__(self) -> None:
+        self._timeline = TimelineWriter(self.timeline_path)
 
     def record(self, event: str, fault: FaultSpec, targets: list[str], at: float | None = None, **extra: Any) -> None:
-        if self._out is None:
-            self.timeline_path.parent.mkdir(parents=True, exist_ok=True)
-            self._out = self.timeline_path.open("a")
-        at = time.time() if at is None else at
-        line = {"event": event, "fault": fault.name, "kind": fault.kind, "targets": targets, "at": at}
-        if event == "apply" and fault.attributes:
-            line["attributes"] = dict(fault.attributes)
-        line.update(extra)
-        self._out.write(json.dumps(line) + "\n")
-        self._out.flush()
+        if event == "apply":
+            extra.setdefault("attributes", dict(fault.attributes))
+        self._timeline.write(event, fault.name, fault.kind, targets, time.time() if at is None else at, **extra)
 
     def apply(self, fault: FaultSpec) -> None:
-        targets = expand_targets(fault, list(self.links), self._service_names())
+        """Apply on every target or on none: raises ValueError when refused before anything was done,
+        FaultError when a step failed (what was done is undone, and nothing is in the timeline)."""
+        targets = expand_targets(fault, list(self.links), self.services.service_names)
+        apply_step, heal_step = _MECHANISMS[KINDS[fault.kind].mechanism]
         with self._lock:
             if fault.name in self.active:
                 raise ValueError(f"fault {fault.name!r} is already active")
+            conflict = service_conflict(fault, targets, ((a.fault, a.targets) for a in self.active.values()))
+            if conflict:
+                raise ValueError(f"cannot apply {fault.name!r}: {conflict}")
             # The fault starts when we begin applying it (a partition takes several API calls);
             # it ends when the heal has completed. Neither edge flatters the system.
             started = time.time()
-            if fault.kind in TOXICS:
-                for t in targets:
-                    self.toxiproxy.add_toxic(
-                        self.links[t], fault.name, fault.kind, dict(fault.attributes), fault.stream, fault.toxicity
-                    )
-            elif fault.kind in LINK_FAULTS:
-                for t in targets:
-                    self.toxiproxy.set_enabled(self.links[t], False)
-            elif fault.kind == "crash":
-                for t in targets:
-                    self.services.kill(t)
-            elif fault.kind == "pause":
-                for t in targets:
-                    self.services.signal(t, signal.SIGSTOP)
-            elif fault.kind == "stop":
-                for t in targets:
-                    self.services.stop_service(t)
-            elif fault.kind == "restart":
-                for t in targets:
-                    self.services.restart(t)
-            extra: dict[str, Any] = {}
-            links: list[str] = []
-            if fault.kind == "disconnect":
-                if isinstance(self.services, NetworkControl):
-                    for t in targets:
-                        self.services.disconnect(t)
-                    extra["via"] = "network"
-                else:
-                    links = self._links_of(targets)
-                    for link in links:
-                        self.toxiproxy.set_enabled(self.links[link], False)
-                    extra.update(via="toxiproxy", links=links)
-            self.active[fault.name] = _Active(fault, targets, links)
-            self.record("apply", fault, targets, at=started, **extra)
+            done: list[str] = []
+            for target in targets:
+                try:
+                    apply_step(self, fault, target)
+                except Exception as exc:
+                    # A step that raised counts as not done: undoing it could restart a service
+                    # nobody crashed. The error names its target so a person can look.
+                    undo_failed = self._run(heal_step, fault, done)
+                    left = f"; could not undo it on {_describe(undo_failed)}" if undo_failed else ""
+                    raise FaultError(
+                        f"could not apply fault {fault.name!r} ({fault.kind}) on {target}: {exc}{left}",
+                        fix="nothing of it is active" if not undo_failed else "heal all to reset Toxiproxy",
+                    ) from exc
+                done.append(target)
+            self.active[fault.name] = _Active(fault, targets, self._links_held(fault, targets))
+            self.record("apply", fault, targets, at=started, **self._how(fault, targets))
 
     def heal(self, name: str) -> None:
+        """Heal every target (on to the next when one fails); FaultError, after a `heal-failed` line
+        in the timeline, when some target could not be healed."""
         with self._lock:
             act = self.active.pop(name, None)
             if act is None:
                 return
             fault, targets = act.fault, act.targets
-            if fault.kind in TOXICS:
-                for t in targets:
-                    self.toxiproxy.remove_toxic(self.links[t], fault.name)
-            elif fault.kind in LINK_FAULTS or act.links:
-                still_down = {t for a in self.active.values() if a.fault.kind in LINK_FAULTS for t in a.targets}
-                still_down |= {t for a in self.active.values() for t in a.links}
-                for t in act.links or targets:
-                    if t not in still_down:  # overlapping partitions: the link stays down for the other
-                        self.toxiproxy.set_enabled(self.links[t], True)
-            elif fault.kind == "crash":
-                for t in targets:
-                    self.services.restart(t)
-            elif fault.kind == "pause":
-                for t in targets:
-                    self.services.signal(t, signal.SIGCONT)
-            elif fault.kind in ("stop", "restart"):
-                for t in targets:
-                    self.services.start_service(t)
-            elif fault.kind == "disconnect" and isinstance(self.services, NetworkControl):
-                for t in targets:
-                    self.services.connect(t)
+            failed = self._run(_MECHANISMS[KINDS[fault.kind].mechanism][1], fault, targets)
+            if failed:
+                self.record("heal-failed", fault, targets, error=_describe(failed))
+                raise FaultError(
+                    f"could not heal fault {name!r} ({fault.kind}) on {_describe(failed)}",
+                    fix="heal all resets Toxiproxy; a service may need restarting by hand",
+                )
             self.record("heal", fault, targets)
 
     def heal_all(self) -> None:
         """Heal everything still active (in reverse order of application), then reset Toxiproxy."""
         for name in reversed(list(self.active)):
-            act = self.active[name]
-            try:
+            # A FaultError is in the timeline as heal-failed; heal the rest, the reset below is the backstop.
+            with contextlib.suppress(FaultError):
                 self.heal(name)
-            except Exception as exc:  # keep healing the rest; the reset below is the backstop
-                self.active.pop(name, None)
-                self.record("heal-failed", act.fault, act.targets, error=str(exc))
         self.toxiproxy.reset()
 
     def close(self) -> None:
-        if self._out is not None:
-            self._out.close()
-            self._out = None
+        self._timeline.close()
 
-    def _service_names(self) -> list[str]:
-        return self.services.service_names
+    def _run(self, step: Step, fault: FaultSpec, targets: list[str]) -> list[tuple[str, Exception]]:
+        """Run a heal step on every target; the targets it failed on, with why."""
+        failed: list[tuple[str, Exception]] = []
+        for target in targets:
+            try:
+                step(self, fault, target)
+            except Exception as exc:
+                failed.append((target, exc))
+        return failed
 
-    def _links_of(self, services: list[str]) -> list[str]:
-        """Every link into or out of these services (a disconnect without a network to leave)."""
-        probe = FaultSpec(kind="partition", targets=services, start=0, duration=1)
-        return expand_targets(probe, list(self.links), self._service_names())
+    def _has_network(self) -> bool:
+        return isinstance(self.services, NetworkControl)
 
+    def _service_links(self, service: str) -> list[str]:
+        return service_links(service, self.links)
 
-class SchedulePlayer(threading.Thread):
-    """Plays a fault schedule against the wall clock from `t0`; heals everything on stop."""
+    def _links_held(self, fault: FaultSpec, targets: list[str]) -> list[str]:
+        """The links this fault keeps down (another fault's heal must leave them down)."""
+        mechanism = KINDS[fault.kind].mechanism
+        if mechanism == "link_down":
+            return list(targets)
+        if mechanism == "disconnect" and not self._has_network():
+            return [link for t in targets for link in self._service_links(t)]
+        return []
 
-    def __init__(self, nemesis: Nemesis, schedule: list[FaultSpec], t0: float, heal_all: bool = True) -> None:
-        super().__init__(name="nemesis", daemon=True)
-        self.nemesis = nemesis
-        # False: at the end heal only this schedule's faults (the chaos panel's own faults stay on).
-        self.heal_all = heal_all
-        self.events = sorted(
-            [(f.start, 1, "apply", f) for f in schedule] + [(f.end, 0, "heal", f) for f in schedule],
-            key=lambda e: (e[0], e[1]),  # at the same instant, heal before apply
+    def _how(self, fault: FaultSpec, targets: list[str]) -> dict[str, Any]:
+        """What the apply line says about how a disconnect was done (the backend decides)."""
+        if KINDS[fault.kind].mechanism != "disconnect":
+            return {}
+        if self._has_network():
+            return {"via": "network"}
+        return {"via": "toxiproxy", "links": self._links_held(fault, targets)}
+
+    def _held_down(self) -> set[str]:
+        return {link for a in self.active.values() for link in a.links}
+
+    def _enable(self, link: str) -> None:
+        # Overlapping faults on one link: it stays down until the last of them is healed.
+        if link not in self._held_down():
+            self.toxiproxy.set_enabled(self.links[link], True)
+
+    # -- the mechanisms' steps, one target each ---------------------------------------------------
+
+    def _add_toxic(self, fault: FaultSpec, link: str) -> None:
+        self.toxiproxy.add_toxic(
+            self.links[link], fault.name, fault.kind, dict(fault.attributes), fault.stream, fault.toxicity
         )
-        self.t0 = t0
-        self.stop_event = threading.Event()
-        self.error: BaseException | None = None
 
-    def run(self) -> None:
+    def _remove_toxic(self, fault: FaultSpec, link: str) -> None:
+        self.toxiproxy.remove_toxic(self.links[link], fault.name)
+
+    def _link_down(self, fault: FaultSpec, link: str) -> None:
+        self.toxiproxy.set_enabled(self.links[link], False)
+
+    def _link_up(self, fault: FaultSpec, link: str) -> None:
+        self._enable(link)
+
+    def _sigstop(self, fault: FaultSpec, service: str) -> None:
+        self.services.signal(service, signal.SIGSTOP)
+
+    def _sigcont(self, fault: FaultSpec, service: str) -> None:
+        self.services.signal(service, signal.SIGCONT)
+
+    def _kill(self, fault: FaultSpec, service: str) -> None:
+        self.services.kill(service)
+
+    def _restart(self, fault: FaultSpec, service: str) -> None:
+        self.services.restart(service)
+
+    def _stop(self, fault: FaultSpec, service: str) -> None:
+        self.services.stop_service(service)
+
+    def _start(self, fault: FaultSpec, service: str) -> None:
+        self.services.start_service(service)  # a no-op for a running service, then waits until healthy
+
+    def _disconnect(self, fault: FaultSpec, service: str) -> None:
+        if isinstance(self.services, NetworkControl):
+            self.services.disconnect(service)
+            return
+        down: list[str] = []
         try:
-            for offset, _, action, fault in self.events:
-                if self.stop_event.wait(max(0.0, self.t0 + offset - time.time())):
-                    return
-                if action == "apply":
-                    self.nemesis.apply(fault)
-                else:
-                    self.nemesis.heal(fault.name)
-        except BaseException as exc:  # surfaced by stop(); the run must not pretend it went well
-            self.error = exc
-        finally:
-            if self.heal_all:
-                self.nemesis.heal_all()
-            else:
-                for fault in {f.name: f for _, _, _, f in self.events}.values():
-                    self.nemesis.heal(fault.name)
+            for link in self._service_links(service):
+                self.toxiproxy.set_enabled(self.links[link], False)
+                down.append(link)
+        except Exception:  # one service is one step: leave none of its links down
+            for link in down:
+                with contextlib.suppress(Exception):
+                    self._enable(link)
+            raise
 
-    def stop(self, timeout_s: float = 60.0) -> None:
-        self.stop_event.set()
-        self.join(timeout_s)
+    def _connect(self, fault: FaultSpec, service: str) -> None:
+        if isinstance(self.services, NetworkControl):
+            self.services.connect(service)
+        else:
+            for link in self._service_links(service):
+                self._enable(link)
+
+
+# Mechanism -> (apply one target, heal one target). Healing also undoes a half-done apply.
+_MECHANISMS: dict[Mechanism, tuple[Step, Step]] = {
+    "toxic": (Nemesis._add_toxic, Nemesis._remove_toxic),
+    "link_down": (Nemesis._link_down, Nemesis._link_up),
+    "signal": (Nemesis._sigstop, Nemesis._sigcont),
+    "kill": (Nemesis._kill, Nemesis._restart),
+    "stop": (Nemesis._stop, Nemesis._start),
+    "restart": (Nemesis._restart, Nemesis._start),
+    "disconnect": (Nemesis._disconnect, Nemesis._connect),
+}
+
+
+def _describe(failed: list[tuple[str, Exception]]) -> str:
+    return "; ".join(f"{target}: {exc}" for target, exc in failed)

@@ -9,12 +9,15 @@ from __future__ import annotations
 from pathlib import Path
 from types import TracebackType
 
-from harness.nemesis.injector import Nemesis
+from harness.links import Link
+from harness.nemesis import Nemesis
 from harness.rundir import RunDir
 from harness.testbed.local import LocalTopology
-from harness.testbed.proxies import ToxiproxyServer
+from harness.testbed.proxies import ToxiproxyError, ToxiproxyServer
 from harness.testbed.system import route_through
 from mock_switch.config import SystemConfig
+
+LINK_BIND_ATTEMPTS = 3
 
 
 class Testbed:
@@ -22,21 +25,46 @@ class Testbed:
 
     def __init__(self, system: SystemConfig, run_dir: Path) -> None:
         self.run_dir = run_dir
+        self._unrouted = system
         self.toxiproxy = ToxiproxyServer(RunDir(run_dir).log("toxiproxy"))
         self.system, self.links = route_through(system)
         self.topology = LocalTopology(self.system, run_dir)
-        self.nemesis = Nemesis(self.toxiproxy, self.links, self.topology, run_dir / "faults.jsonl")
+        self.nemesis = Nemesis(self.toxiproxy, self.links, self.topology, RunDir(run_dir).faults)
 
     def start(self) -> None:
         try:
             self.prepare()
             self.toxiproxy.start()
-            for link in self.links.values():
-                self.toxiproxy.create(link)
+            self._create_links()
             self.topology.start()
         except BaseException:
             self.stop()
             raise
+
+    def _create_links(self) -> None:
+        """One proxy per link. A listen port is chosen free but bound only here, so another process
+        can take it in between: then choose the links' ports again (nothing dials them yet)."""
+        for attempt in range(1, LINK_BIND_ATTEMPTS + 1):
+            created: list[Link] = []
+            try:
+                for link in self.links.values():
+                    self.toxiproxy.create(link)
+                    created.append(link)
+                return
+            except ToxiproxyError as exc:
+                if "address already in use" not in str(exc) or attempt == LINK_BIND_ATTEMPTS or not self._reroute():
+                    raise
+                for link in created:
+                    self.toxiproxy.delete(link)
+
+    def _reroute(self) -> bool:
+        """Fresh listen ports for every link (the services are not started yet); False if impossible."""
+        self.system, links = route_through(self._unrouted)
+        self.links.clear()
+        self.links.update(links)  # the nemesis holds this dict
+        self.topology = LocalTopology(self.system, self.run_dir)
+        self.nemesis.services = self.topology
+        return True
 
     def prepare(self) -> None:
         """What a backend needs before Toxiproxy and the services start (nothing, for processes)."""

@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Any
 
 from harness.errors import TestbedError
 from harness.links import Link, endpoints, link_names
-from harness.nemesis.injector import Nemesis
+from harness.nemesis import Nemesis
 from harness.procs import free_port
 from harness.testbed.bed import Testbed
 from harness.testbed.images import TOXIPROXY_REPO
@@ -336,7 +336,7 @@ class DockerTopology:
                     svc.container.remove(force=True, v=True)
                 svc.container = None
 
-    # -- what the nemesis calls (harness.nemesis.injector.ServiceControl / NetworkControl) ---------------
+    # -- what the nemesis calls (harness.nemesis.ServiceControl / NetworkControl) ---------------
 
     def kill(self, name: str) -> None:
         """`docker kill`: SIGKILL, as a crash would; the container stays (exited) until started again."""
@@ -480,6 +480,9 @@ class DockerTestbed(Testbed):
     def start(self) -> None:
         self._sigterm_cleans_up()
         super().start()
+
+    def _reroute(self) -> bool:
+        return False  # link ports live inside the Toxiproxy container: no other process can hold them
 
     def prepare(self) -> None:
         """Images (built only when their inputs changed) and the run's own network."""

@@ -144,7 +144,14 @@ class ToxiproxyServer:
 
     def create(self, link: Link) -> None:
         # A fresh server at every run start holds no proxies; a name clash means a programming error.
-        self._client().create(upstream=link.upstream, name=link.proxy, listen=link.listen, enabled=True)
+        # Through _api, not the client library: on an error (a listen port taken) the library fails
+        # with a KeyError, where this says what Toxiproxy answered.
+        body = {"name": link.proxy, "listen": link.listen, "upstream": link.upstream, "enabled": True}
+        self._api("POST", "/proxies", body)
+
+    def delete(self, link: Link) -> None:
+        with contextlib.suppress(ToxiproxyError):  # already gone is deleted
+            self._api("DELETE", f"/proxies/{link.proxy}")
 
     def proxies(self) -> dict[str, Any]:
         return self._api("GET", "/proxies")  # type: ignore[no-any-return]

@@ -10,7 +10,6 @@ each kind to its HTTP status, once.
 
 from __future__ import annotations
 
-import contextlib
 import itertools
 import json
 import math
@@ -23,25 +22,16 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from harness.errors import HarnessError
-from harness.nemesis.injector import (
-    FAULT_KINDS,
-    LINK_FAULTS,
-    NODE_FAULTS,
-    SERVICE_FAULTS,
-    TOXICS,
-    FaultKind,
-    FaultSpec,
-    SchedulePlayer,
-)
-from harness.nemesis.injector import expand_targets as nemesis_targets
+from harness.errors import FaultError, HarnessError
+from harness.faults import FAULT_KINDS, FAULT_NAME, KINDS, TOXICS, FaultKind, FaultSpec, catalogue, expand_targets
+from harness.nemesis import SchedulePlayer
 from harness.observe.live import LiveAvailability
 from harness.rundir import RunDir
 from harness.runner import check, finish_run, sampler_for
 from harness.scenario import AvailabilityExpectation, Expectations, LoadSpec, Scenario, ScenarioError, TopologySpec
 from harness.scenario import dump as dump_scenario
 from harness.scenario import load as load_scenario
-from harness.testbed.bed import Testbed
+from harness.testbed import Testbed
 from harness.timeline import fault_windows, read_timeline
 from mock_switch.config import SystemConfig
 
@@ -49,30 +39,6 @@ SESSION_NAME = "ui-session"
 LOOPBACK = "127.0.0.1"
 MAX_DURATION_S = 3600.0
 LOG_LINES = 30
-# What the panel pre-fills for each toxic (Toxiproxy units: ms, KB/s, bytes, µs).
-ATTRIBUTE_DEFAULTS: dict[str, dict[str, int]] = {
-    "latency": {"latency": 1500, "jitter": 0},
-    "bandwidth": {"rate": 1},
-    "timeout": {"timeout": 0},
-    "reset_peer": {"timeout": 0},
-    "slow_close": {"delay": 2000},
-    "slicer": {"average_size": 16, "size_variation": 8, "delay": 1000},
-    "limit_data": {"bytes": 200},
-}
-KIND_HELP = {
-    "down": "link disabled: connections refused",
-    "partition": "every target link disabled together",
-    "crash": "kill -9; restarted when healed",
-    "pause": "SIGSTOP; SIGCONT when healed",
-    "stop": "graceful stop (SIGTERM); started again when healed",
-    "restart": "stopped and started at once; healing checks it is back",
-    "disconnect": "off the network (docker) or every Toxiproxy link down (local); back when healed",
-}
-# Faults aimed at a service rather than a link: one at a time per service, or healing could not undo them.
-ON_SERVICES = (*SERVICE_FAULTS, *NODE_FAULTS)
-SERVICE_STATE = {"crash": "crashed", "pause": "paused", "stop": "stopped", "restart": "restarted",
-                 "disconnect": "disconnected"}  # fmt: skip
-FAULT_NAME = r"^[a-z0-9][a-z0-9-]{0,39}$"  # also a Toxiproxy toxic name, so it goes into URLs
 
 
 class SessionError(HarnessError):
@@ -247,7 +213,7 @@ class ChaosSession:
                     duration=req.duration_s or math.inf, attributes=req.attributes,
                     stream=req.stream, toxicity=req.toxicity,
                 )  # fmt: skip
-                targets = nemesis_targets(spec, self.links, self.services)
+                targets = expand_targets(spec, self.links, self.services)
             except ValidationError as exc:
                 raise InvalidRequest(validation_message(exc)) from None
             except ValueError as exc:
@@ -256,14 +222,12 @@ class ChaosSession:
             if name in self._used:
                 raise Conflict(f"fault name {name!r} is already in this session's timeline; pick another")
             spec = spec.model_copy(update={"name": name})
-            self._refuse_conflicts(spec, targets)
-            try:
+            try:  # all or nothing: a failed apply leaves no part of the fault behind (the nemesis undoes it)
                 self.nemesis.apply(spec)
-            except ValueError as exc:
-                raise Conflict(str(exc)) from None
-            except Exception as exc:  # Toxiproxy or a service did not do it: say so, leave nothing half-done
-                self._undo_partial(spec, targets)
+            except FaultError as exc:  # Toxiproxy or a service did not do it
                 raise NotApplied(f"could not apply {name}: {exc}") from None
+            except ValueError as exc:  # e.g. a service already under another fault (faults.service_conflict)
+                raise Conflict(str(exc)) from None
             self._used.add(name)
             self._source[name] = "panel"
             self._specs[name] = spec
@@ -319,27 +283,6 @@ class ChaosSession:
             if name not in self._used:
                 return name
 
-    def _refuse_conflicts(self, spec: FaultSpec, targets: list[str]) -> None:
-        """A service crashed or paused twice at once could not be healed cleanly: refuse, naming the holder."""
-        if spec.kind not in ON_SERVICES:
-            return
-        for other in self.nemesis.active.values():
-            if other.fault.kind in ON_SERVICES and (shared := sorted(set(other.targets) & set(targets))):
-                held = f"{other.fault.kind} fault {other.fault.name!r}"
-                raise Conflict(f"{', '.join(shared)} is already under {held}; heal it first")
-
-    def _undo_partial(self, spec: FaultSpec, targets: list[str]) -> None:
-        """A toxic or a disabled link set on some targets before the failure must not stay behind."""
-        with contextlib.suppress(Exception):
-            if spec.kind in TOXICS:
-                for t in targets:
-                    self.bed.toxiproxy.remove_toxic(self.bed.links[t], spec.name)
-            elif spec.kind in LINK_FAULTS:
-                still_down = {t for a in self.nemesis.active.values() if a.fault.kind in LINK_FAULTS for t in a.targets}
-                for t in targets:
-                    if t not in still_down:
-                        self.bed.toxiproxy.set_enabled(self.bed.links[t], True)
-
     # -- schedules --------------------------------------------------------------------------------
 
     def scenario_files(self) -> list[str]:
@@ -365,7 +308,7 @@ class ChaosSession:
                 raise InvalidRequest(f"{file} has no faults to play")
             for f in faults:
                 try:
-                    nemesis_targets(f, self.links, self.services)
+                    expand_targets(f, self.links, self.services)
                 except ValueError as exc:
                     raise InvalidRequest(f"{file}: fault {f.name.removeprefix(prefix)!r}: {exc}") from None
             player = SchedulePlayer(self.nemesis, faults, t0=time.time(), heal_all=False)
@@ -509,8 +452,9 @@ class ChaosSession:
         by_service: dict[str, str] = {}
         for a in active:
             for t in a["targets"]:
-                if a["kind"] in ON_SERVICES:
-                    by_service[t] = SERVICE_STATE.get(a["kind"], a["kind"])
+                kind = KINDS[a["kind"]]
+                if kind.targets == "services":
+                    by_service[t] = kind.state or a["kind"]
                 else:
                     by_link.setdefault(t, []).append(f"{a['name']} ({a['kind']})")
         samples = self.sampler.samples
@@ -539,23 +483,6 @@ class ChaosSession:
             "schedule": schedule,
             "log": list(self._log)[::-1],
         }
-
-
-def catalogue() -> list[dict[str, Any]]:
-    """Every fault kind of the nemesis, with its attributes, what it targets and the panel's defaults."""
-    kinds: list[dict[str, Any]] = [
-        {"kind": k, "targets": "links", "attributes": attrs, "defaults": ATTRIBUTE_DEFAULTS.get(k, {}), "toxic": True}
-        for k, attrs in TOXICS.items()
-    ]
-    kinds += [
-        {"kind": k, "targets": "links", "attributes": {}, "defaults": {}, "toxic": False, "help": KIND_HELP[k]}
-        for k in LINK_FAULTS
-    ]
-    kinds += [
-        {"kind": k, "targets": "services", "attributes": {}, "defaults": {}, "toxic": False, "help": KIND_HELP[k]}
-        for k in ON_SERVICES
-    ]
-    return kinds
 
 
 def _for(duration_s: float | None) -> str:

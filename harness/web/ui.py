@@ -33,8 +33,7 @@ from harness.procs import end_stragglers, free_port, signal_group
 from harness.rundir import PROJECT_ROOT, RunDir, write_up_state
 from harness.runner import system_for
 from harness.scenario import Scenario, TopologySpec
-from harness.testbed import make_testbed
-from harness.testbed.bed import Testbed
+from harness.testbed import Testbed, make_testbed
 from harness.web.control import ControlServer
 from harness.web.session import LOOPBACK, SESSION_NAME, ChaosSession, session_scenario
 
