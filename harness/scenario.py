@@ -181,11 +181,65 @@ def _hint(loc: tuple[Any, ...]) -> str:
     return f"fields here are {fields}{extra}"
 
 
+# The scenarios here are about 1 KB; a file this big is a mistake or an attack, refused unread.
+MAX_SCENARIO_BYTES = 256 * 1024
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """Safe YAML without what a scenario never needs and what hurts: aliases (a few hundred bytes of
+    nested aliases expand to gigabytes) and duplicate keys (YAML keeps the last one, silently)."""
+
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()  # type: ignore[no-untyped-call]
+            raise yaml.constructor.ConstructorError(
+                None, None, f"an alias (*{event.anchor}) is not allowed in a scenario file; write the value out",
+                event.start_mark,
+            )  # fmt: skip
+        return super().compose_node(parent, index)
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        first: dict[Any, Any] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            try:
+                if key in first:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"duplicate key {key!r} (first at line {first[key].line + 1}); keep one",
+                        key_node.start_mark,
+                    )  # fmt: skip
+                first[key] = key_node.start_mark
+            except TypeError:  # an unhashable key: the base class says so
+                break
+        return super().construct_mapping(node, deep=deep)
+
+
 def load(path: Path) -> Scenario:
+    """A scenario file, refused before anything starts if it is malformed (file, field and fix named)."""
     try:
-        data = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
+        size = path.stat().st_size
+        if size > MAX_SCENARIO_BYTES:
+            raise ScenarioError(
+                f"{path}: {size:,} bytes; a scenario file may have at most {MAX_SCENARIO_BYTES:,}",
+                fix="is this the right file?",
+            )
+        raw = path.read_bytes()
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
         raise ScenarioError(f"{path}: no such scenario file") from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise ScenarioError(
+            f"{path}: line {line}: not UTF-8 text (byte {raw[exc.start]:#04x})", fix="save it as UTF-8"
+        ) from None
+    try:
+        data = yaml.load(text, Loader=_StrictLoader)  # a SafeLoader, stricter still
+    except yaml.MarkedYAMLError as exc:  # one line: where, and what is wrong there
+        mark = exc.problem_mark or exc.context_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+        problem = " ".join(p for p in (exc.context, exc.problem) if p)
+        raise ScenarioError(f"{path}: {where}{problem or 'not valid YAML'}") from None
     except yaml.YAMLError as exc:
         raise ScenarioError(f"{path}: not valid YAML: {exc}") from None
     return parse(data, str(path))
