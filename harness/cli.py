@@ -7,6 +7,8 @@ import json
 import sys
 from pathlib import Path
 
+from harness.procs import interrupted_exit, sigterm_unwinds
+
 DEMO_SCENARIOS = (
     "scenarios/baseline.yaml",
     "scenarios/payee-latency-robust.yaml",
@@ -24,9 +26,9 @@ def demo(args: argparse.Namespace) -> int:
     try:
         for path in args.scenarios or DEMO_SCENARIOS:
             outcomes.append(run(load(Path(path)), args.out))
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         print("\ninterrupted: faults healed, services and Locust stopped", file=sys.stderr)
-        return 130
+        return interrupted_exit(exc)
     print("\n== demo summary ==")
     from harness.report.page import fmt_pct, write_index
 
@@ -59,9 +61,9 @@ def run_cmd(args: argparse.Namespace) -> int:
     for scenario in scenarios:
         try:
             outcome = run(scenario, args.out)
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as exc:  # Ctrl-C or SIGTERM: every finally has healed and stopped
             print("\ninterrupted: faults healed, services and Locust stopped", file=sys.stderr)
-            return 130
+            return interrupted_exit(exc)
         failed += not outcome.ok
     from harness.report.page import write_index
 
@@ -285,6 +287,7 @@ def main(argv: list[str] | None = None) -> int:
     }  # fmt: skip
     from harness.errors import HarnessError
 
+    sigterm_unwinds()  # a CI timeout or a service manager stops a run as cleanly as Ctrl-C does
     try:
         return commands[args.command](args)
     except HarnessError as exc:  # a failure the harness can explain: its message, not a traceback

@@ -12,7 +12,9 @@ import ctypes
 import os
 import signal
 import socket
+import threading
 import time
+from types import FrameType
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -52,3 +54,29 @@ def end_stragglers(pgid: int, grace_s: float = 5.0) -> None:
         time.sleep(0.1)
         if time.monotonic() > deadline:
             sig = signal.SIGKILL
+
+
+# -- SIGTERM unwinds like Ctrl-C ----------------------------------------------------------------------
+
+EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT)
+EXIT_TERMINATED = 143  # SIGTERM (128 + SIGTERM): a CI timeout, a service manager, `harness down`
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the main thread is, so every `finally` heals faults and stops what it
+    started, exactly as after Ctrl-C."""
+
+
+def _raise_terminated(signum: int, frame: FrameType | None) -> None:
+    raise Terminated()
+
+
+def sigterm_unwinds() -> None:
+    """Make SIGTERM unwind the main thread like Ctrl-C (a no-op outside the main thread)."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, _raise_terminated)
+
+
+def interrupted_exit(exc: KeyboardInterrupt) -> int:
+    """The documented exit code of a run stopped by a signal: 143 after SIGTERM, 130 after Ctrl-C."""
+    return EXIT_TERMINATED if isinstance(exc, Terminated) else EXIT_INTERRUPTED

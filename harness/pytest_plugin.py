@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from harness.procs import sigterm_unwinds
 from harness.scenario import Scenario, ScenarioError, load
 
 
@@ -28,6 +29,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "scenario: a chaos scenario run against the mock payment system")
     config.addinivalue_line("markers", "docker: needs a Docker engine (backend: docker)")
+    # A CI timeout sends SIGTERM: pytest then unwinds as on Ctrl-C, so a running scenario heals its
+    # faults and stops its services in its finally blocks instead of dying with them applied.
+    sigterm_unwinds()
 
 
 # Set once any scenario ran in this session, so the suite page is rebuilt only when there is news.

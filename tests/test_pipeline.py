@@ -104,7 +104,7 @@ def test_harness_up_builds_the_same_system_as_a_scripted_run(monkeypatch: pytest
         raise Stop
 
     monkeypatch.setattr(web_ui, "make_testbed", fake_testbed)
-    monkeypatch.setattr(web_ui, "_interrupt_on_sigterm", lambda: None)
+    monkeypatch.setattr(web_ui, "sigterm_unwinds", lambda: None)
     with pytest.raises(Stop):
         web_ui.up(argparse.Namespace(banks=3, out=tmp_path))
     expected = runner.system_for(web_session.session_scenario(TopologySpec(banks=3)))

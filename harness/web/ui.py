@@ -29,7 +29,7 @@ import urllib.request
 from pathlib import Path
 from typing import IO, Any
 
-from harness.procs import end_stragglers, free_port, signal_group
+from harness.procs import end_stragglers, free_port, signal_group, sigterm_unwinds
 from harness.rundir import PROJECT_ROOT, RunDir, write_up_state
 from harness.runner import system_for
 from harness.scenario import Scenario, TopologySpec
@@ -55,11 +55,6 @@ def add_parser(sub: Any) -> None:
     u.add_argument("--out", type=Path, default=Path("reports/runs"))
 
 
-def _interrupt_on_sigterm() -> None:
-    """`harness down` and service managers send SIGTERM: leave as cleanly as on Ctrl-C."""
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
-
-
 def serve_session(
     stack: contextlib.ExitStack, bed: Testbed, scenario: Scenario, scenarios_dir: Path, command: str, out: Path
 ) -> tuple[ChaosSession, ControlServer]:
@@ -81,7 +76,7 @@ def up(args: argparse.Namespace) -> int:
     scenario = session_scenario(TopologySpec(banks=args.banks))
     run_dir = (args.out / time.strftime("up-%Y%m%d-%H%M%S")).resolve()
     bed = make_testbed(system_for(scenario), run_dir, scenario.backend)
-    _interrupt_on_sigterm()
+    sigterm_unwinds()  # `harness down` and service managers send SIGTERM: leave as cleanly as on Ctrl-C
     with contextlib.ExitStack() as stack:
         try:
             _, control = serve_session(
@@ -115,7 +110,7 @@ def ui(args: argparse.Namespace) -> int:
     except Exception as exc:  # e.g. no Docker engine answers: say so, no traceback
         print(f"harness ui: {exc}", file=sys.stderr)
         return 2
-    _interrupt_on_sigterm()
+    sigterm_unwinds()  # `harness down` and service managers send SIGTERM: leave as cleanly as on Ctrl-C
     with contextlib.ExitStack() as stack:  # unwinds in reverse, and every step runs even if one fails
         try:
             print(f"starting Toxiproxy, the switch and {args.banks} banks ({args.resilience}, {args.backend}) ...",
