@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
@@ -222,7 +221,7 @@ def down(args: argparse.Namespace) -> int:
     import os
     import signal
 
-    from harness.rundir import up_state_file
+    from harness.rundir import running_session, up_state_file
 
     if args.all:
         from harness.testbed.containers import DockerUnavailable, docker_client, remove_labelled
@@ -236,10 +235,13 @@ def down(args: argparse.Namespace) -> int:
     if not state_file.exists():
         print(f"no topology is up (no {state_file})")
         return 0
-    pid = json.loads(state_file.read_text()).get("harness_pid")
-    if pid:
-        os.kill(pid, signal.SIGTERM)
-        print(f"asked harness up (pid {pid}) to stop")
+    session = running_session(state_file)
+    if session is None:  # its process is gone, or its pid now belongs to another process: signal nothing
+        state_file.unlink(missing_ok=True)
+        print(f"no topology is up: {state_file} was stale (its harness process is gone); removed it")
+        return 0
+    os.kill(int(session["harness_pid"]), signal.SIGTERM)
+    print(f"asked harness up (pid {session['harness_pid']}) to stop")
     return 0
 
 

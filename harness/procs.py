@@ -14,6 +14,7 @@ import signal
 import socket
 import threading
 import time
+from pathlib import Path
 from types import FrameType
 
 
@@ -54,6 +55,17 @@ def end_stragglers(pgid: int, grace_s: float = 5.0) -> None:
         time.sleep(0.1)
         if time.monotonic() > deadline:
             sig = signal.SIGKILL
+
+
+def process_start(pid: int) -> str | None:
+    """When process `pid` started (clock ticks since boot, from /proc): with the pid, a token that a
+    later process reusing the pid cannot match. None when there is no such process."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # Field 22; the command name (field 2) may hold spaces and parentheses, so count from its end.
+    return stat[stat.rindex(")") + 2 :].split()[19]
 
 
 # -- SIGTERM unwinds like Ctrl-C ----------------------------------------------------------------------

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import RunDirError
+from harness.procs import process_start
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 REPORTS = Path("reports")
@@ -138,7 +139,10 @@ def running_session(path: Path | None = None) -> dict[str, Any] | None:
         path = Path(env) if env else up_state_file()
     try:
         state = json.loads(path.read_text())
-        os.kill(int(state["harness_pid"]), 0)
+        pid = int(state["harness_pid"])
+        # The pid alone could be another process's by now: its start time must match too.
+        if process_start(pid) is None or process_start(pid) != state["harness_started"]:
+            return None
     except (OSError, ValueError, KeyError, TypeError):
         return None
     return state if isinstance(state, dict) else None

@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from harness import cli, runner
+from harness.procs import process_start
 from harness.rundir import RunDir, running_session, up_state_file, write_up_state
 from harness.scenario import ConsistencyExpectation, Expectations, Scenario, TopologySpec
 from harness.web import session as web_session
@@ -117,7 +118,9 @@ def test_harness_down_stops_the_process_named_in_the_up_json_of_its_out(tmp_path
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
         out = tmp_path / "elsewhere"
-        path = write_up_state(out, {"harness_pid": child.pid, "run_dir": str(out)})
+        path = write_up_state(
+            out, {"harness_pid": child.pid, "harness_started": process_start(child.pid), "run_dir": str(out)}
+        )
         assert path == up_state_file(out)
         assert running_session(path) is not None
         assert cli.main(["down", "--out", str(out)]) == 0
@@ -131,7 +134,23 @@ def test_harness_down_stops_the_process_named_in_the_up_json_of_its_out(tmp_path
 def test_a_hand_started_locust_finds_the_session_named_by_the_environment(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    path = write_up_state(tmp_path, {"harness_pid": os.getpid(), "control_url": "http://127.0.0.1:9"})
+    me = {"harness_pid": os.getpid(), "harness_started": process_start(os.getpid())}
+    path = write_up_state(tmp_path, {**me, "control_url": "http://127.0.0.1:9"})
     monkeypatch.setenv("PAYSWITCH_UP_STATE", str(path))
     session = running_session()
     assert session is not None and session["control_url"] == "http://127.0.0.1:9"
+
+
+def test_harness_down_never_signals_a_process_that_reused_the_pid(tmp_path: Path) -> None:
+    """A stale up.json names a pid that another process has since been given: nothing is signalled."""
+    bystander = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        stale = {"harness_pid": bystander.pid, "harness_started": "1", "run_dir": str(tmp_path)}
+        path = write_up_state(tmp_path, stale)
+        assert running_session(path) is None
+        assert cli.main(["down", "--out", str(tmp_path)]) == 0
+        assert bystander.poll() is None  # still alive: not signalled
+        assert not path.exists()  # the stale file is gone
+    finally:
+        bystander.kill()
+        bystander.wait()

@@ -29,7 +29,7 @@ import urllib.request
 from pathlib import Path
 from typing import IO, Any
 
-from harness.procs import end_stragglers, free_port, signal_group, sigterm_unwinds
+from harness.procs import end_stragglers, free_port, process_start, signal_group, sigterm_unwinds
 from harness.rundir import PROJECT_ROOT, RunDir, write_up_state
 from harness.runner import system_for
 from harness.scenario import Scenario, TopologySpec
@@ -152,6 +152,7 @@ def session_state(bed: Testbed, run_dir: Path, control_url: str) -> dict[str, An
         "links": {name: link.listen for name, link in bed.links.items()},
         "control_url": control_url,
         "harness_pid": os.getpid(),
+        "harness_started": process_start(os.getpid()),  # so `harness down` never signals a reused pid
     }
 
 
