@@ -224,7 +224,11 @@ def down(args: argparse.Namespace) -> int:
     from harness.rundir import running_session, up_state_file
 
     if args.all:
+        from harness.procs import reap_orphans
         from harness.testbed.containers import DockerUnavailable, docker_client, remove_labelled
+
+        reaped = reap_orphans()  # local processes whose harness is gone, found by their owner token
+        print(f"ended {len(reaped)} local processes left by dead runs" + (f": {reaped}" if reaped else ""))
 
         try:
             containers, networks = remove_labelled(docker_client())

@@ -92,3 +92,62 @@ def sigterm_unwinds() -> None:
 def interrupted_exit(exc: KeyboardInterrupt) -> int:
     """The documented exit code of a run stopped by a signal: 143 after SIGTERM, 130 after Ctrl-C."""
     return EXIT_TERMINATED if isinstance(exc, Terminated) else EXIT_INTERRUPTED
+
+
+# -- ownership: every process a testbed starts carries its harness's identity --------------------------
+
+# `<pid>:<start time>` of the harness process that started it, in the environment of every service and
+# Toxiproxy server: a marker the harness controls (not a process name), that a reused pid cannot fake.
+OWNER_ENV = "PAYSWITCH_OWNER"
+
+
+def owner_token(pid: int | None = None) -> str:
+    pid = os.getpid() if pid is None else pid
+    return f"{pid}:{process_start(pid)}"
+
+
+def owned_env() -> dict[str, str]:
+    """The environment for a process this harness starts and must be able to find again."""
+    return {**os.environ, OWNER_ENV: owner_token()}
+
+
+def owner_alive(token: str) -> bool:
+    pid, _, started = token.partition(":")
+    return pid.isdigit() and process_start(int(pid)) == started
+
+
+def owned_processes() -> dict[int, str]:
+    """Every process (of this user) carrying an owner token, with its token."""
+    needle = f"\0{OWNER_ENV}=".encode()
+    found: dict[int, str] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            environ = b"\0" + Path(f"/proc/{entry}/environ").read_bytes()
+        except OSError:  # gone, or not ours to read
+            continue
+        at = environ.find(needle)
+        if at >= 0:
+            value = environ[at + len(needle) :].split(b"\0", 1)[0]
+            found[int(entry)] = value.decode(errors="replace")
+    return found
+
+
+def reap(pids: list[int]) -> None:
+    """SIGCONT (a stopped process holds its port and cannot even die of SIGTERM), then SIGKILL."""
+    for pid in pids:
+        for sig in (signal.SIGCONT, signal.SIGKILL):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, sig)
+
+
+def reap_orphans(token: str | None = None) -> list[int]:
+    """Processes whose harness is gone (or, with `token`, those of that harness): reaped; their pids."""
+    doomed = [
+        pid
+        for pid, owner in owned_processes().items()
+        if (owner == token if token is not None else not owner_alive(owner))
+    ]
+    reap(doomed)
+    return doomed

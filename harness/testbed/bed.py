@@ -6,11 +6,15 @@ other through those proxies. Stop order is the reverse, and always happens.
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 from types import TracebackType
 
 from harness.links import Link
 from harness.nemesis import Nemesis
+from harness.procs import OWNER_ENV, owner_token
 from harness.rundir import RunDir
 from harness.testbed.local import LocalTopology
 from harness.testbed.proxies import ToxiproxyError, ToxiproxyServer
@@ -23,8 +27,12 @@ LINK_BIND_ATTEMPTS = 3
 class Testbed:
     __test__ = False  # not a pytest test class, despite the name
 
+    # Local processes need the guardian; containers are found by their labels instead.
+    guarded = True
+
     def __init__(self, system: SystemConfig, run_dir: Path) -> None:
         self.run_dir = run_dir
+        self._guardian: subprocess.Popen[bytes] | None = None
         self._unrouted = system
         self.toxiproxy = ToxiproxyServer(RunDir(run_dir).log("toxiproxy"))
         self.system, self.links = route_through(system)
@@ -33,6 +41,7 @@ class Testbed:
 
     def start(self) -> None:
         try:
+            self._start_guardian()
             self.prepare()
             self.toxiproxy.start()
             self._create_links()
@@ -77,6 +86,27 @@ class Testbed:
             self.nemesis.close()
             self.topology.stop()
             self.toxiproxy.stop()
+            self._stop_guardian()
+
+    def _start_guardian(self) -> None:
+        """harness/testbed/guardian.py: resumes and ends this testbed's processes if the harness dies."""
+        if not self.guarded or self._guardian is not None:
+            return
+        log = RunDir(self.run_dir).log("guardian")
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with log.open("ab") as out:  # the child keeps its own descriptor
+            self._guardian = subprocess.Popen(
+                [sys.executable, "-m", "harness.testbed.guardian", owner_token()],
+                stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                start_new_session=True,  # Ctrl-C to the harness's group must not take it first
+                env={k: v for k, v in os.environ.items() if k != OWNER_ENV},  # it must not reap itself
+            )  # fmt: skip
+
+    def _stop_guardian(self) -> None:
+        if self._guardian is not None:
+            self._guardian.terminate()
+            self._guardian.wait(10)
+            self._guardian = None
 
     @property
     def customer_urls(self) -> dict[str, str]:

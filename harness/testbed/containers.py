@@ -458,9 +458,12 @@ class ToxiproxyContainer(ToxiproxyServer):
 class DockerTestbed(Testbed):
     """Toxiproxy, the links and the mock payment system as containers; same interface as Testbed."""
 
+    guarded = False  # containers carry the run's label: `harness down --all` finds them
+
     def __init__(self, system: SystemConfig, run_dir: Path, client: DockerClient | None = None) -> None:
         # Not Testbed.__init__: it would prepare local processes.
         self.run_dir = run_dir
+        self._guardian = None
         self.client = client or docker_client()
         self.run_id = f"{run_dir.name[:40]}-{secrets.token_hex(3)}".lower()
         self.network_name = f"payswitch-{self.run_id}"

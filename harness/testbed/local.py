@@ -27,6 +27,7 @@ from harness.errors import TestbedError
 # harness/cli.py import build_system, harness/web/ui.py free_port); new code imports them from
 # harness.testbed.system and harness.procs.
 from harness.procs import free_port as free_port
+from harness.procs import owned_env
 from harness.testbed.system import build_system as build_system
 from mock_switch.config import SystemConfig
 
@@ -64,6 +65,7 @@ class ServiceProcess:
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,  # our own process group: signals go to the service only
+            env=owned_env(),  # findable by the guardian and `harness down --all` if the harness dies
         )
         self.starts += 1
 

@@ -26,7 +26,7 @@ from toxiproxy.api import APIConsumer
 
 from harness.errors import TestbedError
 from harness.links import Link as Link  # its old home, kept for harness/nemesis (edited elsewhere)
-from harness.procs import free_port, parent_death_preexec
+from harness.procs import free_port, owned_env, parent_death_preexec
 from harness.rundir import PROJECT_ROOT
 
 TOOLS_BIN = PROJECT_ROOT / ".tools" / "bin"
@@ -82,6 +82,7 @@ class ToxiproxyServer:
             stdin=subprocess.DEVNULL,
             start_new_session=True,
             preexec_fn=parent_death_preexec,  # a Go binary cannot watch its parent for us
+            env=owned_env(),
         )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
