@@ -112,28 +112,47 @@ def test_status_policy_asks_until_the_payment_is_definitive(slow_credits: LocalT
     )
     assert result.history is not None
     lines = read_history(result.history)
-    payments = {line["id"]: line for line in lines if line["op"] == "payment"}
+    everything = {line["id"]: line for line in lines if line["op"] == "payment"}
     queries = [line for line in lines if line["op"] == "status_query"]
-    assert payments and all(p["status"] == "PDNG" and p["http"] == 202 for p in payments.values())
-    assert all(p["outcome"] == "unknown" for p in payments.values())
+    # What the run's end cut short (Locust's stop cancels requests in flight) is recorded as such; how
+    # many depends on the machine's speed, so it is set aside rather than assumed away.
+    cut = {pid for pid, p in everything.items() if p["error"] == "cancelled"}
+    payments = {pid: p for pid, p in everything.items() if pid not in cut}
+    assert payments, "no payment was answered"
+    # A payer bank decides alone, at once, when its own customer cannot pay (a blocked account, no
+    # funds): which accounts the customers draw depends on the worker's pid, so such rejects may or
+    # may not occur. Every other payment waited for the slow payee: PDNG (202), an unknown outcome.
+    at_once = {pid: p for pid, p in payments.items() if p["outcome"] != "unknown"}
+    assert all(p["outcome"] == "fail" and p["reason"] in ("AC06", "AM04") for p in at_once.values()), at_once
+    assert not {q["id"] for q in queries} & set(at_once), "a definitive answer was queried again"
+    payments = {pid: p for pid, p in payments.items() if pid not in at_once}
+    odd = [p for p in payments.values() if (p["status"], p["http"]) != ("PDNG", 202)]
+    assert payments and not odd, odd
     assert queries, "no status queries were recorded"
+    assert {q["id"] for q in queries} <= set(everything), "a status query for a payment nobody made"
     for pid, payment in payments.items():
         asked = [q for q in queries if q["id"] == pid]
+        if not asked and payment["complete"] > max(q["complete"] for q in queries) - 0.5:
+            continue  # answered PDNG just before the run stopped: no time was left to ask
         assert asked, f"{pid} was never queried"
         assert all(q["invoke"] >= payment["complete"] for q in asked)
         assert all((q["payer"], q["payee"], q["amount"]) == (payment["payer"], payment["payee"], payment["amount"])
                    for q in asked)  # fmt: skip
-        # Asked until definitive: ACSC, or RJCT when the payee's account is blocked or unknown.
-        assert asked[-1]["outcome"] in ("ok", "fail"), asked
+        # Asked until definitive (ACSC, or RJCT when the payee's account is blocked or unknown), unless
+        # the run's end cancelled the last question.
+        if asked[-1]["error"] != "cancelled":
+            assert asked[-1]["outcome"] in ("ok", "fail"), asked
         assert all(q["outcome"] == "unknown" for q in asked[:-1])
-    finals = [[q for q in queries if q["id"] == pid][-1]["outcome"] for pid in payments]
+    finals = [asked[-1]["outcome"] for pid in payments if (asked := [q for q in queries if q["id"] == pid])]
     assert finals.count("ok") >= len(finals) / 2, finals
     # Locust counts PDNG as a failure, a definitive answer (even a business reject) as a success.
     stats = result.stats()
-    assert stats["POST /payments"]["requests"] == stats["POST /payments"]["failures"] == len(payments)
-    assert stats["GET /payments/[id]"]["requests"] == len(queries)
-    assert stats["GET /payments/[id]"]["failures"] == sum(q["outcome"] == "unknown" for q in queries)
-    assert sorted(payments) == sorted(bank_payment_ids(slow_credits))
+    answered = [q for q in queries if q["error"] != "cancelled"]  # a cancelled request reports nothing
+    assert stats["POST /payments"]["requests"] == len(payments) + len(at_once)
+    assert stats["POST /payments"]["failures"] == len(payments)
+    assert stats["GET /payments/[id]"]["requests"] == len(answered)
+    assert stats["GET /payments/[id]"]["failures"] == sum(q["outcome"] == "unknown" for q in answered)
+    assert sorted(everything) == sorted(bank_payment_ids(slow_credits))
 
 
 def test_stopping_mid_payment_still_records_it(slow_credits: LocalTopology) -> None:
