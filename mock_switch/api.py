@@ -90,7 +90,7 @@ class CreditRequest(_Body):
 class BehaviourRequest(_Body):
     """Bank admin: simulate slow core banking on incoming credits."""
 
-    credit_delay_ms: int = Field(ge=0, le=600_000)
+    credit_delay_ms: int = Field(ge=0, le=600_000, strict=True)  # strict: `false` is not 0 ms
 
 
 class Answer(BaseModel):
