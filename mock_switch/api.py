@@ -39,6 +39,7 @@ AMOUNT = Field(gt=0, le=10**12, strict=True)
 CURRENCY = Field(pattern=r"^[A-Z]{3}$")
 # The largest value an SQLite INTEGER holds; beyond it a query raises OverflowError.
 SQLITE_MAX = 2**63 - 1
+MAX_BODY = 64 * 1024  # bytes; a larger body is refused unread (413)
 
 PaymentId = Annotated[str, PAYMENT_ID]
 PartyId = Annotated[str, ACCOUNT]  # an account number or an MSISDN (+234...)

@@ -14,6 +14,7 @@ from mock_switch.api import (
     AFTER_ID,
     DEADLINE_MS,
     LIMIT,
+    MAX_BODY,
     PARTY_ID_PATH,
     PAYMENT_ID_PATH,
     WINDOW_ID,
@@ -31,6 +32,7 @@ MALFORMED = (
     " (a status query about an id that no payment could carry is not remembered)."
 )
 UNSUPPORTED = "RJCT FF01: the body was not sent as application/json (UTF-8). Nothing was written."
+TOO_LARGE = f"RJCT FF01: the body is over {MAX_BODY} bytes. Nothing was written."
 ANSWER_CODES = {
     "200": "Definitive success (ACSC or ACCP).",
     "202": "PDNG: outcome not known yet; ask again with a status query.",
@@ -68,6 +70,7 @@ def document(title: str, description: str, ops: list[Op]) -> dict[str, Any]:
         if op.params or op.body is not None:  # every parsed input can be refused
             answers.setdefault("400", MALFORMED)
         if op.body is not None:
+            answers.setdefault("413", TOO_LARGE)
             answers.setdefault("415", UNSUPPORTED)
         responses: dict[str, Any] = {}
         for code, desc in sorted(answers.items()):

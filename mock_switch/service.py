@@ -15,7 +15,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from mock_switch.api import Refused, answer, error_response, json_response
+from mock_switch.api import MAX_BODY, Refused, answer, error_response, json_response
 from mock_switch.codes import Status
 from mock_switch.store import Store
 
@@ -53,7 +53,7 @@ class Service:
         self.store = store
         self.openapi = openapi
         self.started_at = time.time()
-        self.app = web.Application(middlewares=[_errors], client_max_size=64 * 1024)
+        self.app = web.Application(middlewares=[_errors], client_max_size=MAX_BODY)
         self.app.router.add_get("/health", self._health)
         self.app.router.add_get("/openapi.json", self._openapi)
         self.app.on_startup.append(self._on_startup)

@@ -461,3 +461,11 @@ def test_window_refusals_and_repeated_parameters_follow_the_schema(topo: LocalTo
     assert refused_naming(exchange("GET", s + "/transfers?limit=1&limit=1000000"), "limit")
     # A name enquiry is one path segment: the bank must not forward '../transfers' to the switch.
     assert refused_naming(exchange("GET", topo.bank("BNKA").url + "/parties/..%2Ftransfers"), "party_id")
+
+
+def test_an_oversized_body_is_413_with_the_answer_body(topo: LocalTopology) -> None:
+    before = money(topo)
+    body = {**payment(pid()), "padding": "x" * 70_000}
+    code, _, answer = exchange("POST", topo.bank("BNKA").url + "/payments", body)
+    assert code == 413 and Answer.model_validate(answer).reason == "FF01"
+    assert money(topo) == before
