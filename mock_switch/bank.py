@@ -7,17 +7,23 @@ import asyncio
 import logging
 import time
 from pathlib import Path
+from urllib.parse import quote
 
 from aiohttp import web
 
 from mock_switch.api import (
+    AFTER_ENTRY,
+    AFTER_ID,
+    LIMIT,
+    PARTY_ID_PATH,
+    PAYMENT_ID_PATH,
     BehaviourRequest,
     CreditRequest,
     InvalidRequest,
     PaymentRequest,
     answer,
     json_response,
-    parse,
+    read_body,
 )
 from mock_switch.bank_ledger import SCHEMA, BankLedger, Originate, Payment, Receive
 from mock_switch.codes import Reason, Status
@@ -66,7 +72,7 @@ class BankService(Service):
     # -- outgoing payments --------------------------------------------------------------------
 
     async def post_payment(self, request: web.Request) -> web.Response:
-        req = parse(PaymentRequest, await request.read())
+        req = await read_body(request, PaymentRequest)
         if req.currency != self.config.currency:
             raise InvalidRequest(f"field 'currency': accounts are held in {self.config.currency}")
         if req.creditor_bank == self.code:
@@ -160,7 +166,7 @@ class BankService(Service):
         await self._resolve_with_switch(p.payment_id)
 
     async def get_payment(self, request: web.Request) -> web.Response:
-        payment_id = request.match_info["payment_id"]
+        payment_id = PAYMENT_ID_PATH.require(request)  # before anything is remembered about it
         p = self.ledger.customer_status_query(payment_id, remember_not_received=self.robust, now=time.time())
         await self.store.durable()
         if p is None:
@@ -170,7 +176,8 @@ class BankService(Service):
     async def get_party(self, request: web.Request) -> web.Response:
         """Name enquiry: this bank asks the switch's directory, over its link to the switch."""
         assert self.switch is not None
-        party_id = request.match_info["party_id"]
+        # Validated here, not only at the switch: a raw '../transfers' would walk the switch's paths.
+        party_id = quote(PARTY_ID_PATH.require(request), safe="")
         reply = await self.switch.call("GET", f"/parties/{party_id}", self.bank.switch_timeout_s)
         if reply.http_status in (200, 404):
             return json_response(reply.body, reply.http_status)
@@ -179,7 +186,7 @@ class BankService(Service):
     # -- incoming credits ---------------------------------------------------------------------
 
     async def post_credit(self, request: web.Request) -> web.Response:
-        req = parse(CreditRequest, await request.read())
+        req = await read_body(request, CreditRequest)
         if req.currency != self.config.currency:
             raise InvalidRequest(f"field 'currency': accounts are held in {self.config.currency}")
         if req.payment_id in self.crediting:
@@ -209,7 +216,7 @@ class BankService(Service):
         return answer(req.payment_id, c.status, c.reason)
 
     async def get_credit(self, request: web.Request) -> web.Response:
-        payment_id = request.match_info["payment_id"]
+        payment_id = PAYMENT_ID_PATH.require(request)  # before anything is remembered about it
         if payment_id in self.crediting:
             return answer(payment_id, Status.PDNG, None, "credit in progress")
         # ROBUST remembers "not received" so a late credit is refused; NAIVE forgets, and a late
@@ -221,21 +228,19 @@ class BankService(Service):
         return answer(payment_id, c.status, c.reason)
 
     async def set_behaviour(self, request: web.Request) -> web.Response:
-        req = parse(BehaviourRequest, await request.read())
+        req = await read_body(request, BehaviourRequest)
         self.credit_delay_s = req.credit_delay_ms / 1000
         return json_response({"credit_delay_ms": req.credit_delay_ms})
 
     # -- read models --------------------------------------------------------------------------
 
     async def list_payments(self, request: web.Request) -> web.Response:
-        after = request.query.get("after", "")
-        rows = self.ledger.payments(after, _limit(request))
+        rows = self.ledger.payments(AFTER_ID.read(request) or "", LIMIT.require(request))
         await self.store.durable()
         return json_response(rows)
 
     async def list_credits(self, request: web.Request) -> web.Response:
-        after = request.query.get("after", "")
-        rows = self.ledger.credits(after, _limit(request))
+        rows = self.ledger.credits(AFTER_ID.read(request) or "", LIMIT.require(request))
         await self.store.durable()
         return json_response(rows)
 
@@ -245,10 +250,7 @@ class BankService(Service):
         return json_response(rows)
 
     async def list_entries(self, request: web.Request) -> web.Response:
-        raw = request.query.get("after", "0")
-        if not raw.isdigit():
-            raise InvalidRequest("query 'after': must be an entry id (integer)")
-        rows = self.ledger.entries(int(raw), _limit(request))
+        rows = self.ledger.entries(AFTER_ENTRY.require(request), LIMIT.require(request))
         await self.store.durable()
         return json_response(rows)
 
@@ -256,10 +258,3 @@ class BankService(Service):
         totals = self.ledger.totals()
         await self.store.durable()
         return json_response(totals)
-
-
-def _limit(request: web.Request) -> int:
-    raw = request.query.get("limit", "1000000")
-    if not raw.isdigit() or int(raw) < 1:
-        raise InvalidRequest("query 'limit': must be a positive integer")
-    return int(raw)

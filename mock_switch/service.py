@@ -15,7 +15,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from mock_switch.api import InvalidRequest, answer, format_error, json_response
+from mock_switch.api import MAX_BODY, Refused, answer, error_response, json_response
 from mock_switch.codes import Status
 from mock_switch.store import Store
 
@@ -25,14 +25,16 @@ log = logging.getLogger("mock_switch")
 
 @web.middleware
 async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """The one place a refusal is answered: every error body is an `Answer` (RJCT, reason, message)."""
     try:
         return await handler(request)
-    except InvalidRequest as exc:
-        return format_error(exc.message)
+    except Refused as exc:
+        return exc.response()
     except web.HTTPException as exc:
-        if 400 <= exc.status < 500:  # unknown route, wrong method: still a coded answer
-            resp = format_error(f"{request.method} {request.path}: {exc.reason}")
-            resp.set_status(exc.status)
+        if 400 <= exc.status < 500:  # unknown route, wrong method, body too large: still a coded answer
+            resp = error_response(exc.status, f"{request.method} {request.path}: {exc.reason}")
+            if "Allow" in exc.headers:  # 405 must say which methods the resource has (RFC 9110)
+                resp.headers["Allow"] = exc.headers["Allow"]
             return resp
         raise
     except Exception as exc:
@@ -51,7 +53,7 @@ class Service:
         self.store = store
         self.openapi = openapi
         self.started_at = time.time()
-        self.app = web.Application(middlewares=[_errors], client_max_size=64 * 1024)
+        self.app = web.Application(middlewares=[_errors], client_max_size=MAX_BODY)
         self.app.router.add_get("/health", self._health)
         self.app.router.add_get("/openapi.json", self._openapi)
         self.app.on_startup.append(self._on_startup)

@@ -11,12 +11,18 @@ from pathlib import Path
 from aiohttp import web
 
 from mock_switch.api import (
-    Answer,
+    AFTER_ID,
+    DEADLINE_MS,
+    LIMIT,
+    PARTY_ID_PATH,
+    PAYMENT_ID_PATH,
+    WINDOW_ID,
     InvalidRequest,
+    Refused,
     TransferRequest,
     answer,
     json_response,
-    parse,
+    read_body,
 )
 from mock_switch.codes import Reason, Status
 from mock_switch.config import Party, SystemConfig
@@ -24,7 +30,7 @@ from mock_switch.openapi import switch_document
 from mock_switch.peer import Peer, Reply, resolve
 from mock_switch.service import Service
 from mock_switch.store import Store
-from mock_switch.switch_ledger import SCHEMA, Begin, SwitchLedger, Transfer, WindowError
+from mock_switch.switch_ledger import SCHEMA, Begin, SwitchLedger, Transfer
 
 log = logging.getLogger("mock_switch.switch")
 
@@ -72,7 +78,7 @@ class SwitchService(Service):
     # -- credit transfer ------------------------------------------------------------------------
 
     async def post_transfer(self, request: web.Request) -> web.Response:
-        req = parse(TransferRequest, await request.read())
+        req = await read_body(request, TransferRequest)
         self._validate(req)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._budget(request, req.debtor_bank)
@@ -107,14 +113,8 @@ class SwitchService(Service):
 
     def _budget(self, request: web.Request, debtor_bank: str) -> float:
         """Seconds the payer bank will wait for us: its X-Deadline-Ms header, else its config."""
-        header = request.headers.get("X-Deadline-Ms")
-        if header is not None:
-            try:
-                budget = int(header) / 1000
-            except ValueError:
-                raise InvalidRequest("header 'X-Deadline-Ms': must be an integer") from None
-        else:
-            budget = self.config.bank(debtor_bank).switch_timeout_s
+        deadline_ms = DEADLINE_MS.read(request)
+        budget = deadline_ms / 1000 if deadline_ms is not None else self.config.bank(debtor_bank).switch_timeout_s
         return max(0.0, budget - DEADLINE_MARGIN_S)
 
     async def _answer(self, payment_id: str) -> web.Response:
@@ -182,7 +182,7 @@ class SwitchService(Service):
     # -- status query -----------------------------------------------------------------------
 
     async def get_transfer(self, request: web.Request) -> web.Response:
-        payment_id = request.match_info["payment_id"]
+        payment_id = PAYMENT_ID_PATH.require(request)  # before anything is remembered about it
         # ROBUST remembers "not received" so a late copy of the transfer is refused; NAIVE forgets.
         t = self.ledger.status_query(payment_id, remember_not_received=self.robust, now=time.time())
         await self.store.durable()
@@ -193,19 +193,13 @@ class SwitchService(Service):
     # -- directory, reads, settlement -------------------------------------------------------
 
     async def get_party(self, request: web.Request) -> web.Response:
-        party_id = request.match_info["party_id"]
-        p = self.directory.get(party_id)
+        p = self.directory.get(PARTY_ID_PATH.require(request))
         if p is None:
-            resp = json_response(
-                Answer(payment_id="", status=Status.RJCT, reason=Reason.AC01, message="unknown party").model_dump(),
-                404,
-            )
-            return resp
+            raise Refused(404, "unknown party", Reason.AC01)
         return json_response({"bank": p.bank, "account": p.account, "msisdn": p.msisdn, "name": p.name})
 
     async def list_transfers(self, request: web.Request) -> web.Response:
-        after, limit = _paging(request)
-        rows = self.ledger.transfers(after, limit)
+        rows = self.ledger.transfers(AFTER_ID.read(request) or "", LIMIT.require(request))
         await self.store.durable()
         return json_response(rows)
 
@@ -220,10 +214,7 @@ class SwitchService(Service):
         return json_response(rows)
 
     async def get_window(self, request: web.Request) -> web.Response:
-        try:
-            w = self.ledger.window(_window_id(request))
-        except WindowError as exc:
-            return json_response({"message": exc.message}, exc.http_status)
+        w = self.ledger.window(WINDOW_ID.require(request))
         await self.store.durable()
         return json_response(w)
 
@@ -233,10 +224,7 @@ class SwitchService(Service):
         return json_response(w)
 
     async def settle_window(self, request: web.Request) -> web.Response:
-        try:
-            w = self.ledger.settle_window(_window_id(request), time.time())
-        except WindowError as exc:
-            return json_response({"message": exc.message}, exc.http_status)
+        w = self.ledger.settle_window(WINDOW_ID.require(request), time.time())
         await self.store.durable()
         return json_response(w)
 
@@ -244,18 +232,3 @@ class SwitchService(Service):
         rows = self.ledger.movements()
         await self.store.durable()
         return json_response(rows)
-
-
-def _window_id(request: web.Request) -> int:
-    raw = request.match_info["window_id"]
-    if not raw.isdigit():
-        raise InvalidRequest(f"path 'window_id': {raw!r} is not a window number")
-    return int(raw)
-
-
-def _paging(request: web.Request) -> tuple[str, int]:
-    after = request.query.get("after", "")
-    raw_limit = request.query.get("limit", "1000000")
-    if not raw_limit.isdigit() or int(raw_limit) < 1:
-        raise InvalidRequest("query 'limit': must be a positive integer")
-    return after, int(raw_limit)

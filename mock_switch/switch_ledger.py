@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from mock_switch.api import TransferRequest
+from mock_switch.api import Refused, TransferRequest
 from mock_switch.codes import Reason, Status
 from mock_switch.config import SystemConfig
 from mock_switch.store import Store
@@ -117,11 +117,11 @@ class Transfer:
         return self.status is not Status.PDNG
 
 
-class WindowError(Exception):
+class WindowError(Refused):
+    """No such window (404) or not settleable yet (409): RJCT without a payment reason."""
+
     def __init__(self, http_status: int, message: str) -> None:
-        super().__init__(message)
-        self.http_status = http_status
-        self.message = message
+        super().__init__(http_status, message)
 
 
 class SwitchLedger:

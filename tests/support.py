@@ -12,14 +12,27 @@ from typing import Any, TypeVar
 T = TypeVar("T")
 
 
-def call(method: str, url: str, body: Any = None, raw: bytes | None = None, timeout: float = 15) -> tuple[int, Any]:
+def call(
+    method: str, url: str, body: Any = None, raw: bytes | None = None, timeout: float = 15,
+    headers: dict[str, str] | None = None,
+) -> tuple[int, Any]:  # fmt: skip
+    status, _, answer = exchange(method, url, body, raw, timeout, headers)
+    return status, answer
+
+
+def exchange(
+    method: str, url: str, body: Any = None, raw: bytes | None = None, timeout: float = 15,
+    headers: dict[str, str] | None = None,
+) -> tuple[int, Any, Any]:  # fmt: skip
+    """(status, response headers, JSON body); `headers` replace the default JSON Content-Type."""
     data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
-    req = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
+    sent = {"Content-Type": "application/json"} if headers is None else headers
+    req = urllib.request.Request(url, data=data, method=method, headers=sent)
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:
-            return resp.status, json.loads(resp.read())
+            return resp.status, resp.headers, json.loads(resp.read())
     except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
+        return exc.code, exc.headers, json.loads(exc.read())
 
 
 def post(url: str, body: Any = None, raw: bytes | None = None) -> tuple[int, Any]:

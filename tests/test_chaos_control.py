@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import json
 import signal
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 from support import call, eventually, get, post
@@ -155,6 +157,24 @@ def test_a_browser_cannot_reach_the_control_api_directly(api: SimpleNamespace) -
         urllib.request.urlopen(req, timeout=5)
     assert refused.value.code == 403
     assert api.toxiproxy.calls == [] and timeline(api.run_dir) == []
+
+
+def test_the_control_api_refuses_a_host_that_is_not_its_own(api: SimpleNamespace) -> None:
+    """DNS rebinding: a page whose name now points at 127.0.0.1 sends no Origin, only its own Host."""
+    port = urlsplit(api.url).port
+    assert port is not None
+    json_ct = {"Content-Type": "application/json"}
+    for host in (f"evil.example:{port}", f"127.0.0.1.evil.example:{port}", f"127.0.0.1:{port + 1}", "127.0.0.1"):
+        code, answer = call("POST", api.url + "/faults", LATENCY, headers={**json_ct, "Host": host})
+        assert code == 421 and "DNS rebinding" in answer["error"], (host, answer)
+        assert call("GET", api.url + "/state", headers={"Host": host})[0] == 421
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as conn:  # HTTP/1.0 allows no Host at all
+        conn.sendall(b"GET /state HTTP/1.0\r\n\r\n")
+        assert conn.makefile("rb").readline().split()[1] == b"421"
+    assert api.toxiproxy.calls == [] and timeline(api.run_dir) == []
+    # Its own address is served, by number or by name.
+    for host in (f"127.0.0.1:{port}", f"localhost:{port}"):
+        assert call("GET", api.url + "/state", headers={"Host": host})[0] == 200
 
 
 def test_a_good_fault_reaches_toxiproxy_and_the_timeline_and_heals(api: SimpleNamespace) -> None:

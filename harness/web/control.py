@@ -20,10 +20,12 @@ belongs to the topology rather than to Locust, `harness up` serves it too, and a
                                 check it (runner.finish_run + runner.check, in the background; see /state)
     GET  /report, /result       the session's report.html and result.json
 
-Safe by default: loopback only; a fault may name only this testbed's links and services; a
-request is validated completely before anything is applied, and bad input gets a 4xx with a
-message that says what to fix. Every fault, from the panel or from a schedule, goes through the
-Nemesis, so the session's faults.jsonl is the same fault timeline as a scripted run's.
+Safe by default: loopback only, and only as 127.0.0.1:PORT (a foreign Host header, the shape of DNS
+rebinding, gets 421; any Origin header gets 403: browsers come through Locust's UI); a fault may
+name only this testbed's links and services; a request is validated completely before anything is
+applied, and bad input gets a 4xx with a message that says what to fix. Every fault, from the
+panel or from a schedule, goes through the Nemesis, so the session's faults.jsonl is the same fault
+timeline as a scripted run's.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote
 
+from harness.web.loopback import host_refusal
 from harness.web.session import LOOPBACK, ChaosSession, Conflict, InvalidRequest, NotApplied, NotFound, SessionError
 
 # Each refusal of the session, with its HTTP status: declared once, translated once (in _dispatch).
@@ -52,6 +55,7 @@ class ControlServer:
     def __init__(self, session: ChaosSession, port: int = 0) -> None:
         self.session = session
         routes = _routes(session)
+        control = self
 
         class Handler(BaseHTTPRequestHandler):
             server_version = "payswitch-chaos-control"
@@ -64,6 +68,12 @@ class ControlServer:
 
             def _dispatch(self, method: str) -> None:
                 path = self.path.split("?", 1)[0].rstrip("/") or "/"
+                # A page whose name was re-pointed at 127.0.0.1 (DNS rebinding) sends no Origin, but
+                # its Host is still that name: 421, this server is not the one the browser meant.
+                refused = host_refusal(self.headers.get("Host"), control.port)
+                if refused:
+                    self._send(421, {"error": refused})
+                    return
                 # Only the Locust-side plugin calls this API. A browser sends Origin on a cross-site
                 # request, and a JSON body cannot be posted cross-site without a preflight we never answer.
                 if self.headers.get("Origin"):
@@ -114,8 +124,12 @@ class ControlServer:
         )
 
     @property
+    def port(self) -> int:
+        return self.httpd.server_address[1]
+
+    @property
     def url(self) -> str:
-        return f"http://{LOOPBACK}:{self.httpd.server_address[1]}"
+        return f"http://{LOOPBACK}:{self.port}"
 
     def start(self) -> ControlServer:
         self.thread.start()

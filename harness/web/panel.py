@@ -4,6 +4,8 @@ Built only on Locust's extension points, no fork: a custom argument (`--chaos-ur
 blueprint on `environment.web_ui.app` (the panel's JSON routes and its static JS/CSS), a "Chaos"
 entry in `template_args["extended_tabs"]`, an `after_request` hook that appends the panel's
 markup (templates/chaos_panel.html.j2) to Locust's page, shown while the Chaos tab is selected,
+a `before_request` hook that refuses, on every route of the web UI (Locust's too), a Host that is
+not 127.0.0.1:PORT and an Origin that is not the page's own (harness/web/loopback.py says why),
 and the `test_stop` event, which asks the harness to heal, settle and check the session.
 
 The panel owns nothing: every route forwards to the harness's control API
@@ -12,8 +14,8 @@ URL comes from `--chaos-url` (what `harness ui` passes) or, for a plain
 `locust -f harness/web/locustfile.py`, from the up.json of a running `harness up`.
 
 Imports Flask and Locust: import it only inside a Locust process (harness/web/locustfile.py calls
-`register()`). It imports nothing of the harness but the run directory's data module: the session
-and the nemesis live in the harness process.
+`register()`). It imports nothing of the harness but the run directory's data module and the
+stdlib-only loopback rules: the session and the nemesis live in the harness process.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from locust.env import Environment
 from locust.runners import STATE_RUNNING, STATE_SPAWNING, WorkerRunner
 
 from harness.rundir import running_session
+from harness.web.loopback import host_refusal, origin_refusal
 
 log = logging.getLogger("payswitch.chaos_panel")
 
@@ -127,16 +130,6 @@ def install(environment: Environment) -> None:
         status, state = client.json("/state")
         return list(state.get("catalogue", [])) if status == 200 else []
 
-    @bp.before_request
-    def same_origin_only() -> Response | None:
-        # Locust enables CORS for every origin; a page from elsewhere must not be able to break links.
-        origin = request.headers.get("Origin")
-        if origin and urlsplit(origin).netloc != request.host:
-            return Response(
-                json.dumps({"error": "cross-origin requests are refused"}), 403, mimetype="application/json"
-            )
-        return None
-
     @bp.route("/")
     @guard
     def page() -> str:
@@ -210,6 +203,23 @@ def install(environment: Environment) -> None:
         return _response(client.call("GET", "/result"))
 
     app.register_blueprint(bp)
+
+    # On the whole app, not the blueprint: Locust's own /swarm, /stop, /stats/reset ... start and stop
+    # load, and Locust answers every Origin with CORS headers. See harness/web/loopback.py.
+    @app.before_request
+    def loopback_and_same_origin_only() -> Response | None:
+        refused = host_refusal(request.headers.get("Host"), web_ui.port) or origin_refusal(
+            request.headers.get("Origin"), request.host
+        )
+        if refused is None and request.method not in ("GET", "HEAD", "OPTIONS"):
+            # A browser that sends no Origin still says where a request comes from (Fetch Metadata).
+            site = request.headers.get("Sec-Fetch-Site", "same-origin")
+            if site not in ("same-origin", "none"):
+                refused = f"a {site} request is refused: only pages of http://{request.host} may call it"
+        if refused is not None:
+            return Response(json.dumps({"error": refused}), 403, mimetype="application/json")
+        return None
+
     web_ui.template_args["extended_tabs"] = [*web_ui.template_args.get("extended_tabs", []), TAB]
 
     @app.after_request
