@@ -71,3 +71,30 @@ def test_sigterm_during_a_pause_heals_it_and_exits_143(tmp_path: Path) -> None:
     events = [(e["event"], e["fault"]) for e in _events(runs)]
     assert events[-1] == ("heal", "frozen"), events  # the switch was resumed, and the timeline says so
     assert _processes_of(runs) == []
+
+
+def test_sigterm_to_pytest_during_a_pause_heals_it(tmp_path: Path) -> None:
+    """`pytest scenarios/` under a CI timeout: SIGTERM unwinds the scenario like Ctrl-C (the plugin)."""
+    folder = tmp_path / "scenarios"
+    folder.mkdir()
+    (folder / "sigterm.yaml").write_text(SCENARIO)
+    runs = tmp_path / "runs"
+    pytest_run = subprocess.Popen(
+        [sys.executable, "-m", "pytest", str(folder), "-p", "no:cacheprovider", "--harness-out", str(runs)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=tmp_path,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 90
+        while not any(e["event"] == "apply" for e in _events(runs)):
+            assert pytest_run.poll() is None, pytest_run.communicate()
+            assert time.monotonic() < deadline, "the pause was never applied"
+            time.sleep(0.2)
+        pytest_run.send_signal(signal.SIGTERM)
+        out, _ = pytest_run.communicate(timeout=120)
+    finally:
+        if pytest_run.poll() is None:
+            pytest_run.kill()
+    assert pytest_run.returncode == pytest.ExitCode.INTERRUPTED, out[-2000:]
+    events = [(e["event"], e["fault"]) for e in _events(runs)]
+    assert events[-1] == ("heal", "frozen"), events
+    assert _processes_of(runs) == []
