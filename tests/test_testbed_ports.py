@@ -33,3 +33,20 @@ def test_a_link_port_taken_before_start_is_chosen_again(tmp_path: Path) -> None:
             assert bed.toxiproxy.proxies()[moved.proxy]["listen"] == moved.listen
     finally:
         squatter.close()
+
+
+def test_a_service_port_taken_before_start_is_chosen_again(tmp_path: Path) -> None:
+    system = build_system(banks=2, accounts=20)
+    host, port = system.switch.listen.rsplit(":", 1)
+    squatter = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    squatter.bind((host, int(port)))  # taken between build_system's choice and the switch's bind
+    squatter.listen(1)
+    try:
+        with Testbed(system, tmp_path) as bed:
+            assert bed.system.switch.listen != system.switch.listen
+            # Every link to the switch follows it, and payments' first hop answers through them.
+            assert bed.links["BNKA->switch"].upstream == bed.system.switch.listen
+            assert get(f"http://{bed.links['BNKA->switch'].listen}/health")[0] == 200
+            assert get(bed.topology.switch.url + "/health")[0] == 200
+    finally:
+        squatter.close()

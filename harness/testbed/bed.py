@@ -16,12 +16,12 @@ from harness.links import Link
 from harness.nemesis import Nemesis
 from harness.procs import OWNER_ENV, owner_token
 from harness.rundir import RunDir
-from harness.testbed.local import LocalTopology
+from harness.testbed.local import LocalTopology, TopologyError
 from harness.testbed.proxies import ToxiproxyError, ToxiproxyServer
-from harness.testbed.system import route_through
+from harness.testbed.system import route_through, with_fresh_ports
 from mock_switch.config import SystemConfig
 
-LINK_BIND_ATTEMPTS = 3
+BIND_ATTEMPTS = 3  # ports chosen free can be taken before they are bound: choose again this often
 
 
 class Testbed:
@@ -44,16 +44,30 @@ class Testbed:
             self._start_guardian()
             self.prepare()
             self.toxiproxy.start()
-            self._create_links()
-            self.topology.start()
+            for attempt in range(1, BIND_ATTEMPTS + 1):
+                self._create_links()
+                try:
+                    self.topology.start()
+                    return
+                except TopologyError:
+                    # A service's port, chosen free, was taken before the service bound it: choose
+                    # again (the services are stopped; nothing has been recorded yet).
+                    if attempt == BIND_ATTEMPTS or not self._port_was_taken() or not self._reroute(fresh_ports=True):
+                        raise
         except BaseException:
             self.stop()
             raise
 
+    def _port_was_taken(self) -> bool:
+        logs = [svc.log_path for svc in self.topology.services.values() if svc.log_path.exists()]
+        return any("address already in use" in log.read_text(errors="replace") for log in logs)
+
     def _create_links(self) -> None:
         """One proxy per link. A listen port is chosen free but bound only here, so another process
         can take it in between: then choose the links' ports again (nothing dials them yet)."""
-        for attempt in range(1, LINK_BIND_ATTEMPTS + 1):
+        for proxy in list(self.toxiproxy.proxies()):  # a retried start begins from no proxy
+            self.toxiproxy.delete_named(proxy)
+        for attempt in range(1, BIND_ATTEMPTS + 1):
             created: list[Link] = []
             try:
                 for link in self.links.values():
@@ -61,13 +75,16 @@ class Testbed:
                     created.append(link)
                 return
             except ToxiproxyError as exc:
-                if "address already in use" not in str(exc) or attempt == LINK_BIND_ATTEMPTS or not self._reroute():
+                if "address already in use" not in str(exc) or attempt == BIND_ATTEMPTS or not self._reroute():
                     raise
                 for link in created:
                     self.toxiproxy.delete(link)
 
-    def _reroute(self) -> bool:
-        """Fresh listen ports for every link (the services are not started yet); False if impossible."""
+    def _reroute(self, fresh_ports: bool = False) -> bool:
+        """Fresh listen ports for every link, and with `fresh_ports` for every service (nothing runs
+        yet); False where that is impossible."""
+        if fresh_ports:
+            self._unrouted = with_fresh_ports(self._unrouted)
         self.system, links = route_through(self._unrouted)
         self.links.clear()
         self.links.update(links)  # the nemesis holds this dict

@@ -484,8 +484,8 @@ class DockerTestbed(Testbed):
         self._sigterm_cleans_up()
         super().start()
 
-    def _reroute(self) -> bool:
-        return False  # link ports live inside the Toxiproxy container: no other process can hold them
+    def _reroute(self, fresh_ports: bool = False) -> bool:
+        return False  # ports live inside the run's containers: no other process can hold them
 
     def prepare(self) -> None:
         """Images (built only when their inputs changed) and the run's own network."""

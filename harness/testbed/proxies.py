@@ -151,8 +151,11 @@ class ToxiproxyServer:
         self._api("POST", "/proxies", body)
 
     def delete(self, link: Link) -> None:
+        self.delete_named(link.proxy)
+
+    def delete_named(self, proxy: str) -> None:
         with contextlib.suppress(ToxiproxyError):  # already gone is deleted
-            self._api("DELETE", f"/proxies/{link.proxy}")
+            self._api("DELETE", f"/proxies/{proxy}")
 
     def proxies(self) -> dict[str, Any]:
         return self._api("GET", "/proxies")  # type: ignore[no-any-return]

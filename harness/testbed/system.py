@@ -51,6 +51,22 @@ def build_system(
     )
 
 
+def with_fresh_ports(system: SystemConfig, host: str = "127.0.0.1") -> SystemConfig:
+    """The same system with every service on a newly chosen free port (its direct links follow)."""
+    switch = f"{host}:{free_port(host)}"
+    banks = {b.code: f"{host}:{free_port(host)}" for b in system.banks}
+    return system.model_copy(
+        update={
+            "switch": system.switch.model_copy(
+                update={"listen": switch, "bank_urls": {code: f"http://{a}" for code, a in banks.items()}}
+            ),
+            "banks": [
+                b.model_copy(update={"listen": banks[b.code], "switch_url": f"http://{switch}"}) for b in system.banks
+            ],
+        }
+    )
+
+
 def route_through(system: SystemConfig, host: str = "127.0.0.1") -> tuple[SystemConfig, dict[str, Link]]:
     """Give every link its own proxy listener and point each caller at it.
 
