@@ -1,5 +1,6 @@
 """Checkers are composed as in Jepsen: a check that crashes is "unknown" and costs no other check its
-verdict, and "unknown" never passes. One Result model writes and reads result.json.
+verdict, and "unknown" never passes. One Result model writes and reads result.json. The bulkhead
+places payments by completion, like every other figure.
 
 Run-directory tests use the saved real run tests/fixtures/naive-run.tar.gz (see test_report.py)."""
 
@@ -15,7 +16,7 @@ import yaml
 
 from harness import cli
 from harness.checkers import checks
-from harness.checkers.checks import RunInputs
+from harness.checkers.checks import RunInputs, bulkhead_ratio
 from harness.checkers.compose import check_safe, compose, merge
 from harness.checkers.run import check_run
 from harness.errors import RunDirError
@@ -221,6 +222,32 @@ def test_when_availability_crashes_the_result_is_still_written_and_the_suite_pag
     assert [(r["scenario"], r["latest"]["verdict"], r["latest"]["availability"]) for r in rows] == [
         ("fixture-naive-slow-payee", "fail", None)
     ]
+
+
+# -- the bulkhead ---------------------------------------------------------------------------------
+
+T0 = 1_795_440_000.0
+
+
+def test_the_bulkhead_places_a_payment_by_when_it_completed() -> None:
+    faults = [
+        {"event": "apply", "fault": "c", "kind": "down", "targets": ["switch->BNKC"], "at": T0 + 10},
+        {"event": "heal", "fault": "c", "kind": "down", "targets": ["switch->BNKC"], "at": T0 + 20},
+    ]
+
+    def pay(pid: str, invoke: float, complete: float, outcome: str) -> dict[str, object]:
+        return {"op": "payment", "id": pid, "payer": "BNKA", "payee": "BNKB", "amount": 100,
+                "invoke": T0 + invoke, "complete": T0 + complete, "outcome": outcome,
+                "status": "ACSC" if outcome == "ok" else None, "reason": None, "http": None,
+                "error": None if outcome == "ok" else "timeout"}  # fmt: skip
+
+    history = [
+        pay("sent-before-answered-inside", 9.0, 10.9, "unknown"),  # the fault's to spoil: in the window
+        pay("inside", 12.0, 12.1, "ok"),
+        pay("sent-inside-answered-after", 19.5, 20.4, "ok"),  # answered once the fault was gone: not in it
+        pay("touched-bank", 12.0, 12.1, "unknown") | {"payee": "BNKC"},  # a bank the fault touched
+    ]
+    assert bulkhead_ratio(history, faults, 2000.0) == 0.5
 
 
 # -- result.json: written and read in one place ---------------------------------------------------

@@ -104,7 +104,10 @@ def affected_banks(faults: Sequence[Mapping[str, Any]]) -> set[str]:
 def bulkhead_ratio(
     history: Sequence[Mapping[str, Any]], faults: Sequence[Mapping[str, Any]], slo_ms: float
 ) -> float | None:
-    """Success ratio of payments between banks no fault touched, made while a fault was active."""
+    """Success ratio of payments between banks no fault touched, completed while a fault was active.
+
+    Placed by completion time, like every other figure: a payment sent just before a fault and
+    answered inside it is the fault's to spoil (and one sent inside it, answered after, is not)."""
     if any("switch" in t and "->" not in t for f in faults for t in f["targets"]):
         return None  # a switch-wide fault touches everyone: no bulkhead to measure
     windows = [(w.apply, w.end) for w in fault_windows(faults)]
@@ -112,7 +115,7 @@ def bulkhead_ratio(
     ops = [
         op for op in history
         if is_payment(op) and op["payer"] not in affected and op["payee"] not in affected
-        and any(a <= op["invoke"] <= b for a, b in windows)
+        and any(a <= op["complete"] <= b for a, b in windows)
     ]  # fmt: skip
     if not ops:
         return None
