@@ -22,7 +22,7 @@ from harness.history import Op, is_available, is_payment
 from harness.ledgers import Snapshot
 from harness.result import CheckVerdict
 from harness.scenario import Scenario
-from harness.timeline import fault_windows
+from harness.timeline import fault_windows, last_heal
 from mock_switch.config import SystemConfig
 
 
@@ -158,9 +158,16 @@ def consistency(run: RunInputs) -> CheckVerdict:
 
 
 def time_to_consistency(run: RunInputs) -> CheckVerdict:
-    """From the last heal until open anomalies reached zero for good, against its objective."""
-    heals = [f["at"] for f in run.faults if f["event"] == "heal"]
-    ttc = measure_time_to_consistency(run.samples, max(heals) if heals else None, run.reconciliation.anomaly_count)
+    """From the last heal until open anomalies reached zero for good, against its objective ("no
+    anomaly opened" meets any objective)."""
+    taken_at = run.ledgers.get("taken_at")
+    conv = measure_time_to_consistency(
+        run.samples,
+        last_heal(fault_windows(run.faults)),
+        run.reconciliation.anomaly_count,
+        float(taken_at) if isinstance(taken_at, int | float) else None,
+    )
+    ttc = conv.seconds
     ce = run.scenario.expect.consistency
     failures: list[str] = []
     objective = ce.max_time_to_consistency_s
@@ -169,7 +176,16 @@ def time_to_consistency(run: RunInputs) -> CheckVerdict:
             f"time to consistency {'never reached' if ttc is None else fmt_duration(ttc)}"
             f" (objective {fmt_duration(objective)})"
         )
-    return CheckVerdict.judged(failures, time_to_consistency_s=ttc)
+    return CheckVerdict.judged(
+        failures,
+        time_to_consistency_s=_round(ttc),
+        anomaly_opened=conv.anomaly_opened,
+        time_to_consistency_resolution_s=_round(conv.resolution_s),
+    )
+
+
+def _round(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds, 3)
 
 
 def customer_view(run: RunInputs) -> CheckVerdict:
