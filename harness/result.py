@@ -74,7 +74,12 @@ class ConsistencyFigures(BaseModel):
 
     reconciliation: dict[str, Any] | None = None
     customer_view: dict[str, Any] | None = None
-    time_to_consistency_s: float | None = None
+    time_to_consistency_s: float | None = None  # 0.0 when no anomaly opened (see anomaly_opened)
+    # Added later in v1 (absent, so None, in older files): whether an open anomaly was seen from the
+    # last heal on (None: no sample, or not measured), and how precisely the sampler's ticks place
+    # the time (the gap between the last tick that saw anomalies and the first that saw none).
+    anomaly_opened: bool | None = None
+    time_to_consistency_resolution_s: float | None = None
 
 
 class Result(BaseModel):

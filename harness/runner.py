@@ -22,7 +22,7 @@ from typing import Any
 
 from harness import __version__, ledgers
 from harness.checkers.run import check_inputs, load_inputs
-from harness.fmt import fmt_duration
+from harness.fmt import fmt_measured, fmt_time_to_consistency
 from harness.load.control import LoadRun, start_load
 from harness.nemesis import SchedulePlayer
 from harness.observe import snapshot
@@ -232,14 +232,18 @@ def console_summary(outcome: RunOutcome) -> str:
     c = r.get("consistency") or {}
     rec = c.get("reconciliation")
     view = c.get("customer_view")
+    resolution = a.get("resolution_s") or {}  # absent in results written before it was added
+    ttr = fmt_measured(a.get("time_to_recover_s"), resolution.get("time_to_recover_s"))
+    ttc = fmt_time_to_consistency(
+        c.get("time_to_consistency_s"), c.get("anomaly_opened"), c.get("time_to_consistency_resolution_s")
+    )
     lines = [
         f"\n== {r['scenario']['name']}: {r['verdict'].upper()} ==",
         "availability  not known"
         if not a
         else f"availability  {fmt_pct(a.get('overall', {}).get('success_ratio'), 3)} overall; phases: "
         + ", ".join(f"{k} {fmt_pct(v.get('success_ratio'))}" for k, v in a.get("phases", {}).items()),
-        f"recovery      time to recover {fmt_duration(a.get('time_to_recover_s'))};"
-        f" time to consistency {fmt_duration(c.get('time_to_consistency_s'))}",
+        f"recovery      time to recover {ttr}; time to consistency {ttc}",
         "settlement    not known"
         if rec is None
         else f"settlement    {rec['payments']:,} payments: {rec['clean_settled']:,} settled,"

@@ -135,8 +135,10 @@ def test_timeout_fault_detect_and_recover() -> None:
     assert s["phases"]["fault"]["errors"] == {
         "timeout": s["phases"]["fault"]["operations"] - s["phases"]["fault"]["good"]
     }
-    # Payments sent just before the heal time out after it: recovery waits for those stragglers.
-    assert s["time_to_recover_s"] == pytest.approx(3.0, abs=1.0)
+    # Payments sent just before the heal time out after it: recovery waits for those stragglers. The
+    # last one (sent at 19.9) times out at 22.9; the next answer, at 22.95, is the recovery.
+    assert s["time_to_recover_s"] == pytest.approx(2.95, abs=1e-6)
+    assert s["resolution_s"]["time_to_recover_s"] == pytest.approx(0.05, abs=1e-6)
     assert s["recoveries"][0]["recovered"] == pytest.approx(s["recoveries"][0]["heal"] + s["time_to_recover_s"])
     assert s["phases"]["recovery"]["success_ratio"] < 1.0
     assert s["phases"]["steady"]["success_ratio"] == 1.0 and s["phases"]["steady"]["operations"] > 150
@@ -160,18 +162,49 @@ def test_fault_phase_target_can_be_set() -> None:
 
 
 def test_recovery_needs_consecutive_good_seconds() -> None:
-    # After the heal, seconds 21 and 23 still see failures; good seconds 20, 22, 24, 25, 26: the
-    # first three consecutive ones start at 24.
+    # After the heal, failures complete until 21.705 and again from 23.205 to 23.705: the first three
+    # clean seconds start with the next answer, at 23.85 (not at the next whole second).
     history = load(40, bad=lambda t: "connection" if 10 <= t < 20 or 21.2 <= t < 21.8 or 23.2 <= t < 23.8 else None)
     s = check_availability(history, fault("crash", 10, 20)).summary()
-    assert s["time_to_recover_s"] == pytest.approx(4.0, abs=0.1)
+    assert s["time_to_recover_s"] == pytest.approx(3.85, abs=1e-6)
+    assert s["recoveries"][0]["resolution_s"] == pytest.approx(0.145, abs=1e-6)  # since the failure at 23.705
 
 
 def test_recovery_needs_answers_not_silence() -> None:
-    # After the heal nothing completes for 5 s (customers hang), then every payment is fine.
+    # After the heal nothing completes for 5 s (customers hang), then every payment is fine: the
+    # first answer is the recovery, and the silence before it is how little is known of when.
     history = [o for o in load(40) if not 20 <= o["complete"] - T0 < 25]
     s = check_availability(history, fault("pause", 10, 20)).summary()
-    assert s["time_to_recover_s"] == pytest.approx(5.0, abs=1.0)
+    assert s["time_to_recover_s"] == pytest.approx(5.05, abs=1e-6)
+    assert s["resolution_s"]["time_to_recover_s"] == pytest.approx(5.05, abs=1e-6)
+
+
+def test_recovery_is_found_to_the_answer_not_snapped_to_a_whole_second() -> None:
+    # 100 payments a second, 5 ms each; failures until 0.30 s after a heal just past a bucket edge
+    # (buckets start at the first completion, 0.005). Whole-second buckets reported the next edge,
+    # 0.995 s after the heal; the answers say 0.3 s.
+    heal, back = 20.01, 20.31
+    history = [
+        op(n, n / 100, 5.0, "unknown", error="connection") if 10 <= n / 100 < back else op(n, n / 100, 5.0)
+        for n in range(4000)
+    ]
+    s = check_availability(history, fault("crash", 10, heal)).summary()
+    ttr, resolution = s["time_to_recover_s"], s["resolution_s"]["time_to_recover_s"]
+    assert resolution is not None and 0 < resolution <= 0.1
+    assert abs(ttr - 0.30) <= resolution  # the last failure at +0.295, the first good answer at +0.305
+    assert ttr == pytest.approx(0.305, abs=1e-6)
+    assert s["phases"]["recovery"]["duration_s"] == pytest.approx(ttr, abs=1e-3)
+    assert s["resolution_s"]["buckets_s"] == 1.0  # the per-second figures stay per second
+
+
+def test_time_to_detect_is_the_first_bad_completion_exactly() -> None:
+    history = load(30)
+    history[95] = op(95, 9.5, 50.0, "fail", reason="AB05")  # before the apply: not this fault's doing
+    history[102] = op(102, 10.2, 37.0, "unknown", error="connection")  # completes at 10.237
+    history[103] = timeout(103, 10.3)  # sent later, known only at 13.3
+    s = check_availability(history, fault("crash", 10, 15)).summary()
+    assert s["faults"][0]["time_to_detect_s"] == pytest.approx(0.237, abs=1e-6)
+    assert s["resolution_s"]["time_to_detect_s"] == 0.0
 
 
 # ----------------------------------------------------------------------------- (3) what is available

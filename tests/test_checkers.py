@@ -1,5 +1,7 @@
 """Checkers are composed as in Jepsen: a check that crashes is "unknown" and costs no other check its
-verdict, and "unknown" never passes. One Result model writes and reads result.json.
+verdict, and "unknown" never passes. One Result model writes and reads result.json. Time to
+consistency says "no anomaly opened" rather than a time nothing converged in, and how precisely the
+sampler's real ticks place it. The bulkhead places payments by completion, like every other figure.
 
 Run-directory tests use the saved real run tests/fixtures/naive-run.tar.gz (see test_report.py)."""
 
@@ -15,8 +17,10 @@ import yaml
 
 from harness import cli
 from harness.checkers import checks
-from harness.checkers.checks import RunInputs
+from harness.checkers.checks import RunInputs, bulkhead_ratio
 from harness.checkers.compose import check_safe, compose, merge
+from harness.checkers.consistency import Convergence, time_to_consistency
+from harness.checkers.reconcile import Reconciliation
 from harness.checkers.run import check_run
 from harness.errors import RunDirError
 from harness.report import page as report
@@ -221,6 +225,92 @@ def test_when_availability_crashes_the_result_is_still_written_and_the_suite_pag
     assert [(r["scenario"], r["latest"]["verdict"], r["latest"]["availability"]) for r in rows] == [
         ("fixture-naive-slow-payee", "fail", None)
     ]
+
+
+# -- time to consistency from the sampler's ticks ------------------------------------------------
+
+HEAL = 1_795_440_000.0
+
+
+def tick(after_heal: float, open_anomalies: int) -> dict[str, object]:
+    return {"at": HEAL + after_heal, "open_anomalies": open_anomalies, "by_class": {}}
+
+
+def test_samples_that_never_saw_an_anomaly_say_no_anomaly_opened() -> None:
+    samples = [tick(-3.1, 0), tick(-1.0, 0), tick(1.6, 0), tick(3.7, 0)]
+    # Not 1.6 s (the first tick after the heal): nothing was open, so nothing converged.
+    assert time_to_consistency(samples, HEAL, 0, HEAL + 5) == Convergence(0.0, False, None)
+    assert time_to_consistency(samples, None, 0) == Convergence(0.0, False, None)  # no fault either
+    assert time_to_consistency([], HEAL, 0) == Convergence(0.0, None, None)  # nothing watched: not known
+
+
+def test_irregular_ticks_give_the_gap_around_the_convergence_as_its_resolution() -> None:
+    samples = [tick(-1.2, 0), tick(0.9, 4), tick(1.3, 2), tick(4.7, 0), tick(5.2, 0), tick(11.0, 0)]
+    conv = time_to_consistency(list(reversed(samples)), HEAL, 0, HEAL + 12)  # the order of lines does not matter
+    assert conv.anomaly_opened is True
+    assert conv.seconds == pytest.approx(4.7)
+    assert conv.resolution_s == pytest.approx(3.4)  # zero somewhere between the ticks at 1.3 and 4.7 s
+
+
+def test_an_anomaly_open_at_the_last_tick_before_the_heal_counts() -> None:
+    # No tick after the heal saw it, but it was open when the fault healed, as far as anyone knows.
+    assert time_to_consistency([tick(-0.5, 3), tick(1.5, 0)], HEAL, 0) == Convergence(1.5, True, 2.0)
+    # Closed before the heal: nothing was open from the heal on.
+    assert time_to_consistency([tick(-4, 3), tick(-2, 0), tick(1, 0)], HEAL, 0) == Convergence(0.0, False, None)
+
+
+def test_the_final_reconciliation_has_the_last_word() -> None:
+    assert time_to_consistency([tick(1, 0)], HEAL, 2) == Convergence(None, True, None)
+    # The last sample still saw an anomaly; the ledgers, snapshot at +9 s, were clean.
+    assert time_to_consistency([tick(1, 2), tick(3, 1)], HEAL, 0, HEAL + 9) == Convergence(9.0, True, 6.0)
+
+
+def test_a_run_whose_samples_never_saw_an_anomaly_says_no_anomaly_opened_everywhere(
+    run_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # The fixture's ledgers hold anomalies: a clean final reconciliation stands in for clean ledgers.
+    monkeypatch.setattr(RunInputs, "reconciliation", property(lambda self: Reconciliation()))
+    lines = (run_dir / "consistency.jsonl").read_text().splitlines()
+    quiet = [{**json.loads(line), "open_anomalies": 0, "by_class": {}} for line in lines]
+    (run_dir / "consistency.jsonl").write_text("".join(json.dumps(q) + "\n" for q in quiet))
+    outcome = check(run_dir, progress=print)
+    c = outcome.result["consistency"]
+    assert c["time_to_consistency_s"] == 0.0 and c["anomaly_opened"] is False
+    assert c["time_to_consistency_resolution_s"] is None
+    assert outcome.result["checks"]["time_to_consistency"] == {"verdict": "valid", "failures": []}  # objective 20 s
+    assert "time to consistency no anomaly opened" in capsys.readouterr().out
+    page = (run_dir / "report.html").read_text()
+    banner = page.split('id="verdict"')[1].split("</section>")[0]
+    assert '>no anomaly opened</div><div class="k">time to consistency<' in banner
+    scorecard = page.split('id="scorecard"')[1].split("</table>")[0]
+    assert "no anomaly opened" in scorecard
+    assert read_result(run_dir).consistency.anomaly_opened is False
+
+
+# -- the bulkhead ---------------------------------------------------------------------------------
+
+T0 = 1_795_440_000.0
+
+
+def test_the_bulkhead_places_a_payment_by_when_it_completed() -> None:
+    faults = [
+        {"event": "apply", "fault": "c", "kind": "down", "targets": ["switch->BNKC"], "at": T0 + 10},
+        {"event": "heal", "fault": "c", "kind": "down", "targets": ["switch->BNKC"], "at": T0 + 20},
+    ]
+
+    def pay(pid: str, invoke: float, complete: float, outcome: str) -> dict[str, object]:
+        return {"op": "payment", "id": pid, "payer": "BNKA", "payee": "BNKB", "amount": 100,
+                "invoke": T0 + invoke, "complete": T0 + complete, "outcome": outcome,
+                "status": "ACSC" if outcome == "ok" else None, "reason": None, "http": None,
+                "error": None if outcome == "ok" else "timeout"}  # fmt: skip
+
+    history = [
+        pay("sent-before-answered-inside", 9.0, 10.9, "unknown"),  # the fault's to spoil: in the window
+        pay("inside", 12.0, 12.1, "ok"),
+        pay("sent-inside-answered-after", 19.5, 20.4, "ok"),  # answered once the fault was gone: not in it
+        pay("touched-bank", 12.0, 12.1, "unknown") | {"payee": "BNKC"},  # a bank the fault touched
+    ]
+    assert bulkhead_ratio(history, faults, 2000.0) == 0.5
 
 
 # -- result.json: written and read in one place ---------------------------------------------------

@@ -19,7 +19,7 @@ import pytest
 from harness import cli
 from harness.report import page as report
 from harness.result import SCHEMA
-from harness.runner import check
+from harness.runner import RunOutcome, check, console_summary
 
 FIXTURE = Path(__file__).parent / "fixtures" / "naive-run.tar.gz"
 SECTIONS = (
@@ -262,3 +262,24 @@ def test_runs_of_a_changed_scenario_are_not_compared(tmp_path: Path) -> None:
     assert "not compared" in text_of(report.write_index(tmp_path, runs).read_text())
     (new / "scenario.yaml").write_text((old / "scenario.yaml").read_text())
     assert report.index_model(tmp_path, runs)["rows"][0]["flags"], "same scenario again: the regression shows"
+
+
+def test_times_read_with_their_resolution_and_no_anomaly_opened_reads_so(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    run = fake_run(runs, "bank-cut", 100.0, ttr=0.305)
+    result = json.loads((run / "result.json").read_text())
+    result["availability"]["resolution_s"] = {"time_to_detect_s": 0.0, "time_to_recover_s": 0.01, "buckets_s": 1.0}
+    result["consistency"].update(time_to_consistency_s=0.0, anomaly_opened=False)
+    (run / "result.json").write_text(json.dumps(result))
+    old = fake_run(runs, "steady", 100.0, ttr=1.5)  # written before resolutions and anomaly_opened
+    text = text_of(report.write_index(tmp_path, runs).read_text())
+    assert "305 ms (resolution 10 ms)" in text and "no anomaly opened" in text
+    assert "1.5 s" in text and "2.0 s" in text  # an older result reads as it always did
+
+    def console(result: dict[str, Any]) -> str:  # the fake results have no reconciliation to print
+        consistency = {**result["consistency"], "reconciliation": None}
+        return console_summary(RunOutcome(run, {**result, "consistency": consistency}))
+
+    line = "recovery      time to recover 305 ms (resolution 10 ms); time to consistency no anomaly opened"
+    assert line in console(result).splitlines()
+    assert "time to recover 1.5 s; time to consistency 2.0 s" in console(json.loads((old / "result.json").read_text()))

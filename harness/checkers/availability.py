@@ -16,9 +16,16 @@ re-check). The price: a slow operation counts in the second it finished, and a b
 the completion rate, which drops to zero while customers hang; that is the signal we want.
 
 Phases: `baseline` until the first apply, `fault` while any fault is active, then `recovery` from
-the heal until the first `recovery_window_s` consecutive seconds each at least the baseline ratio
-minus a tolerance, then `steady` until the next apply. A flapping fault repeats fault, recovery
-(steady) for every quiet gap; time to recover is measured from the last heal.
+the heal until `recovery_window_s` consecutive seconds each at least the baseline ratio minus a
+tolerance (from the answer that starts them), then `steady` until the next apply. A flapping fault
+repeats fault, recovery (steady) for every quiet gap; time to recover is measured from the last heal.
+
+Each time says how precisely it is known (`resolution_s` in the summary). Time to detect is exact:
+an apply and a completion are both recorded instants. Recovery is decided on the 1 s buckets, as
+before, but no longer reported at a bucket edge (which snapped 0.2 s to about 1 s): the instant is
+the answer, within the second before the streak, from which the same windows slid there hold. So it
+is an answer a customer got; the system came back somewhere after the answer before it (or the
+heal), and that gap is its resolution: no customer could have seen it sooner.
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ from bisect import bisect_left, bisect_right
 from collections import Counter
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
+from itertools import accumulate
 from operator import itemgetter
 from typing import Any
 
@@ -44,6 +52,10 @@ MAX_SPAN_S = 7 * 24 * 3600
 
 # Per-operation state, kept in one bytearray so counting and searching run in C.
 _DOWN, _GOOD, _SLOW = 0, 1, 2  # technical failure | good | definitive but over the latency SLO
+_IS_GOOD = bytes(int(i == _GOOD) for i in range(256))  # state -> 1 if good, for bytearray.translate
+
+BUCKET_S = 1.0  # per-second figures and charts
+DETECT_RESOLUTION_S = 0.0  # time to detect: an apply and a completion, both recorded instants
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,8 +72,8 @@ class SLO:
 
     `success_ratio` is the target for baseline and steady (and the error budget); `p99_ms` the
     target for baseline; `phase_targets` adds or replaces targets per phase (e.g. a floor during
-    `fault`). Recovery is `recovery_window_s` consecutive 1 s buckets, each with a success ratio
-    of at least the baseline's minus `recovery_tolerance`.
+    `fault`). Recovery is a good answer that starts `recovery_window_s` consecutive 1 s windows,
+    each non-empty with a success ratio of at least the baseline's minus `recovery_tolerance`.
     """
 
     latency_slo_ms: float = 2000.0
@@ -154,10 +166,14 @@ class Segment:
 
 @dataclass(frozen=True, slots=True)
 class Recovery:
-    """After a heal that left no fault active: when the success ratio was back, if it was."""
+    """After a heal that left no fault active: when the success ratio was back, if it was.
+
+    `resolution_s`: the system came back within this long before `recovered` (the gap since the
+    answer before it, or since the heal); None when it did not recover."""
 
     heal: float
     recovered: float | None
+    resolution_s: float | None = None
 
     @property
     def time_to_recover_s(self) -> float | None:
@@ -186,6 +202,7 @@ class Availability:
     baseline_ratio: float | None
     recovery_threshold: float | None
     time_to_recover_s: float | None
+    time_to_recover_resolution_s: float | None
     per_second: list[Bucket]
     verdicts: list[Verdict]
     warnings: list[str]
@@ -239,6 +256,12 @@ class Availability:
             "baseline_ratio": _round(self.baseline_ratio, 6),
             "recovery_threshold": _round(self.recovery_threshold, 6),
             "time_to_recover_s": _round(self.time_to_recover_s, 3),
+            # How precisely each time is known, in seconds (0.0: exact); null when there is no time.
+            "resolution_s": {
+                "time_to_detect_s": DETECT_RESOLUTION_S,
+                "time_to_recover_s": _round(self.time_to_recover_resolution_s, 3),
+                "buckets_s": BUCKET_S,
+            },
             "timeline": [{"phase": s.phase, "start": off(s.start), "end": off(s.end)} for s in self.timeline],
             "faults": [
                 {
@@ -259,6 +282,7 @@ class Availability:
                     "heal": off(r.heal),
                     "recovered": off(r.recovered),
                     "time_to_recover_s": _round(r.time_to_recover_s, 3),
+                    "resolution_s": _round(r.resolution_s, 3),
                 }
                 for r in self.recoveries
             ],
@@ -389,9 +413,10 @@ def check_availability(
     baseline_ratio = state.count(_GOOD, 0, base_end) / base_end if base_end else None
     reference = baseline_ratio if baseline_ratio is not None else slo.success_ratio
     threshold = reference - slo.recovery_tolerance
+    good_before = list(accumulate(state.translate(_IS_GOOD), initial=0))  # good ops among the first k
 
-    def recovered_at(heal: float, next_apply: float) -> float | None:
-        """Start of the first `recovery_window_s` consecutive buckets, all after the heal and before
+    def streak_start(heal: float, next_apply: float) -> int | None:
+        """First of the first `recovery_window_s` consecutive buckets, all after the heal and before
         the next apply, each non-empty with a ratio >= threshold. An empty second breaks the run:
         no answers is not recovery (customers are hanging)."""
         b = max(0, math.ceil(heal - t0))
@@ -407,10 +432,40 @@ def check_availability(
             if bucket.count and bucket.good >= threshold * bucket.count:
                 streak += 1
                 if streak == slo.recovery_window_s:
-                    return t0 + k - streak + 1
+                    return k - streak + 1
             else:
                 streak = 0
         return None
+
+    def sustained(s: int, c: float) -> bool:
+        """The same windows slid to start at c (op index s is the first completing at c)."""
+        for i in range(1, slo.recovery_window_s + 1):
+            e = bisect_left(completes, c + i, s)
+            if e == s or good_before[e] - good_before[s] < threshold * (e - s):
+                return False
+            s = e
+        return True
+
+    def recovered_at(heal: float, next_apply: float) -> Recovery:
+        """Whether it recovered is decided on whole seconds, as the buckets show it: sliding the
+        window over every answer would give a degraded system hundreds of chances a second to look
+        recovered by luck. When is then found to the answer: the first good completion, in the
+        second before the streak and not before the heal, from which the windows slid there still
+        hold; else the streak's first answer. Resolution: the gap since the answer before (or the
+        heal), in which the system came back unseen."""
+        b = streak_start(heal, next_apply)
+        if b is None:
+            return Recovery(heal, None)
+        lo = bisect_left(completes, max(heal, t0 + b - 1))
+        at = bounds[b]  # the streak's first answer (its first bucket is not empty)
+        for j in range(lo, at):
+            if state[j] == _GOOD and sustained(bisect_left(completes, completes[j], lo, j), completes[j]):
+                at = j
+                break
+        c = completes[at]
+        first = bisect_left(completes, c, 0, at)
+        before = completes[first - 1] if first else heal
+        return Recovery(heal, c, c - max(before, heal))
 
     # The phase timeline over the whole time axis, then clipped to the run.
     axis: list[Segment] = []
@@ -424,8 +479,9 @@ def check_availability(
             if h == math.inf:
                 break
             nxt = periods[k + 1][0] if k + 1 < len(periods) else math.inf
-            r = recovered_at(h, nxt)
-            recoveries.append(Recovery(h, r))
+            recovery = recovered_at(h, nxt)
+            recoveries.append(recovery)
+            r = recovery.recovered
             if r is None:
                 axis.append(Segment("recovery", h, nxt))
             else:
@@ -480,6 +536,7 @@ def check_availability(
 
     healed = bool(periods) and periods[-1][1] != math.inf
     ttr = recoveries[-1].time_to_recover_s if healed else None
+    ttr_resolution = recoveries[-1].resolution_s if healed else None
     if periods and periods[-1][0] > t_end:
         warnings.append("the last fault was applied after the last operation completed: the history cannot show it")
     if ttr is None and healed:
@@ -501,6 +558,7 @@ def check_availability(
         baseline_ratio=baseline_ratio,
         recovery_threshold=threshold,
         time_to_recover_s=ttr,
+        time_to_recover_resolution_s=ttr_resolution,
         per_second=per_second,
         verdicts=_verdicts(slo, phases, bool(periods), ttr),
         warnings=warnings,
@@ -621,6 +679,7 @@ def _empty(slo: SLO, windows: list[FaultWindow], warnings: list[str]) -> Availab
         baseline_ratio=None,
         recovery_threshold=None,
         time_to_recover_s=None,
+        time_to_recover_resolution_s=None,
         per_second=[],
         verdicts=[Verdict("operations", 1, 0, False)],  # no operations: nothing shows the service was up
         warnings=[*warnings, "the history has no operations to measure"],

@@ -22,7 +22,7 @@ from harness.history import Op, is_available, is_payment
 from harness.ledgers import Snapshot
 from harness.result import CheckVerdict
 from harness.scenario import Scenario
-from harness.timeline import fault_windows
+from harness.timeline import fault_windows, last_heal
 from mock_switch.config import SystemConfig
 
 
@@ -104,7 +104,10 @@ def affected_banks(faults: Sequence[Mapping[str, Any]]) -> set[str]:
 def bulkhead_ratio(
     history: Sequence[Mapping[str, Any]], faults: Sequence[Mapping[str, Any]], slo_ms: float
 ) -> float | None:
-    """Success ratio of payments between banks no fault touched, made while a fault was active."""
+    """Success ratio of payments between banks no fault touched, completed while a fault was active.
+
+    Placed by completion time, like every other figure: a payment sent just before a fault and
+    answered inside it is the fault's to spoil (and one sent inside it, answered after, is not)."""
     if any("switch" in t and "->" not in t for f in faults for t in f["targets"]):
         return None  # a switch-wide fault touches everyone: no bulkhead to measure
     windows = [(w.apply, w.end) for w in fault_windows(faults)]
@@ -112,7 +115,7 @@ def bulkhead_ratio(
     ops = [
         op for op in history
         if is_payment(op) and op["payer"] not in affected and op["payee"] not in affected
-        and any(a <= op["invoke"] <= b for a, b in windows)
+        and any(a <= op["complete"] <= b for a, b in windows)
     ]  # fmt: skip
     if not ops:
         return None
@@ -155,9 +158,16 @@ def consistency(run: RunInputs) -> CheckVerdict:
 
 
 def time_to_consistency(run: RunInputs) -> CheckVerdict:
-    """From the last heal until open anomalies reached zero for good, against its objective."""
-    heals = [f["at"] for f in run.faults if f["event"] == "heal"]
-    ttc = measure_time_to_consistency(run.samples, max(heals) if heals else None, run.reconciliation.anomaly_count)
+    """From the last heal until open anomalies reached zero for good, against its objective ("no
+    anomaly opened" meets any objective)."""
+    taken_at = run.ledgers.get("taken_at")
+    conv = measure_time_to_consistency(
+        run.samples,
+        last_heal(fault_windows(run.faults)),
+        run.reconciliation.anomaly_count,
+        float(taken_at) if isinstance(taken_at, int | float) else None,
+    )
+    ttc = conv.seconds
     ce = run.scenario.expect.consistency
     failures: list[str] = []
     objective = ce.max_time_to_consistency_s
@@ -166,7 +176,16 @@ def time_to_consistency(run: RunInputs) -> CheckVerdict:
             f"time to consistency {'never reached' if ttc is None else fmt_duration(ttc)}"
             f" (objective {fmt_duration(objective)})"
         )
-    return CheckVerdict.judged(failures, time_to_consistency_s=ttc)
+    return CheckVerdict.judged(
+        failures,
+        time_to_consistency_s=_round(ttc),
+        anomaly_opened=conv.anomaly_opened,
+        time_to_consistency_resolution_s=_round(conv.resolution_s),
+    )
+
+
+def _round(seconds: float | None) -> float | None:
+    return None if seconds is None else round(seconds, 3)
 
 
 def customer_view(run: RunInputs) -> CheckVerdict:

@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,23 +16,47 @@ from typing import Any
 from harness.checkers.reconcile import Reconciliation
 
 
-def time_to_consistency(samples: list[dict[str, Any]], last_heal: float | None, final_open: int) -> float | None:
-    """Seconds from the last heal until anomalies reached zero and stayed there; None if never.
+@dataclass(frozen=True, slots=True)
+class Convergence:
+    """Time to consistency, and how much the sampler's ticks let anyone know of it.
 
-    With no fault, it is 0 when the run ended clean. The final reconciliation has the last word:
-    anomalies left at the end mean the system never became consistent."""
+    - no anomaly opened: `anomaly_opened` False, `seconds` 0.0 (it meets any objective);
+    - never consistent: `seconds` None (anomalies left at the end);
+    - converged: `seconds` from the reference to the first tick that saw none after the last that
+      saw some; the count reached zero somewhere in the `resolution_s` between those two ticks.
+    `anomaly_opened` is None when there is no sample at all (nothing was watched)."""
+
+    seconds: float | None
+    anomaly_opened: bool | None
+    resolution_s: float | None = None
+
+
+def time_to_consistency(
+    samples: Sequence[Mapping[str, Any]], last_heal: float | None, final_open: int, final_at: float | None = None
+) -> Convergence:
+    """From the last heal until the open anomaly count reached zero and stayed there.
+
+    The ticks are the samples' own times (1 to 6 s apart under load), plus the final reconciliation
+    at `final_at` (when the ledgers were snapshot), which has the last word: anomalies left at the
+    end mean the system never became consistent. The last tick at or before the heal counts too:
+    what it saw was still open when the fault healed, as far as anyone knows. Without a fault the
+    reference is the first sample."""
     if final_open > 0:
-        return None
-    if last_heal is None:
-        return 0.0
-    after = sorted((s for s in samples if s["at"] >= last_heal), key=lambda s: s["at"])
-    if not after:
-        return 0.0
-    # The first zero after the last sample that still had open anomalies.
-    last_open = max((i for i, s in enumerate(after) if s["open_anomalies"] > 0), default=-1)
-    if last_open == len(after) - 1:
-        return None
-    return max(0.0, float(after[last_open + 1]["at"]) - last_heal)
+        return Convergence(None, True)
+    if not samples:
+        return Convergence(0.0, None)  # a clean end, but nothing watched the way there
+    ticks = sorted((float(s["at"]), int(s["open_anomalies"])) for s in samples)
+    if final_at is not None:
+        ticks.append((max(final_at, ticks[-1][0]), 0))
+    since = ticks[0][0] if last_heal is None else last_heal
+    ticks = ticks[max(0, bisect_right([at for at, _ in ticks], since) - 1) :]
+    last_open = max((i for i, (_, n) in enumerate(ticks) if n > 0), default=None)
+    if last_open is None:
+        return Convergence(0.0, False)
+    if last_open == len(ticks) - 1:  # only without final_at: no tick after the last open one
+        return Convergence(None, True)
+    (opened, _), (closed, _) = ticks[last_open], ticks[last_open + 1]
+    return Convergence(max(0.0, closed - since), True, closed - opened)
 
 
 @dataclass

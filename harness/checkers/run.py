@@ -84,6 +84,8 @@ def check_inputs(
             reconciliation=figures.get("reconciliation"),
             customer_view=figures.get("customer_view"),
             time_to_consistency_s=figures.get("time_to_consistency_s"),
+            anomaly_opened=figures.get("anomaly_opened"),
+            time_to_consistency_resolution_s=figures.get("time_to_consistency_resolution_s"),
         ),
         faults=inputs.faults,
         environment=_json(rd.environment) if rd.environment.exists() else {},
