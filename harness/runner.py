@@ -55,8 +55,8 @@ class RunOutcome:
         lines = [f"scenario {self.result['scenario']['name']} did not meet its expectations:"]
         lines += [f"  - {f}" for f in self.failures]
         lines += [f"run directory: {self.run_dir}", f"reproduce: {self.result['reproduce']}"]
-        if (self.run_dir / "report.html").exists():
-            lines.append(f"report: {self.run_dir / 'report.html'}")
+        if RunDir(self.run_dir).report.exists():
+            lines.append(f"report: {RunDir(self.run_dir).report}")
         return "\n".join(lines)
 
 
@@ -260,6 +260,6 @@ def console_summary(outcome: RunOutcome) -> str:
     else:  # a result from before per-check verdicts
         lines += [f"FAIL          {f}" for f in r["failures"]]
     lines.append(f"run directory {outcome.run_dir}")
-    if (outcome.run_dir / "report.html").exists():
-        lines.append(f"report        {outcome.run_dir / 'report.html'}")
+    if RunDir(outcome.run_dir).report.exists():
+        lines.append(f"report        {RunDir(outcome.run_dir).report}")
     return "\n".join(lines)

@@ -47,6 +47,7 @@ from harness.errors import TestbedError
 from harness.links import Link, endpoints, link_names
 from harness.nemesis import Nemesis
 from harness.procs import free_port
+from harness.rundir import RunDir
 from harness.testbed.bed import Testbed
 from harness.testbed.images import TOXIPROXY_REPO
 from harness.testbed.local import TopologyError
@@ -258,16 +259,17 @@ class DockerTopology:
     services: dict[str, ContainerService] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.config_path = self.run_dir / "system.json"
+        rundir = RunDir(self.run_dir)
+        self.config_path = rundir.system
         common = ["--config", "/config/system.json", "--data-dir", "/data"]
         self.services["switch"] = ContainerService(
-            "switch", ["switch", *common], free_port(), self.run_dir / "logs" / "switch.log",
-            self.run_dir / "data" / "switch",
+            "switch", ["switch", *common], free_port(), rundir.log("switch"),
+            rundir.data / "switch",
         )  # fmt: skip
         for bank in self.system.banks:
             self.services[bank.code] = ContainerService(
-                bank.code, ["bank", bank.code, *common], free_port(), self.run_dir / "logs" / f"{bank.code}.log",
-                self.run_dir / "data" / bank.code,
+                bank.code, ["bank", bank.code, *common], free_port(), rundir.log(bank.code),
+                rundir.data / bank.code,
             )  # fmt: skip
 
     @property
@@ -471,12 +473,12 @@ class DockerTestbed(Testbed):
         self.system, self.links = route_through_toxiproxy(system)
         customer_ports = [link_port(link) for name, link in self.links.items() if name.startswith("customers->")]
         self.toxiproxy: ToxiproxyContainer = ToxiproxyContainer(
-            self.client, self.network_name, self.labels, run_dir / "logs" / "toxiproxy.log", customer_ports
+            self.client, self.network_name, self.labels, RunDir(run_dir).log("toxiproxy"), customer_ports
         )
         self.topology: DockerTopology = DockerTopology(  # type: ignore[assignment]
             self.system, run_dir, self.client, self.network_name, self.labels
         )
-        self.nemesis = Nemesis(self.toxiproxy, self.links, self.topology, run_dir / "faults.jsonl")
+        self.nemesis = Nemesis(self.toxiproxy, self.links, self.topology, RunDir(run_dir).faults)
         self.images: Images | None = None
         self._previous_sigterm: Any = None
 

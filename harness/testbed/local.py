@@ -22,12 +22,13 @@ from types import TracebackType
 from typing import Any
 
 from harness.errors import TestbedError
+from harness.procs import free_port as free_port
+from harness.procs import owned_env
 
 # Also re-exported from here, their old home, for importers edited elsewhere (harness/runner.py and
 # harness/cli.py import build_system, harness/web/ui.py free_port); new code imports them from
 # harness.testbed.system and harness.procs.
-from harness.procs import free_port as free_port
-from harness.procs import owned_env
+from harness.rundir import RunDir
 from harness.testbed.system import build_system as build_system
 from mock_switch.config import SystemConfig
 
@@ -126,23 +127,24 @@ class LocalTopology:
     def __init__(self, system: SystemConfig, run_dir: Path) -> None:
         self.system = system
         self.run_dir = run_dir
-        self.config_path = run_dir / "system.json"
+        rundir = RunDir(run_dir)
+        self.config_path = rundir.system
         py = [sys.executable, "-m", "mock_switch"]
         common = ["--config", str(self.config_path)]
         self.services: dict[str, ServiceProcess] = {
             "switch": ServiceProcess(
                 "switch",
-                [*py, "switch", *common, "--data-dir", str(run_dir / "data" / "switch")],
+                [*py, "switch", *common, "--data-dir", str(rundir.data / "switch")],
                 system.switch.listen,
-                run_dir / "logs" / "switch.log",
+                rundir.log("switch"),
             )
         }
         for bank in system.banks:
             self.services[bank.code] = ServiceProcess(
                 bank.code,
-                [*py, "bank", bank.code, *common, "--data-dir", str(run_dir / "data" / bank.code)],
+                [*py, "bank", bank.code, *common, "--data-dir", str(rundir.data / bank.code)],
                 bank.listen,
-                run_dir / "logs" / f"{bank.code}.log",
+                rundir.log(bank.code),
             )
 
     @property
