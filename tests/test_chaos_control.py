@@ -203,8 +203,13 @@ def test_a_good_fault_reaches_toxiproxy_and_the_timeline_and_heals(api: SimpleNa
 def test_a_fault_with_a_duration_heals_itself(api: SimpleNamespace) -> None:
     code, answer = post(api.url + "/faults", {"kind": "pause", "targets": ["BNKA"], "duration_s": 0.2})
     assert code == 201, answer
-    eventually(lambda: ("SIGCONT", "BNKA") in api.services.calls, what="the pause to be healed by its timer")
-    assert [e["event"] for e in timeline(api.run_dir)] == ["apply", "heal"]
+    # The timer sends SIGCONT before it records the heal: wait for the record, the later of the two.
+    events = eventually(
+        lambda: [e["event"] for e in timeline(api.run_dir)] if len(timeline(api.run_dir)) >= 2 else None,
+        what="the timer's heal to reach the timeline",
+    )
+    assert events == ["apply", "heal"]
+    assert ("SIGCONT", "BNKA") in api.services.calls
 
 
 def test_a_service_cannot_be_crashed_while_paused(api: SimpleNamespace) -> None:
