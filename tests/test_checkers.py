@@ -29,10 +29,11 @@ from harness.runner import check
 
 FIXTURE = Path(__file__).parent / "fixtures" / "naive-run.tar.gz"
 
-# What the checker said of the fixture before it was split into composed checks (its result.json then).
+# What the checker said of the fixture before it was split into composed checks (its result.json then),
+# with its amount in the one money format (harness.fmt.fmt_money) since.
 FIXTURE_FAILURES = [
     "consistency: 12 anomalies {'credit_without_debit': 12}, books failing: conservation"
-    " (customer money + held in flight - opening = +102,240 (must be 0))",
+    " (customer money + held in flight - opening = +NGN 1,022.40 (must be 0))",
     "time to consistency never reached (objective 20.0 s)",
 ]
 

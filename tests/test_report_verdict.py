@@ -22,6 +22,7 @@ import yaml
 from harness.checkers import checks
 from harness.checkers.checks import RunInputs
 from harness.checkers.reconcile import Reconciliation
+from harness.fmt import fmt_money
 from harness.report import page as report
 from harness.result import CheckVerdict, reconciliation_breaks
 from harness.runner import check, console_summary
@@ -249,3 +250,40 @@ def test_when_the_reconciliation_itself_crashes_the_page_says_what_is_not_known(
     assert agrees(result, page) == "unknown"
     said = "Reconciliation was not measured: the consistency check could not run (KeyError: 'transfers')"
     assert said in text_of(page)
+
+
+# -- money in one format --------------------------------------------------------------------------
+
+
+def test_money_reads_one_way_in_the_report_and_the_console(run_dir: Path) -> None:
+    result, page = checked(run_dir)
+    text = text_of(page)
+    system = json.loads((run_dir / "system.json").read_text())
+    windows = json.loads((run_dir / "ledgers.json").read_text())["switch"]["windows"]
+    rec = result["consistency"]["reconciliation"]
+    cur = system["currency"]
+    assert cur == "NGN"
+    amounts = [
+        system["banks"][0]["net_debit_cap"],
+        *rec["totals"].values(),
+        *(w["transfer_value"] for w in windows),
+        *(v for w in windows for v in w["net_positions"].values()),
+        *(e["amount"] for examples in rec["examples"].values() for e in examples),
+    ]
+    for minor in amounts:
+        assert fmt_money(minor, cur) in text, minor
+    # The books checks quote amounts in the same format: in the books table, the banner and the console.
+    delta = rec["totals"]["conservation_delta"]
+    line = f"customer money + held in flight - opening = {fmt_money(delta, cur, signed=True)} (must be 0)"
+    assert line == "customer money + held in flight - opening = +NGN 1,022.40 (must be 0)"
+    console = console_summary(check(run_dir, progress=None))
+    assert line in text_of(section(page, 'id="books"')) and line in banner_of(page)[1] and line in console
+    assert f"{delta:+,}" not in text and f"{delta:+,}" not in console  # raw minor units, as before
+    # Tables that used to print an amount without its currency: example payments and net positions.
+    examples = section(page, "<h3>Example payments</h3>", "<h3>Settlement")
+    cells = re.findall(r'<td class="n">([^<]*\d\.\d\d)</td>', examples)
+    assert cells and all(c.startswith(f"{cur} ") for c in cells), cells
+    net = text_of(section(page, 'id="windows"'))
+    for w in windows:
+        for bank, v in w["net_positions"].items():
+            assert f"{bank} {fmt_money(v, cur)}" in net

@@ -41,7 +41,12 @@ class RunInputs:
     def reconciliation(self) -> Reconciliation:
         """Three checks judge the same reconciliation: it is computed once. When it raises, each of
         them raises too and is unknown (cached_property caches only a value)."""
-        return reconcile(self.ledgers, self.system.total_customer_money(), self.system.total_settlement_money())
+        return reconcile(
+            self.ledgers,
+            self.system.total_customer_money(),
+            self.system.total_settlement_money(),
+            currency=self.system.currency,
+        )
 
 
 # -- availability ---------------------------------------------------------------------------------
