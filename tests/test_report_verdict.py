@@ -287,3 +287,64 @@ def test_money_reads_one_way_in_the_report_and_the_console(run_dir: Path) -> Non
     for w in windows:
         for bank, v in w["net_positions"].items():
             assert f"{bank} {fmt_money(v, cur)}" in net
+
+
+# -- the per-link table ---------------------------------------------------------------------------
+
+
+def link_rows(page: str) -> dict[str, dict[str, Any]]:
+    rows = {}
+    for tr in re.findall(
+        r"<tr class=\"(touched|)\"><td class=\"mono\">(.*?)</tr>", section(page, 'id="links"'), flags=re.S
+    ):
+        touched, rest = tr
+        cells = [text_of(c) for c in re.findall(r"(?:^|<td[^>]*>)(.*?)</td>", rest, flags=re.S)]
+        rows[cells[0]] = {"touched": touched == "touched", "ops": int(cells[1].replace(",", ""))}
+    return rows
+
+
+def test_each_link_counts_the_payments_that_crossed_it_and_only_held_links_are_marked(run_dir: Path) -> None:
+    result, page = checked(run_dir)
+    history = [json.loads(line) for line in (run_dir / "history.jsonl").read_text().splitlines()]
+    ledgers = json.loads((run_dir / "ledgers.json").read_text())
+    links = link_rows(page)
+    assert list(links) == [  # every link of the topology (harness.links), customers' first
+        "customers->BNKA", "customers->BNKB", "customers->BNKC", "BNKA->switch", "BNKB->switch", "BNKC->switch",
+        "switch->BNKA", "switch->BNKB", "switch->BNKC",
+    ]  # fmt: skip
+    # Payments their payer bank rejected alone (a blocked payer account) never reached the switch.
+    switch_saw = {t["payment_id"] for t in ledgers["switch"]["transfers"]}
+    credited = {c["payment_id"] for b in ledgers["banks"].values() for c in b["credits"]}
+    for bank in ("BNKA", "BNKB", "BNKC"):
+        as_payer = [op for op in history if op["payer"] == bank]
+        alone = [op for op in as_payer if op["id"] not in switch_saw and op["reason"] == "AC06"]
+        assert links[f"customers->{bank}"]["ops"] == len(as_payer)
+        assert links[f"{bank}->switch"]["ops"] == len(as_payer) - len(alone)
+        as_payee = [op for op in history if op["payee"] == bank]
+        assert links[f"switch->{bank}"]["ops"] == sum(1 for op in as_payee if op["id"] in credited) + sum(
+            1 for op in as_payee if op["id"] in switch_saw and op["id"] not in credited and op["reason"] == "AB05"
+        )
+    assert sum(links[f"{b}->switch"]["ops"] for b in ("BNKA", "BNKB", "BNKC")) < len(history)  # not a copy of the banks
+    # The fixture's one fault held switch->BNKB: that link is marked, not BNKB's other two.
+    assert result["faults"][0]["targets"] == ["switch->BNKB"]
+    assert [name for name, row in links.items() if row["touched"]] == ["switch->BNKB"]
+
+
+def test_the_fault_marker_follows_what_each_fault_held() -> None:
+    faults = [
+        {"event": "apply", "fault": "killed", "kind": "crash", "targets": ["switch"], "at": 1.0},
+        {"event": "apply", "fault": "cut", "kind": "disconnect", "targets": ["BNKC"], "at": 2.0,
+         "via": "toxiproxy", "links": ["customers->BNKC", "BNKC->switch", "switch->BNKC"]},
+        {"event": "apply", "fault": "slow", "kind": "latency", "targets": ["BNKA->switch"], "at": 3.0},
+    ]  # fmt: skip
+    banks, links = report._touched(faults)
+    assert links == {"customers->BNKC", "BNKC->switch", "switch->BNKC", "BNKA->switch"}
+    assert "switch->BNKA" not in links and "customers->BNKA" not in links
+    assert [f["name"] for f in report.service_faults(faults)] == ["killed"]  # named under the table instead
+    rows = report.link_breakdown([], [], 2000.0, (banks, links), ["BNKA", "BNKB", "BNKC"])
+    assert [r["name"] for r in rows if r["touched"]] == [
+        "customers->BNKC",
+        "BNKA->switch",
+        "BNKC->switch",
+        "switch->BNKC",
+    ]

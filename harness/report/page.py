@@ -13,7 +13,7 @@ import json
 import math
 import time
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,7 @@ from harness.fmt import VERDICT_TEXT, fmt_measured, fmt_time_to_consistency, sho
 from harness.fmt import fmt_duration as fmt_duration
 from harness.fmt import fmt_money as fmt_money
 from harness.history import BUSINESS_REASONS, is_available, read_history
+from harness.links import endpoints, link_names, payment_route
 from harness.result import Breaks, read_result, reconciliation_breaks
 from harness.rundir import RunDir
 from harness.timeline import fault_windows
@@ -199,7 +200,10 @@ def report_model(
         "phases": _phases(avail),
         "charts": charts,
         "banks": bank_breakdown(payments, windows_active, slo_ms, touched),
-        "links": link_breakdown(payments, windows_active, slo_ms, touched),
+        "links": link_breakdown(
+            payments, windows_active, slo_ms, touched, [b["code"] for b in system.get("banks", [])], ledgers
+        ),
+        "service_faults": service_faults(result.get("faults", [])),
         "examples": anomaly_examples(result, payments),
         "windows": settlement_windows(ledgers),
         "rules": REGRESSION_RULES,
@@ -662,10 +666,13 @@ class _Tally:
 
 
 def _touched(faults: Iterable[Mapping[str, Any]]) -> tuple[set[str], set[str]]:
-    """Banks and links a fault was aimed at ('switch' stands for the switch process)."""
+    """Banks a fault was aimed at ('switch' stands for the switch process), and the links one held:
+    a fault on links names them in its (expanded) targets; a disconnect done with Toxiproxy lists
+    them in `links`; a fault on a process (crash, pause ...) targets no link."""
     banks: set[str] = set()
     links: set[str] = set()
     for f in faults:
+        links.update(f.get("links") or [])
         for target in f.get("targets", []):
             if "->" in target:
                 links.add(target)
@@ -673,6 +680,15 @@ def _touched(faults: Iterable[Mapping[str, Any]]) -> tuple[set[str], set[str]]:
             else:
                 banks.add(target)
     return banks, links
+
+
+def service_faults(faults: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Applied faults that targeted a process rather than a link (named under the per-link table)."""
+    seen: dict[str, dict[str, Any]] = {}
+    for f in faults:
+        if f.get("event") == "apply" and not any("->" in t for t in f.get("targets", [])) and not f.get("links"):
+            seen.setdefault(f["fault"], {"name": f["fault"], "kind": f["kind"], "targets": list(f["targets"])})
+    return list(seen.values())
 
 
 def _during(op: Mapping[str, Any], periods: Sequence[tuple[float, float]]) -> bool:
@@ -714,21 +730,64 @@ def link_breakdown(
     periods: Sequence[tuple[float, float]],
     slo_ms: float,
     touched: tuple[set[str], set[str]],
+    banks: Sequence[str] = (),
+    ledgers: Mapping[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
-    """Success ratio of the payments that crossed each link (customers->payer->switch->payee)."""
+    """Success ratio of the payments that crossed each link of the topology (harness.links), each
+    link counted on its own: a payment crosses `customers->PAYER`, then `PAYER->switch` unless the
+    payer bank decided it alone, then `switch->PAYEE` unless the switch did (`crossed`). The fault
+    marker sits on the links a fault held, not on every link of a bank it touched."""
+    reach = crossed(ledgers)
     tallies: dict[str, _Tally] = defaultdict(_Tally)
     for op in payments:
         payer, payee = op.get("payer"), op.get("payee")
         if not payer or not payee:
             continue
         good, during = is_available(op, slo_ms), _during(op, periods)
-        for link in (f"customers->{payer}", f"{payer}->switch", f"switch->{payee}"):
+        for link in payment_route(payer, payee)[: reach(op)]:
             tallies[link].add(good, during)
-    banks, links = touched
-    return [
-        tallies[link].row(link, link in links or bool(set(link.split("->")) & banks))
-        for link in sorted(tallies, key=lambda name: (name.split("->")[0] != "customers", name))
-    ]
+    _, held = touched
+    names = link_names(banks) or sorted(tallies, key=lambda name: (name.split("->")[0] != "customers", name))
+    by_kind = sorted(names, key=lambda name: (_LINK_ORDER.index(_link_kind(name)), name))
+    return [tallies[link].row(link, link in held) for link in by_kind + sorted(set(tallies) - set(names))]
+
+
+_LINK_ORDER = ("customers", "to-switch", "from-switch")
+
+
+def _link_kind(name: str) -> str:
+    caller, callee = endpoints(name)
+    return "customers" if caller == "customers" else "to-switch" if callee == "switch" else "from-switch"
+
+
+def crossed(ledgers: Mapping[str, Any] | None) -> Callable[[Mapping[str, Any]], int]:
+    """How many links of its route (harness.links.payment_route) a payment crossed, from the ledgers:
+    1 when the payer bank decided it alone (a business reject such as AM04 the switch never saw, or
+    the customer never reached the bank), 2 when the switch did (AM23, DUPL ...), else 3: the payee
+    bank has it, or the switch sent it on (and a timeout, an offline payee or a lost request count
+    as crossing: the link was tried). Without ledgers, every payment crosses its whole route."""
+    if ledgers is None:
+        return lambda op: 3
+    # Tombstones (fingerprint null) are answers to status queries, not payments (as in reconcile).
+    transfers = {t["payment_id"]: t for t in ledgers["switch"]["transfers"] if t.get("fingerprint") is not None}
+    banks = ledgers["banks"].values()
+    sent = {p["payment_id"]: p for b in banks for p in b["payments"] if p.get("fingerprint") is not None}
+    credited = {c["payment_id"] for b in banks for c in b["credits"] if c.get("fingerprint") is not None}
+
+    def decided_alone(row: Mapping[str, Any]) -> bool:
+        return row["status"] == "RJCT" and row.get("reason") in BUSINESS_REASONS
+
+    def reach(op: Mapping[str, Any]) -> int:
+        pid = op["id"]
+        transfer = transfers.get(pid)
+        if pid in credited or (transfer is not None and not decided_alone(transfer)):
+            return 3
+        if transfer is not None:
+            return 2
+        payment = sent.get(pid)
+        return 2 if payment is not None and not decided_alone(payment) else 1
+
+    return reach
 
 
 # -- consistency examples -------------------------------------------------------------------------
