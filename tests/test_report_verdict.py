@@ -176,6 +176,8 @@ def test_reconciliation_breaks_are_one_count_in_banner_scorecard_console_and_sui
     assert "13 reconciliation breaks (12 payments, books: conservation)" in banner
     row = next(r for r in scorecard_rows(page) if r["name"] == "Reconciliation breaks left open")
     assert row["measured"] == "13 (12 payments, books: conservation)"
+    said = text_of(section(page, 'id="consistency"', "</p>"))
+    assert "12 anomalous payments; with 1 books invariant broken, 13 reconciliation breaks" in said
     console = console_summary(check(run_dir, progress=None))
     assert "13 reconciliation breaks (12 payments, books: conservation)" in console
     index = report.write_index(run_dir.parent.parent, run_dir.parent)
