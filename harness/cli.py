@@ -29,14 +29,15 @@ def demo(args: argparse.Namespace) -> int:
         print("\ninterrupted: faults healed, services and Locust stopped", file=sys.stderr)
         return interrupted_exit(exc)
     print("\n== demo summary ==")
-    from harness.report.page import fmt_pct, write_index
+    from harness.report.page import fmt_num, fmt_pct, write_index
+    from harness.result import reconciliation_breaks
 
     for o in outcomes:
-        rec = o.result["consistency"]["reconciliation"]
-        ratio = o.result["availability"]["overall"]["success_ratio"]
+        breaks = reconciliation_breaks(o.result["consistency"]["reconciliation"])
+        ratio = (o.result["availability"] or {}).get("overall", {}).get("success_ratio")
         print(
             f"{o.result['verdict'].upper():4}  {o.result['scenario']['name']:<24} availability {fmt_pct(ratio, 3):>9}"
-            f"  anomalies {rec['anomaly_count']:>4,}  ->  {o.run_dir / 'report.html'}"
+            f"  reconciliation breaks {fmt_num(breaks.total if breaks else None):>4}  ->  {o.run_dir / 'report.html'}"
         )
     if any(o.result["scenario"]["name"].endswith("naive") for o in outcomes):
         print("\nA naive scenario passes when the checker catches its anomalies: that is what it expects.")

@@ -39,3 +39,28 @@ def fmt_time_to_consistency(seconds: float | None, anomaly_opened: bool | None, 
     if seconds is None:
         return "never" if anomaly_opened else NA
     return fmt_measured(seconds, resolution_s)
+
+
+def fmt_money(minor: int | None, currency: str = "", signed: bool = False) -> str:
+    """The one way an amount is written: integers in minor units (DESIGN.md section 3) as
+    'NGN 1,234,567.89'; `signed` adds '+' to a positive difference ('+NGN 1,022.40')."""
+    if minor is None:
+        return NA
+    sign = "-" if minor < 0 else ("+" if signed and minor > 0 else "")
+    major, cents = divmod(abs(int(minor)), 100)
+    return f"{sign}{currency + ' ' if currency else ''}{major:,}.{cents:02d}"
+
+
+# How a run's verdict reads for people. `expected` is a pass of a scenario that runs naive components
+# on purpose and expects the checkers to catch anomalies: not a green pass beside lost money.
+VERDICT_TEXT = {
+    "pass": "Pass: expectations met",
+    "expected": "Anomalies caught as expected",
+    "fail": "Fail: expectations not met",
+    "unknown": "Unknown: a check could not run",
+}
+
+
+def shown_verdict(verdict: str, expects_anomalies: bool) -> str:
+    """pass | expected | fail | unknown: `expected` for a pass that caught the anomalies it expected."""
+    return "expected" if verdict == "pass" and expects_anomalies else verdict

@@ -27,6 +27,12 @@ def link_names(bank_codes: Iterable[str]) -> list[str]:
     return [name for code in bank_codes for name in (f"customers->{code}", f"{code}->switch", f"switch->{code}")]
 
 
+def payment_route(payer: str, payee: str) -> tuple[str, str, str]:
+    """The links a customer payment crosses, in order: to its bank, the payer bank to the switch,
+    the switch to the payee bank (status queries between them use the same links)."""
+    return f"customers->{payer}", f"{payer}->switch", f"switch->{payee}"
+
+
 def endpoints(name: str) -> tuple[str, str]:
     """(caller, callee) of a link name: `BNKA->switch` is ("BNKA", "switch")."""
     caller, sep, callee = name.partition("->")

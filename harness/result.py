@@ -9,6 +9,8 @@ v1 file stays readable (a file without `checks` predates per-check verdicts).
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -55,6 +57,38 @@ class CheckVerdict(BaseModel):
         return data
 
 
+@dataclass(frozen=True)
+class Breaks:
+    """Reconciliation breaks left open: every anomalous payment id, plus every books invariant
+    (conservation, positions, windows ...) that does not hold. The one count the banner, the
+    scorecard, the console and the suite page show (`reconciliation_breaks`)."""
+
+    payments: int  # anomalous payment ids (reconciliation.anomaly_count)
+    books: tuple[str, ...] = ()  # names of the books invariants that do not hold
+
+    @property
+    def total(self) -> int:
+        return self.payments + len(self.books)
+
+    def detail(self) -> str:
+        """'90 payments, books: conservation', or 'none'."""
+        if not self.total:
+            return "none"
+        parts = [f"{self.payments:,} payment{'s' if self.payments != 1 else ''}"] if self.payments else []
+        if self.books:
+            parts.append(f"books: {', '.join(self.books)}")
+        return ", ".join(parts)
+
+
+def reconciliation_breaks(reconciliation: Mapping[str, Any] | None) -> Breaks | None:
+    """The breaks of a `consistency.reconciliation` section as result.json holds it (None when the
+    check that measures it could not run)."""
+    if reconciliation is None:
+        return None
+    books = tuple(str(b["name"]) for b in reconciliation.get("books", []) if not b.get("ok", True))
+    return Breaks(int(reconciliation.get("anomaly_count") or 0), books)
+
+
 class ScenarioInfo(BaseModel):
     model_config = ConfigDict(extra="allow")
 
@@ -99,6 +133,11 @@ class Result(BaseModel):
     environment: dict[str, Any] = Field(default_factory=dict)
     reproduce: str = ""
     run_dir: str = ""
+
+    @property
+    def breaks(self) -> Breaks | None:
+        """Reconciliation breaks left open (see `Breaks`); None when consistency could not be checked."""
+        return reconciliation_breaks(self.consistency.reconciliation)
 
     @property
     def ok(self) -> bool:

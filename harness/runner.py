@@ -22,14 +22,14 @@ from typing import Any
 
 from harness import __version__, ledgers
 from harness.checkers.run import check_inputs, load_inputs
-from harness.fmt import fmt_measured, fmt_time_to_consistency
+from harness.fmt import fmt_measured, fmt_time_to_consistency, shown_verdict
 from harness.load.control import LoadRun, start_load
 from harness.nemesis import SchedulePlayer
 from harness.observe import snapshot
 from harness.observe.quiesce import SettlementPlayer, settle_all, wait_in_doubt
 from harness.observe.sampler import ConsistencySampler
 from harness.report.page import fmt_pct, write_report
-from harness.result import write_result
+from harness.result import reconciliation_breaks, write_result
 from harness.rundir import RunDir
 from harness.scenario import Scenario, dump
 from harness.scenario import load as load_scenario
@@ -225,6 +225,16 @@ def check(run_dir: Path, progress: Progress = print) -> RunOutcome:
     return outcome
 
 
+def _breaks_line(rec: dict[str, Any]) -> str:
+    """'91 reconciliation breaks (90 payments, books: conservation) {classes}': the report's count."""
+    breaks = reconciliation_breaks(rec)
+    assert breaks is not None
+    if not breaks.total:
+        return "0 reconciliation breaks"
+    classes = {k: v for k, v in rec["anomalies"].items() if v}
+    return f"{breaks.total:,} reconciliation breaks ({breaks.detail()})" + (f" {classes}" if classes else "")
+
+
 def console_summary(outcome: RunOutcome) -> str:
     r = outcome.result
     # A figure is null when the check measuring it could not run; its UNKNOWN line says why.
@@ -237,8 +247,10 @@ def console_summary(outcome: RunOutcome) -> str:
     ttc = fmt_time_to_consistency(
         c.get("time_to_consistency_s"), c.get("anomaly_opened"), c.get("time_to_consistency_resolution_s")
     )
+    expected = shown_verdict(r["verdict"], bool(r["scenario"].get("expects_anomalies"))) == "expected"
+    verdict = r["verdict"].upper() + (" (anomalies caught as expected)" if expected else "")
     lines = [
-        f"\n== {r['scenario']['name']}: {r['verdict'].upper()} ==",
+        f"\n== {r['scenario']['name']}: {verdict} ==",
         "availability  not known"
         if not a
         else f"availability  {fmt_pct(a.get('overall', {}).get('success_ratio'), 3)} overall; phases: "
@@ -247,8 +259,7 @@ def console_summary(outcome: RunOutcome) -> str:
         "settlement    not known"
         if rec is None
         else f"settlement    {rec['payments']:,} payments: {rec['clean_settled']:,} settled,"
-        f" {rec['clean_failed']:,} cleanly failed, {rec['anomaly_count']:,} anomalies"
-        f" {dict((k, v) for k, v in rec['anomalies'].items() if v)}",
+        f" {rec['clean_failed']:,} cleanly failed; {_breaks_line(rec)}",
         "customers     lost acknowledged payments: "
         + ("not known" if view is None else f"{view['lost_acknowledged']:,}"),
     ]

@@ -18,7 +18,7 @@ import pytest
 
 from harness import cli
 from harness.report import page as report
-from harness.result import SCHEMA
+from harness.result import SCHEMA, reconciliation_breaks
 from harness.runner import RunOutcome, check, console_summary
 
 FIXTURE = Path(__file__).parent / "fixtures" / "naive-run.tar.gz"
@@ -65,7 +65,9 @@ def test_banner_numbers_are_result_json_numbers(checked: tuple[Path, dict[str, A
     rec = result["consistency"]["reconciliation"]
     assert "Fail" in banner
     assert report.fmt_pct(overall["success_ratio"], 3) in banner
-    assert f"{rec['anomaly_count']:,} reconciliation anomalies" in banner
+    breaks = reconciliation_breaks(rec)
+    assert breaks is not None and breaks.total == rec["anomaly_count"] + 1  # the conservation invariant is broken too
+    assert f"{breaks.total:,} reconciliation breaks ({rec['anomaly_count']:,} payments, books: conservation)" in banner
     assert f"{overall['operations']:,} payments" in banner
     assert f"{result['consistency']['customer_view']['lost_acknowledged']:,} acknowledged payments lost" in banner
     for failure in result["failures"]:
@@ -222,7 +224,7 @@ def test_the_suite_page_flags_a_regression_against_the_previous_run(tmp_path: Pa
     fake_run(runs, "steady", 200.0)
     page = report.write_index(tmp_path, runs).read_text()
     text = text_of(page)
-    assert "availability down" in text and "anomalies up" in text and "recovery slower" in text
+    assert "availability down" in text and "reconciliation breaks up" in text and "recovery slower" in text
     rows = {r["scenario"]: r for r in report.index_model(tmp_path, runs)["rows"]}
     assert rows["steady"]["flags"] == []
     assert rows["bank-cut"]["kind"] == "previous"

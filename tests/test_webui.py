@@ -151,7 +151,7 @@ def test_chaos_panel_drives_faults_and_checks_the_session(harness_ui: HarnessUI)
         page.get_by_role("button", name="Stop").first.click()
         state = panel.locator("[data-bind=session-state]")
         expect(state).to_have_text(re.compile(r"checked: (PASS|FAIL)"), timeout=60_000)
-        expect(panel.locator("[data-bind=verdict]")).to_contain_text("0 reconciliation anomalies")
+        expect(panel.locator("[data-bind=verdict]")).to_contain_text("0 reconciliation breaks")
         page.screenshot(path=str(shots / "3-session-checked.png"), full_page=True)
 
         with page.context.expect_page() as opened:

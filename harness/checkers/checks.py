@@ -41,7 +41,12 @@ class RunInputs:
     def reconciliation(self) -> Reconciliation:
         """Three checks judge the same reconciliation: it is computed once. When it raises, each of
         them raises too and is unknown (cached_property caches only a value)."""
-        return reconcile(self.ledgers, self.system.total_customer_money(), self.system.total_settlement_money())
+        return reconcile(
+            self.ledgers,
+            self.system.total_customer_money(),
+            self.system.total_settlement_money(),
+            currency=self.system.currency,
+        )
 
 
 # -- availability ---------------------------------------------------------------------------------
@@ -84,8 +89,12 @@ def availability(run: RunInputs) -> CheckVerdict:
     failures = [slo_failure(v, summary["slo"]) for v in summary["verdicts"] if not v["ok"]]
     target = run.scenario.expect.availability.overall_success_ratio
     overall = summary["overall"]["success_ratio"]
-    if target is not None and (overall is None or overall < target):
-        failures.append(f"availability overall: target {target}, measured {overall}")
+    if target is not None:
+        met = overall is not None and overall >= target
+        # A verdict like the phases' own, so every expectation of this check has one (the report's scorecard).
+        summary["verdicts"].append({"name": "success_ratio.overall", "target": target, "measured": overall, "ok": met})
+        if not met:
+            failures.append(f"availability overall: target {target}, measured {overall}")
     return CheckVerdict.judged(failures, availability=summary)
 
 

@@ -14,6 +14,8 @@ from dataclasses import asdict, dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from harness.fmt import fmt_money
+
 # A ledger snapshot as harness/observe/snapshot.py takes and saves it; named here, not imported from
 # there, because checkers sit below the live side (tests/test_layers.py).
 Snapshot = Mapping[str, Any]
@@ -116,9 +118,11 @@ def reconcile(
     opening_customer_money: int | None = None,
     opening_settlement_money: int | None = None,
     settled_before: float | None = None,
+    currency: str = "",
 ) -> Reconciliation:
     """Reconcile a snapshot. With `settled_before`, payments first seen after that time are still
-    in their normal flight and are left out of the anomaly classes (used while load is running)."""
+    in their normal flight and are left out of the anomaly classes (used while load is running).
+    `currency` names the amounts the books checks quote (harness.fmt.fmt_money, the one format)."""
     result = Reconciliation()
     # Tombstones (fingerprint null) are answers to status queries, not payments.
     transfers = {t["payment_id"]: t for t in snap["switch"]["transfers"] if t["fingerprint"] is not None}
@@ -179,7 +183,9 @@ def reconcile(
     for views in anomalies.values():
         views.sort(key=lambda v: v.payment_id)
     result.anomalies = dict(anomalies)
-    result.books = check_books(snap, transfers, opening_customer_money, opening_settlement_money, result.totals)
+    result.books = check_books(
+        snap, transfers, opening_customer_money, opening_settlement_money, result.totals, currency
+    )
     return result
 
 
@@ -189,7 +195,14 @@ def check_books(
     opening_customer_money: int | None,
     opening_settlement_money: int | None,
     totals: dict[str, int],
+    currency: str = "",
 ) -> list[BooksCheck]:
+    def money(minor: int, signed: bool = False) -> str:
+        return fmt_money(minor, currency, signed)
+
+    def amounts(by_bank: Mapping[str, int]) -> str:
+        return "{" + ", ".join(f"{bank}: {money(v)}" for bank, v in by_bank.items()) + "}"
+
     checks: list[BooksCheck] = []
     sw = snap["switch"]
     customer = sum(a["balance"] for b in snap["banks"].values() for a in b["accounts"])
@@ -206,13 +219,15 @@ def check_books(
             BooksCheck(
                 "conservation",
                 delta == 0,
-                f"customer money + held in flight - opening = {delta:+,} (must be 0)",
+                f"customer money + held in flight - opening = {money(delta, signed=True)} (must be 0)",
             )
         )
     if opening_settlement_money is not None:
         moved = totals["settlement_balances"] - opening_settlement_money
         checks.append(
-            BooksCheck("settlement_money_conserved", moved == 0, f"settlement balances - opening = {moved:+,}")
+            BooksCheck(
+                "settlement_money_conserved", moved == 0, f"settlement balances - opening = {money(moved, signed=True)}"
+            )
         )
 
     windows = {w["window_id"]: w for w in sw["windows"]}
@@ -231,26 +246,26 @@ def check_books(
             reserved[t["debtor_bank"]] += t["amount"]
 
     bad_pos = [
-        f"{p['bank']}: position {p['position']:,} vs committed unsettled {unsettled[p['bank']]:,}"
+        f"{p['bank']}: position {money(p['position'])} vs committed unsettled {money(unsettled[p['bank']])}"
         for p in sw["participants"]
         if p["position"] != unsettled[p["bank"]]
     ]
     checks.append(BooksCheck("positions_match_transfers", not bad_pos, "; ".join(bad_pos) or "every position"))
     bad_res = [
-        f"{p['bank']}: reserved {p['reserved']:,} vs pending {reserved[p['bank']]:,}"
+        f"{p['bank']}: reserved {money(p['reserved'])} vs pending {money(reserved[p['bank']])}"
         for p in sw["participants"]
         if p["reserved"] != reserved[p["bank"]]
     ]
     checks.append(BooksCheck("reservations_match_pending", not bad_res, "; ".join(bad_res) or "every reservation"))
     pos_sum = sum(p["position"] for p in sw["participants"])
-    checks.append(BooksCheck("positions_sum_to_zero", pos_sum == 0, f"sum of positions = {pos_sum:,}"))
+    checks.append(BooksCheck("positions_sum_to_zero", pos_sum == 0, f"sum of positions = {money(pos_sum)}"))
     over = [
-        f"{p['bank']}: peak {p['peak_exposure']:,} > cap {p['net_debit_cap']:,}"
+        f"{p['bank']}: peak {money(p['peak_exposure'])} > cap {money(p['net_debit_cap'])}"
         for p in sw["participants"]
         if p["peak_exposure"] > p["net_debit_cap"]
     ]
     over += [
-        f"{p['bank']}: position {p['position']:,} > cap {p['net_debit_cap']:,}"
+        f"{p['bank']}: position {money(p['position'])} > cap {money(p['net_debit_cap'])}"
         for p in sw["participants"]
         if p["position"] > p["net_debit_cap"]
     ]
@@ -265,7 +280,8 @@ def check_books(
             for bank in {*per_window[wid], *pending_in[wid]}:
                 receivable[bank] += max(0, -(per_window[wid][bank] + pending_in[wid][bank]))
     bad_credit = [
-        f"{p['bank']}: closed_credit {p['closed_credit']:,} vs closed windows owe it {receivable[p['bank']]:,}"
+        f"{p['bank']}: closed_credit {money(p['closed_credit'])}"
+        f" vs closed windows owe it {money(receivable[p['bank']])}"
         for p in sw["participants"]
         if p.get("closed_credit", 0) != receivable[p["bank"]]
     ]
@@ -286,13 +302,13 @@ def check_books(
         frozen = {k: v for k, v in w["net_positions"].items() if v}
         actual = {k: v for k, v in per_window[wid].items() if v}
         if frozen != actual:
-            bad_windows.append(f"window {wid}: frozen net {frozen} vs transfers {actual}")
+            bad_windows.append(f"window {wid}: frozen net {amounts(frozen)} vs transfers {amounts(actual)}")
         if sum(w["net_positions"].values()) != 0:
-            bad_windows.append(f"window {wid}: net positions sum to {sum(w['net_positions'].values())}")
+            bad_windows.append(f"window {wid}: net positions sum to {money(sum(w['net_positions'].values()))}")
         if w["state"] == "SETTLED":
             paid = {k: -v for k, v in movements[wid].items() if v}
             if paid != frozen:
-                bad_windows.append(f"window {wid}: moved {paid} vs net {frozen}")
+                bad_windows.append(f"window {wid}: moved {amounts(paid)} vs net {amounts(frozen)}")
     checks.append(
         BooksCheck(
             "settlement_windows", not bad_windows, "; ".join(bad_windows) or f"{len(windows)} windows consistent"

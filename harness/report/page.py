@@ -13,7 +13,7 @@ import json
 import math
 import time
 from collections import Counter, defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,11 +22,13 @@ import jinja2
 import yaml
 
 from harness.errors import RunDirError
-from harness.fmt import NA as NA  # re-exported: readers use report.NA and report.fmt_duration
+from harness.fmt import NA as NA  # re-exported: readers use report.NA, fmt_duration and fmt_money
+from harness.fmt import VERDICT_TEXT, fmt_measured, fmt_time_to_consistency, shown_verdict
 from harness.fmt import fmt_duration as fmt_duration
-from harness.fmt import fmt_measured, fmt_time_to_consistency
+from harness.fmt import fmt_money as fmt_money
 from harness.history import BUSINESS_REASONS, is_available, read_history
-from harness.result import read_result
+from harness.links import endpoints, link_names, payment_route
+from harness.result import Breaks, read_result, reconciliation_breaks
 from harness.rundir import RunDir
 from harness.timeline import fault_windows
 
@@ -50,7 +52,7 @@ PFMI_RTO_S = 2 * 3600.0
 REGRESSION_RULES = {
     "availability": "overall success ratio lower by more than 0.1 percentage point, and significant"
     " (two-proportion z-test, z > 3)",
-    "anomalies": "more reconciliation anomalies (scenarios expecting consistency), or lost acknowledged payments",
+    "breaks": "more reconciliation breaks (scenarios expecting consistency), or lost acknowledged payments",
     "recovery": "time to recover slower by more than 50 % and 2 s (run-to-run noise); time to consistency"
     " slower by more than 50 % and 2.5 s (2 s sampler)",
     "latency": "worst-phase p99 higher by more than 50 % and 250 ms",
@@ -58,7 +60,9 @@ REGRESSION_RULES = {
 }
 
 
-def _env() -> jinja2.Environment:
+def _env(currency: str = "") -> jinja2.Environment:
+    """The templates' environment. `money` writes an amount in the run's currency, so that no
+    template can print one in another format (harness.fmt.fmt_money is the one format)."""
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(TEMPLATES),
         autoescape=jinja2.select_autoescape(["html", "j2"]),
@@ -66,8 +70,9 @@ def _env() -> jinja2.Environment:
         trim_blocks=True,
         lstrip_blocks=True,
     )
-    env.filters.update(num=fmt_num, pct=fmt_pct, dur=fmt_duration, ms=fmt_ms, money=fmt_money, when=fmt_when)
-    env.filters.update(ttr=fmt_ttr, ttc=fmt_ttc)
+    env.filters.update(num=fmt_num, pct=fmt_pct, dur=fmt_duration, ms=fmt_ms, when=fmt_when)
+    env.filters.update(ttr=fmt_ttr, ttc=fmt_ttc, money=lambda minor: fmt_money(minor, currency))
+    env.globals["verdict_text"] = VERDICT_TEXT
     env.globals["vendor"] = _vendor
     return env
 
@@ -98,15 +103,6 @@ def fmt_pct(ratio: float | None, digits: int = 2) -> str:
 
 def fmt_ms(ms: float | None) -> str:
     return NA if ms is None else f"{ms:,.0f} ms"
-
-
-def fmt_money(minor: int | None, currency: str = "") -> str:
-    """Amounts are integers in minor units (DESIGN.md section 3)."""
-    if minor is None:
-        return NA
-    sign = "-" if minor < 0 else ""
-    major, cents = divmod(abs(minor), 100)
-    return f"{sign}{currency + ' ' if currency else ''}{major:,}.{cents:02d}"
 
 
 def fmt_ttr(summary: Mapping[str, Any]) -> str:
@@ -143,7 +139,7 @@ def write_report(
     """Render `report.html` in the run directory from its saved files (the checker may hand over the
     result, the history and the ledgers it already holds)."""
     model = report_model(run_dir, result, history, ledgers)
-    html = _env().get_template("report.html.j2").render(**model)
+    html = _env(model["currency"]).get_template("report.html.j2").render(**model)
     out = RunDir(run_dir).report
     tmp = out.with_suffix(".tmp")
     tmp.write_text(html)
@@ -170,28 +166,44 @@ def report_model(
         history = read_history(history_path) if history_path.exists() else []
     samples = _jsonl(rundir.consistency)
 
-    avail = result["availability"]
+    # A section is null when the check measuring it could not run: the page still says what is known.
+    avail = result.get("availability") or {}
     start = avail.get("start") or 0.0
     currency = system.get("currency", "")
-    slo_ms = float(avail["slo"]["latency_slo_ms"])
+    expect = scenario.get("expect") or {}
+    slo_ms = float(
+        (avail.get("slo") or {}).get("latency_slo_ms")
+        or (expect.get("availability") or {}).get("latency_slo_ms")
+        or 2000
+    )
     payments = [op for op in history if op.get("op", "payment") == "payment"]
     # Absolute (apply, heal) of every fault window, paired as the availability checker pairs them.
     windows_active = [(w.apply, w.end) for w in fault_windows(result.get("faults", []))]
     touched = _touched(result.get("faults", []))
 
+    summary = run_summary(result)
+    rows = scorecard(result, scenario, ledgers)
+    charts = chart_data(avail, samples, start)
+    if (expect.get("availability") or {}).get("baseline_success_ratio", 0.99) is None:
+        charts["slo_pct"] = None  # null in the scenario: no target, and no target line drawn
     return {
         "r": result,
         "run_name": run_dir.name,
         "scenario": scenario,
         "system": system,
         "currency": currency,
-        "summary": run_summary(result),
-        "scorecard": scorecard(result, scenario, ledgers),
+        "summary": summary,
+        "scorecard": rows,
+        "banner": banner_verdict(rows, summary["expects_anomalies"]),
+        "unknown_checks": {n: v for n, v in (result.get("checks") or {}).items() if v["verdict"] == "unknown"},
         "schedule": fault_schedule(scenario, avail.get("faults", [])),
         "phases": _phases(avail),
-        "charts": chart_data(avail, samples, start),
+        "charts": charts,
         "banks": bank_breakdown(payments, windows_active, slo_ms, touched),
-        "links": link_breakdown(payments, windows_active, slo_ms, touched),
+        "links": link_breakdown(
+            payments, windows_active, slo_ms, touched, [b["code"] for b in system.get("banks", [])], ledgers
+        ),
+        "service_faults": service_faults(result.get("faults", [])),
         "examples": anomaly_examples(result, payments),
         "windows": settlement_windows(ledgers),
         "rules": REGRESSION_RULES,
@@ -208,6 +220,7 @@ def run_summary(result: Mapping[str, Any]) -> dict[str, Any]:
     rec = cons.get("reconciliation") or {}
     view = cons.get("customer_view") or {}
     p99s = [p["p99_ms"] for p in avail.get("phases", {}).values() if p.get("p99_ms") is not None]
+    breaks = reconciliation_breaks(cons.get("reconciliation"))
     return {
         "scenario": result["scenario"]["name"],
         "backend": result["scenario"].get("backend", "local"),
@@ -219,6 +232,10 @@ def run_summary(result: Mapping[str, Any]) -> dict[str, Any]:
         "worst_p99_ms": max(p99s) if p99s else None,
         "anomalies": rec.get("anomaly_count"),
         "books_failing": [b["name"] for b in rec.get("books", []) if not b["ok"]],
+        # The one count of reconciliation breaks (payments + books invariants): harness.result.Breaks.
+        "breaks": breaks.total if breaks else None,
+        "breaks_detail": breaks.detail() if breaks else None,
+        "shown_verdict": shown_verdict(result["verdict"], bool(result["scenario"].get("expects_anomalies", False))),
         "lost_acknowledged": view.get("lost_acknowledged"),
         "time_to_recover_s": avail.get("time_to_recover_s"),
         "time_to_recover_resolution_s": (avail.get("resolution_s") or {}).get("time_to_recover_s"),
@@ -230,77 +247,269 @@ def run_summary(result: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+# Scorecard rows: `status` is met | missed | expected (anomalies caught, as a naive-component
+# scenario expects) | unknown (the check could not run) for a row a check judges (`check` names it),
+# and context for a figure no check judges (availability tiers, settlement, objectives not set).
+JUDGED = ("met", "missed", "expected", "unknown")
+
+
 def scorecard(
     result: Mapping[str, Any], scenario: Mapping[str, Any], ledgers: Mapping[str, Any] | None
 ) -> list[dict[str, Any]]:
-    """Rows in the terms overseers use: recovery time and point, availability tiers, settlement, breaks."""
+    """Rows in the terms overseers use: recovery time and point, availability, bulkhead, breaks, time
+    to consistency, each shown with the verdict of the check that judged it (result.json's `checks`,
+    the verdicts the banner is made of); then context rows no check judges (tiers, settlement)."""
     s = run_summary(result)
-    rows: list[dict[str, Any]] = []
-    objective = ((scenario.get("expect") or {}).get("availability") or {}).get("max_time_to_recover_s")
-    ttr = s["time_to_recover_s"]
-    had_faults = bool(result["availability"].get("faults"))
-    if not had_faults:
-        rows.append(_row("Recovery time", "no fault in this run", NA, None))
-    elif objective is not None:
-        rows.append(
+    expect = scenario.get("expect") or {}
+    ae, ce = expect.get("availability") or {}, expect.get("consistency") or {}
+    checks: Mapping[str, Mapping[str, Any]] = result.get("checks") or {}
+    judged: list[dict[str, Any]] = []
+    context: list[dict[str, Any]] = []
+    if not checks:  # a result from before per-check verdicts: one verdict for all of them
+        status = {"pass": "met", "fail": "missed"}.get(result["verdict"], "unknown")
+        judged.append(
             _row(
-                "Recovery time",
-                f"objective {fmt_duration(objective)} (PFMI Principle 17 ceiling for critical systems: 2 h)",
-                fmt_ttr(s) if ttr is not None else "did not recover",
-                ttr is not None and ttr <= objective,
+                "Every check",
+                "a result from before per-check verdicts",
+                "; ".join(result.get("failures", [])) or "all held",
+                status,
+                "all",
             )
         )
-    else:
-        rows.append(
-            _row(
-                "Recovery time",
-                "no objective set in the scenario; PFMI Principle 17 ceiling: 2 h",
-                fmt_ttr(s) if ttr is not None else "did not recover",
-                ttr is not None and ttr <= PFMI_RTO_S,
-            )
-        )
-    lost = s["lost_acknowledged"]
-    rows.append(_row("Recovery point", "acknowledged payments lost: must be 0", fmt_num(lost), lost == 0))
+    rows_of = {
+        "availability": _availability_rows,
+        "bulkhead": _bulkhead_rows,
+        "consistency": _breaks_rows,
+        "time_to_consistency": _ttc_rows,
+        "customer_view": _recovery_point_rows,
+    }
+    for name, verdict in checks.items():
+        rows = rows_of.get(name, _generic_rows)(name, verdict, result, s, ae, ce)
+        judged += _agree(name, verdict, [r for r in rows if r["check"]])
+        context += [r for r in rows if not r["check"]]
     ratio = s["availability"]
     for tier in AVAILABILITY_TIERS:
-        rows.append(
+        reached = ratio is not None and ratio >= tier
+        context.append(
             _row(
                 f"Availability tier {fmt_pct(tier)}",
-                f"success ratio over this run's {fmt_num(s['operations'])} payments",
+                f"{'reached' if reached else 'not reached'} over this run's {fmt_num(s['operations'])} payments",
                 fmt_pct(ratio, 3),
-                ratio is not None and ratio >= tier,
             )
         )
     if ledgers is not None:
         windows = ledgers["switch"]["windows"]
         with_transfers = [w for w in windows if w["transfer_count"]]
         unsettled = [w for w in with_transfers if w["state"] != "SETTLED"]
-        rows.append(
+        context.append(
             _row(
                 "Settlement completed",
-                "every window with transfers settled",
+                "windows with transfers that settled",
                 f"{len(with_transfers) - len(unsettled)} of {len(with_transfers)} windows",
-                not unsettled,
             )
         )
-    breaks = s["anomalies"] + len(s["books_failing"])
-    detail = ", ".join(s["books_failing"]) if s["books_failing"] else "payments and books"
-    rows.append(_row("Reconciliation breaks left open", detail, fmt_num(breaks), breaks == 0))
-    ttc = s["time_to_consistency_s"]
-    ttc_goal = ((scenario.get("expect") or {}).get("consistency") or {}).get("max_time_to_consistency_s", 30)
-    rows.append(
-        _row(
-            "Time to consistency",
-            f"objective {fmt_duration(ttc_goal)}" if ttc_goal is not None else "no objective set",
-            fmt_ttc(s) if ttc is not None else "never consistent",
-            None if ttc_goal is None else (ttc is not None and ttc <= ttc_goal),
+    return judged + context
+
+
+def banner_verdict(rows: Sequence[Mapping[str, Any]], expects_anomalies: bool) -> str:
+    """The banner's verdict, made of the scorecard's judged rows (pass | expected | fail | unknown):
+    a missed row fails it, a row whose check could not run makes it unknown."""
+    statuses = {r["status"] for r in rows if r["check"]}
+    verdict = "fail" if "missed" in statuses else "unknown" if "unknown" in statuses else "pass"
+    return shown_verdict(verdict, expects_anomalies)
+
+
+def _row(name: str, objective: str, measured: str, status: str = "context", check: str | None = None) -> dict[str, Any]:
+    return {"name": name, "objective": objective, "measured": measured, "status": status, "check": check}
+
+
+def _status(ok: bool) -> str:
+    return "met" if ok else "missed"
+
+
+def _agree(name: str, verdict: Mapping[str, Any], rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """A check's rows say what its verdict says: all unknown when it could not run, and at least one
+    missed row when it is invalid (its failure lines, when no row of its own shows the miss)."""
+    if verdict["verdict"] == "unknown":
+        error = verdict.get("error") or "; ".join(verdict.get("failures", []))
+        shown = rows or [_row(name.replace("_", " ").capitalize(), "", "", "unknown", name)]
+        return [{**r, "measured": f"could not run: {error}", "status": "unknown"} for r in shown]
+    if verdict["verdict"] == "invalid" and not any(r["status"] == "missed" for r in rows):
+        rows.append(
+            _row(
+                name.replace("_", " ").capitalize(),
+                "its expectations",
+                "; ".join(verdict.get("failures", [])),
+                "missed",
+                name,
+            )
         )
-    )
     return rows
 
 
-def _row(name: str, objective: str, measured: str, ok: bool | None) -> dict[str, Any]:
-    return {"name": name, "objective": objective, "measured": measured, "ok": ok}
+def _availability_rows(
+    name: str,
+    verdict: Mapping[str, Any],
+    result: Mapping[str, Any],
+    s: Mapping[str, Any],
+    ae: Mapping[str, Any],
+    ce: Mapping[str, Any],
+) -> list[dict[str, Any]]:
+    avail = result.get("availability") or {}
+    rows: list[dict[str, Any]] = []
+    if avail and not avail.get("faults"):
+        rows.append(_row("Recovery time", "no fault in this run", NA))
+    for v in avail.get("verdicts", []):
+        kind, _, phase = v["name"].partition(".")
+        if kind == "time_to_recover_s":
+            objective = (
+                f"objective {fmt_duration(v['target'])} (PFMI Principle 17 ceiling for critical systems: 2 h)"
+                if v["target"] is not None
+                else "recover before the run ends (no objective set; PFMI Principle 17 ceiling: 2 h)"
+            )
+            measured = fmt_ttr(s) if v["measured"] is not None else "did not recover"
+            rows.append(_row("Recovery time", objective, measured, _status(v["ok"]), name))
+        elif kind == "success_ratio":
+            if not _is_target(v):
+                continue
+            where = "whole run" if phase == "overall" else f"{phase} phase"
+            rows.append(
+                _row(
+                    f"Availability, {where}",
+                    f"at least {fmt_pct(v['target'])}",
+                    fmt_pct(v["measured"], 3),
+                    _status(v["ok"]),
+                    name,
+                )
+            )
+        elif kind == "p99_ms":
+            rows.append(
+                _row(
+                    f"p99 latency, {phase} phase",
+                    f"at most {fmt_ms(v['target'])}",
+                    fmt_ms(v["measured"]),
+                    _status(v["ok"]),
+                    name,
+                )
+            )
+        else:
+            rows.append(
+                _row(v["name"].replace("_", " "), f"target {v['target']}", str(v["measured"]), _status(v["ok"]), name)
+            )
+    return rows
+
+
+def _is_target(v: Mapping[str, Any]) -> bool:
+    """A success-ratio floor of 0 cannot be missed: results written before null expectations stopped
+    making verdicts encoded "no target" that way, and it is shown as no target."""
+    return not (v["name"].startswith("success_ratio.") and not v["target"])
+
+
+def _bulkhead_rows(
+    name: str,
+    verdict: Mapping[str, Any],
+    result: Mapping[str, Any],
+    s: Mapping[str, Any],
+    ae: Mapping[str, Any],
+    ce: Mapping[str, Any],
+) -> list[dict[str, Any]]:
+    target, ratio = ae.get("unaffected_banks_success_ratio"), result.get("bulkhead_success_ratio")
+    what = "payments between banks no fault touched, during faults"
+    if target is not None or verdict["verdict"] != "valid":
+        measured = fmt_pct(ratio, 3) if ratio is not None else "no such payment"
+        objective = f"{what}: at least {fmt_pct(target)}" if target is not None else what
+        return [_row("Bulkhead", objective, measured, _status(verdict["verdict"] == "valid"), name)]
+    if ratio is not None:
+        return [_row("Bulkhead", f"{what} (no target set)", fmt_pct(ratio, 3))]
+    return []
+
+
+def _breaks_rows(
+    name: str,
+    verdict: Mapping[str, Any],
+    result: Mapping[str, Any],
+    s: Mapping[str, Any],
+    ae: Mapping[str, Any],
+    ce: Mapping[str, Any],
+) -> list[dict[str, Any]]:
+    breaks = s["breaks"]
+    measured = NA if breaks is None else f"{fmt_num(breaks)} ({s['breaks_detail']})" if breaks else "0"
+    if ce.get("verdict") == "anomalies_detected":
+        objective = "some, caught: this scenario runs naive components on purpose"
+        status = "expected" if verdict["verdict"] == "valid" else "missed"
+    else:
+        objective = "none (anomalous payments and books invariants)"
+        status = _status(verdict["verdict"] == "valid")
+    return [_row("Reconciliation breaks left open", objective, measured, status, name)]
+
+
+def _recovery_point_rows(
+    name: str,
+    verdict: Mapping[str, Any],
+    result: Mapping[str, Any],
+    s: Mapping[str, Any],
+    ae: Mapping[str, Any],
+    ce: Mapping[str, Any],
+) -> list[dict[str, Any]]:
+    lost = s["lost_acknowledged"]
+    if ce.get("verdict", "consistent") == "consistent" and ce.get("no_acknowledged_payment_lost", True):
+        return [
+            _row(
+                "Recovery point",
+                "acknowledged payments lost: must be 0",
+                fmt_num(lost),
+                _status(verdict["verdict"] == "valid"),
+                name,
+            )
+        ]
+    why = "naive components expected to lose money" if ce.get("verdict") == "anomalies_detected" else "not required"
+    return [_row("Recovery point", f"acknowledged payments lost (not judged: {why})", fmt_num(lost))]
+
+
+def _ttc_rows(
+    name: str,
+    verdict: Mapping[str, Any],
+    result: Mapping[str, Any],
+    s: Mapping[str, Any],
+    ae: Mapping[str, Any],
+    ce: Mapping[str, Any],
+) -> list[dict[str, Any]]:
+    objective = ce.get("max_time_to_consistency_s")
+    ttc = s["time_to_consistency_s"]
+    measured = fmt_ttc(s) if ttc is not None or s.get("anomaly_opened") is False else "never consistent"
+    if ce.get("verdict", "consistent") == "consistent" and objective is not None:
+        return [
+            _row(
+                "Time to consistency",
+                f"objective {fmt_duration(objective)}",
+                measured,
+                _status(verdict["verdict"] == "valid"),
+                name,
+            )
+        ]
+    why = "no objective set" if objective is None else "not judged: anomalies expected"
+    return [_row("Time to consistency", why, measured)]
+
+
+def _generic_rows(
+    name: str,
+    verdict: Mapping[str, Any],
+    result: Mapping[str, Any],
+    s: Mapping[str, Any],
+    ae: Mapping[str, Any],
+    ce: Mapping[str, Any],
+) -> list[dict[str, Any]]:
+    """A check this page has no words of its own for: its verdict and failure lines."""
+    failures = "; ".join(verdict.get("failures", [])) or "held"
+    return [
+        _row(
+            name.replace("_", " ").capitalize(),
+            "its expectations",
+            failures,
+            _status(verdict["verdict"] == "valid"),
+            name,
+        )
+    ]
 
 
 def fault_schedule(scenario: Mapping[str, Any], measured: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
@@ -334,7 +543,8 @@ def _extras(f: Mapping[str, Any]) -> dict[str, Any]:
 def _phases(avail: Mapping[str, Any]) -> list[dict[str, Any]]:
     targets: dict[str, list[Mapping[str, Any]]] = defaultdict(list)
     for v in avail.get("verdicts", []):
-        targets[v["name"].rsplit(".", 1)[-1]].append(v)
+        if _is_target(v):
+            targets[v["name"].rsplit(".", 1)[-1]].append(v)
     return [
         {"name": name, **stats, "verdicts": targets.get(name, [])}
         for name, stats in avail.get("phases", {}).items()
@@ -353,6 +563,7 @@ def _jsonl(path: Path) -> list[dict[str, Any]]:
 
 def chart_data(avail: Mapping[str, Any], samples: Sequence[Mapping[str, Any]], start: float) -> dict[str, Any]:
     """Series for the stacked charts on one time axis (seconds since the first payment)."""
+    slo = avail.get("slo") or {}
     per_second = list(avail.get("per_second", []))
     end_rel = (avail.get("end") or start) - start
     if per_second and end_rel - per_second[-1]["t"] < 1:
@@ -414,8 +625,8 @@ def chart_data(avail: Mapping[str, Any], samples: Sequence[Mapping[str, Any]], s
         "faults": faults,
         "recoveries": recoveries,
         "business": sorted(BUSINESS_REASONS),
-        "slo_pct": round(float(avail["slo"]["success_ratio"]) * 100, 3),
-        "latency_slo_ms": avail["slo"]["latency_slo_ms"],
+        "slo_pct": round(float(slo["success_ratio"]) * 100, 3) if slo.get("success_ratio") else None,
+        "latency_slo_ms": slo.get("latency_slo_ms"),
     }
 
 
@@ -455,10 +666,13 @@ class _Tally:
 
 
 def _touched(faults: Iterable[Mapping[str, Any]]) -> tuple[set[str], set[str]]:
-    """Banks and links a fault was aimed at ('switch' stands for the switch process)."""
+    """Banks a fault was aimed at ('switch' stands for the switch process), and the links one held:
+    a fault on links names them in its (expanded) targets; a disconnect done with Toxiproxy lists
+    them in `links`; a fault on a process (crash, pause ...) targets no link."""
     banks: set[str] = set()
     links: set[str] = set()
     for f in faults:
+        links.update(f.get("links") or [])
         for target in f.get("targets", []):
             if "->" in target:
                 links.add(target)
@@ -466,6 +680,15 @@ def _touched(faults: Iterable[Mapping[str, Any]]) -> tuple[set[str], set[str]]:
             else:
                 banks.add(target)
     return banks, links
+
+
+def service_faults(faults: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Applied faults that targeted a process rather than a link (named under the per-link table)."""
+    seen: dict[str, dict[str, Any]] = {}
+    for f in faults:
+        if f.get("event") == "apply" and not any("->" in t for t in f.get("targets", [])) and not f.get("links"):
+            seen.setdefault(f["fault"], {"name": f["fault"], "kind": f["kind"], "targets": list(f["targets"])})
+    return list(seen.values())
 
 
 def _during(op: Mapping[str, Any], periods: Sequence[tuple[float, float]]) -> bool:
@@ -507,21 +730,64 @@ def link_breakdown(
     periods: Sequence[tuple[float, float]],
     slo_ms: float,
     touched: tuple[set[str], set[str]],
+    banks: Sequence[str] = (),
+    ledgers: Mapping[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
-    """Success ratio of the payments that crossed each link (customers->payer->switch->payee)."""
+    """Success ratio of the payments that crossed each link of the topology (harness.links), each
+    link counted on its own: a payment crosses `customers->PAYER`, then `PAYER->switch` unless the
+    payer bank decided it alone, then `switch->PAYEE` unless the switch did (`crossed`). The fault
+    marker sits on the links a fault held, not on every link of a bank it touched."""
+    reach = crossed(ledgers)
     tallies: dict[str, _Tally] = defaultdict(_Tally)
     for op in payments:
         payer, payee = op.get("payer"), op.get("payee")
         if not payer or not payee:
             continue
         good, during = is_available(op, slo_ms), _during(op, periods)
-        for link in (f"customers->{payer}", f"{payer}->switch", f"switch->{payee}"):
+        for link in payment_route(payer, payee)[: reach(op)]:
             tallies[link].add(good, during)
-    banks, links = touched
-    return [
-        tallies[link].row(link, link in links or bool(set(link.split("->")) & banks))
-        for link in sorted(tallies, key=lambda name: (name.split("->")[0] != "customers", name))
-    ]
+    _, held = touched
+    names = link_names(banks) or sorted(tallies, key=lambda name: (name.split("->")[0] != "customers", name))
+    by_kind = sorted(names, key=lambda name: (_LINK_ORDER.index(_link_kind(name)), name))
+    return [tallies[link].row(link, link in held) for link in by_kind + sorted(set(tallies) - set(names))]
+
+
+_LINK_ORDER = ("customers", "to-switch", "from-switch")
+
+
+def _link_kind(name: str) -> str:
+    caller, callee = endpoints(name)
+    return "customers" if caller == "customers" else "to-switch" if callee == "switch" else "from-switch"
+
+
+def crossed(ledgers: Mapping[str, Any] | None) -> Callable[[Mapping[str, Any]], int]:
+    """How many links of its route (harness.links.payment_route) a payment crossed, from the ledgers:
+    1 when the payer bank decided it alone (a business reject such as AM04 the switch never saw, or
+    the customer never reached the bank), 2 when the switch did (AM23, DUPL ...), else 3: the payee
+    bank has it, or the switch sent it on (and a timeout, an offline payee or a lost request count
+    as crossing: the link was tried). Without ledgers, every payment crosses its whole route."""
+    if ledgers is None:
+        return lambda op: 3
+    # Tombstones (fingerprint null) are answers to status queries, not payments (as in reconcile).
+    transfers = {t["payment_id"]: t for t in ledgers["switch"]["transfers"] if t.get("fingerprint") is not None}
+    banks = ledgers["banks"].values()
+    sent = {p["payment_id"]: p for b in banks for p in b["payments"] if p.get("fingerprint") is not None}
+    credited = {c["payment_id"] for b in banks for c in b["credits"] if c.get("fingerprint") is not None}
+
+    def decided_alone(row: Mapping[str, Any]) -> bool:
+        return row["status"] == "RJCT" and row.get("reason") in BUSINESS_REASONS
+
+    def reach(op: Mapping[str, Any]) -> int:
+        pid = op["id"]
+        transfer = transfers.get(pid)
+        if pid in credited or (transfer is not None and not decided_alone(transfer)):
+            return 3
+        if transfer is not None:
+            return 2
+        payment = sent.get(pid)
+        return 2 if payment is not None and not decided_alone(payment) else 1
+
+    return reach
 
 
 # -- consistency examples -------------------------------------------------------------------------
@@ -529,8 +795,8 @@ def link_breakdown(
 
 def anomaly_examples(result: Mapping[str, Any], payments: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """Example payment ids per anomaly class, with the three-way states and what the customer was told."""
-    rec = result["consistency"]["reconciliation"]
-    view = result["consistency"]["customer_view"]
+    rec = result["consistency"]["reconciliation"] or {}  # null: the check could not run
+    view = result["consistency"]["customer_view"] or {}
     wanted: dict[str, list[Mapping[str, Any]]] = {
         cls: list(examples)[:EXAMPLES_PER_CLASS] for cls, examples in (rec.get("examples") or {}).items()
     }
@@ -567,7 +833,11 @@ def anomaly_examples(result: Mapping[str, Any], payments: Sequence[Mapping[str, 
         }
 
     return [
-        {"class": cls, "count": rec["anomalies"].get(cls, view.get(cls)), "rows": [row(e) for e in examples]}
+        {
+            "class": cls,
+            "count": (rec.get("anomalies") or {}).get(cls, view.get(cls)),
+            "rows": [row(e) for e in examples],
+        }
         for cls, examples in wanted.items()
         if examples
     ]
@@ -640,7 +910,7 @@ def index_model(reports_dir: Path, runs_dir: Path) -> dict[str, Any]:
         "rows": rows,
         "rules": REGRESSION_RULES,
         "generated_at": time.time(),
-        "passed": sum(1 for r in rows if r["latest"].get("verdict") == "pass"),
+        "passed": sum(1 for r in rows if r["latest"].get("verdict") == "pass"),  # caught as expected is a pass
         "regressed": sum(1 for r in rows if r["flags"]),
     }
 
@@ -650,8 +920,9 @@ def regressions(latest: Mapping[str, Any], ref: Mapping[str, Any]) -> list[str]:
     a, b = latest.get("availability"), ref.get("availability")
     if a is not None and b is not None and a < b - 0.001 and _significant_drop(latest, ref):
         flags.append(f"availability down: {fmt_pct(a, 3)} vs {fmt_pct(b, 3)}")
-    if _more(latest["anomalies"], ref["anomalies"]) and not latest.get("expects_anomalies"):
-        flags.append(f"anomalies up: {latest['anomalies']:,} vs {ref['anomalies']:,}")
+    x_breaks, y_breaks = _breaks_of(latest), _breaks_of(ref)
+    if _more(x_breaks, y_breaks) and not latest.get("expects_anomalies"):
+        flags.append(f"reconciliation breaks up: {x_breaks:,} vs {y_breaks:,}")
     if _more(latest["lost_acknowledged"], ref["lost_acknowledged"]):
         flags.append(f"lost acknowledged payments up: {latest['lost_acknowledged']:,} vs {ref['lost_acknowledged']:,}")
     for key, label, floor in (("time_to_recover_s", "recovery", 2.0), ("time_to_consistency_s", "consistency", 2.5)):
@@ -664,6 +935,15 @@ def regressions(latest: Mapping[str, Any], ref: Mapping[str, Any]) -> list[str]:
     if latest["verdict"] != "pass" and ref["verdict"] == "pass":
         flags.append(f"verdict: pass -> {latest['verdict']}")
     return flags
+
+
+def _breaks_of(summary: Mapping[str, Any]) -> int | None:
+    """A run summary's reconciliation breaks; a baseline saved before `breaks` was kept has its parts."""
+    if "breaks" in summary:
+        return summary["breaks"]  # type: ignore[no-any-return]
+    if summary.get("anomalies") is None:
+        return None
+    return Breaks(summary["anomalies"], tuple(summary.get("books_failing", []))).total
 
 
 def _more(x: int | None, y: int | None) -> bool:
@@ -710,6 +990,8 @@ def load_baselines(reports_dir: Path) -> dict[str, dict[str, Any]]:
     if not path.exists():
         return {}
     data: dict[str, dict[str, Any]] = json.loads(path.read_text())
+    for summary in data.values():  # saved before breaks were counted: counted now, the same way
+        summary.setdefault("breaks", _breaks_of(summary))
     return data
 
 

@@ -26,6 +26,7 @@ from harness.errors import FaultError, HarnessError
 from harness.faults import FAULT_KINDS, FAULT_NAME, KINDS, TOXICS, FaultKind, FaultSpec, catalogue, expand_targets
 from harness.nemesis import SchedulePlayer
 from harness.observe.live import LiveAvailability
+from harness.result import reconciliation_breaks
 from harness.rundir import RunDir
 from harness.runner import check, finish_run, sampler_for
 from harness.scenario import AvailabilityExpectation, Expectations, LoadSpec, Scenario, ScenarioError, TopologySpec
@@ -389,6 +390,7 @@ class ChaosSession:
             payments = self.live.poll()["session"]["ops"]
             self.rundir.scenario.write_text(dump_scenario(self.replayable_scenario()))
             outcome = check(self.run_dir, progress=None)  # writes result.json and report.html
+            rec = (outcome.result.get("consistency") or {}).get("reconciliation")
             self._finish = {
                 "state": "finished",
                 "at": time.time(),
@@ -399,6 +401,8 @@ class ChaosSession:
                 "anomalies": ((outcome.result.get("consistency") or {}).get("reconciliation") or {}).get(
                     "anomaly_count"
                 ),
+                # The report's one count: anomalous payments plus broken books invariants.
+                "breaks": breaks.total if (breaks := reconciliation_breaks(rec)) is not None else None,
             }
             n = len(outcome.failures)
             self.say(f"checked: {outcome.result['verdict'].upper()} ({n} failure{'' if n == 1 else 's'})")

@@ -120,7 +120,7 @@
     box.className = `chaos-verdict ${s.verdict}`;
     const head = s.verdict === "pass" ? "Checked: every expectation met" : "Checked: expectations not met";
     box.replaceChildren(
-      el("strong", {}, head), ` (${s.payments.toLocaleString()} payments, ${s.anomalies} reconciliation anomalies)`,
+      el("strong", {}, head), ` (${s.payments.toLocaleString()} payments, ${s.breaks ?? "unknown"} reconciliation breaks)`,
       ...(s.failures.length ? [el("ul", {}, ...s.failures.map((f) => el("li", {}, f)))] : []),
     );
   }
