@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from harness.checkers.evidence import evidence, scope_of
 from harness.counters import read_counters
 from harness.errors import RunFileError
 from harness.faults import FaultSpec
@@ -119,3 +120,163 @@ def test_a_bad_counters_line_names_the_file_and_line(tmp_path: Path) -> None:
     path.write_text(json.dumps({"event": "apply", "at": 1.0, "links": {}}) + "\n")
     with pytest.raises(RunFileError, match=r"proxy_counters.jsonl:1: a apply sample needs the 'fault'"):
         read_counters(path)
+
+
+# -- the checker, on a synthetic run ----------------------------------------------------------------
+
+T0 = 1_800_000_000.0
+SLO_MS = 2000.0
+
+
+def op(
+    i: int, at: float, payer: str = "BNKA", payee: str = "BNKB", outcome: str = "ok", latency: float = 20.0, **kw: Any
+) -> dict[str, Any]:
+    """A payment completed `at` seconds into the run."""
+    row: dict[str, Any] = {
+        "op": "payment", "id": f"p{i}", "payer": payer, "payee": payee, "amount": 100,
+        "invoke": T0 + at - latency / 1000, "complete": T0 + at, "outcome": outcome,
+        "status": "ACSC" if outcome == "ok" else None, "reason": None, "http": 200, "error": None,
+        "latency_ms": latency,
+    }  # fmt: skip
+    row.update(kw)
+    return row
+
+
+def steady_load(start: float, end: float, per_s: int = 10, **kw: Any) -> list[dict[str, Any]]:
+    """Healthy payments from BNKA to BNKB and from BNKC to BNKD, `per_s` a second each."""
+    ops = []
+    n = int((end - start) * per_s)
+    for k in range(n):
+        at = start + k / per_s
+        ops.append(op(2 * k + int(start * 1000) * 10, at, **kw))
+        ops.append(op(2 * k + 1 + int(start * 1000) * 10, at, payer="BNKC", payee="BNKD"))
+    return ops
+
+
+def timeline(name: str, kind: str, targets: list[str], apply: float, heal: float) -> list[dict[str, Any]]:
+    return [
+        {"event": "apply", "fault": name, "kind": kind, "targets": targets, "at": T0 + apply},
+        {"event": "heal", "fault": name, "kind": kind, "targets": targets, "at": T0 + heal},
+    ]
+
+
+def counters(event: str, fault: str | None, at: float, down_received: int, down_sent: int) -> dict[str, Any]:
+    links = {
+        "BNKA->switch": {
+            "upstream": {"received": 1000, "sent": 1000},
+            "downstream": {"received": down_received, "sent": down_sent},
+        }
+    }
+    return {
+        "event": event,
+        "fault": fault,
+        "event_at": None if fault is None else T0 + at,
+        "at": T0 + at,
+        "links": links,
+    }
+
+
+def test_scope_follows_the_payment_path() -> None:
+    assert scope_of(["customers->BNKA"]).label == "payments from BNKA"
+    assert scope_of(["BNKA->switch", "switch->BNKB"]).label == "payments from BNKA or to BNKB"
+    assert scope_of(["BNKC"]).label == "payments from or to BNKC"
+    assert scope_of(["switch"]).label == "all payments"
+    s = scope_of(["switch->BNKB"])
+    assert s(op(1, 0, payee="BNKB")) and not s(op(2, 0, payer="BNKB", payee="BNKC"))
+
+
+def test_a_reset_fault_shows_its_outcomes_errors_follow_ups_and_bytes() -> None:
+    # 10 s of baseline, 10 s of resets on customers->BNKA, 10 s after.
+    history = steady_load(0, 10) + steady_load(20, 30)
+    for k in range(100):  # inside the window: BNKA's customers see resets on 30 payments
+        at = 10 + k / 10
+        if k % 10 < 3:
+            history.append(op(10_000 + k, at, outcome="unknown", error="connection", http=None))
+            history.append(op(10_000 + k, at + 0.5, outcome="ok") | {"op": "status_query"})
+        else:
+            history.append(op(10_000 + k, at))
+        history.append(op(20_000 + k, at, payer="BNKC", payee="BNKD"))  # out of scope, untouched
+    history.append(op(30_000, 15.0, outcome="fail", reason="AB06", status="RJCT"))
+    history.append(op(30_001, 15.0, outcome="fail", reason="AM04", status="RJCT"))
+    history.append(op(30_002, 16.0, outcome="unknown", status="PDNG"))
+    faults = timeline("resets", "reset_peer", ["customers->BNKA"], 10, 20)
+    samples = [
+        counters("start", None, 0, 0, 0),
+        counters("apply", "resets", 10, 5000, 5000),
+        counters("heal", "resets", 20, 9000, 6500),
+    ]
+    samples[1]["links"]["customers->BNKA"] = samples[1]["links"].pop("BNKA->switch")
+    samples[2]["links"]["customers->BNKA"] = samples[2]["links"].pop("BNKA->switch")
+    ev = evidence(history, faults, samples, SLO_MS)
+    [w] = ev["windows"]
+    assert (w["fault"], w["scope"], w["apply"], w["heal"]) == ("resets", "payments from BNKA", 10.0, 20.0)
+    assert w["payments"] == {
+        "completed": 104, "ok": 71, "business_reject": 1, "technical_reject": 1, "pending": 1, "no_answer": 30,
+        "unavailable": 32,
+    }  # fmt: skip
+    assert (w["connection_errors"], w["timeouts"], w["technical_reasons"]) == (30, 0, {"AB06": 1})
+    assert (w["status_queries"], w["resends"]) == (30, 0)
+    assert w["baseline"]["payments"] == 100 and w["baseline"]["unavailable"] == 0
+    link = w["proxies"]["links"]["customers->BNKA"]
+    assert link["downstream"] == {"received": 4000, "sent": 1500, "undelivered": 2500}
+    assert link["upstream"]["undelivered"] == 0 and w["proxies"]["undelivered_bytes"] == 2500
+    assert w["proxies"]["baseline_undelivered_bytes_per_s"] == 0.0
+    assert w["observable_effect"] is True and ev["no_effect"] == []
+    assert any("32 of 104 payments not available" in s for s in w["signals"])
+    assert any("30 status queries" in s for s in w["signals"])
+    assert any("2,500 bytes undelivered on customers->BNKA" in s for s in w["signals"])
+
+
+def test_a_fault_that_changed_nothing_is_flagged() -> None:
+    # Latency on a link no payment crosses (nobody pays to BNKE), and resets that lost no byte.
+    history = steady_load(0, 30)
+    faults = timeline("idle-link", "latency", ["switch->BNKE"], 10, 20) + timeline(
+        "harmless", "reset_peer", ["BNKA->switch"], 12, 18
+    )
+    samples = [
+        counters("start", None, 0, 0, 0),
+        counters("apply", "idle-link", 10, 800, 800),
+        counters("apply", "harmless", 12, 900, 900),
+        counters("heal", "harmless", 18, 1200, 1200),
+        counters("heal", "idle-link", 20, 1300, 1300),
+    ]
+    ev = evidence(history, faults, samples, SLO_MS)
+    by_name = {w["fault"]: w for w in ev["windows"]}
+    assert ev["no_effect"] == ["harmless", "idle-link"]
+    idle, harmless = by_name["idle-link"], by_name["harmless"]
+    assert idle["observable_effect"] is False and idle["signals"] == []
+    assert idle["payments"]["completed"] == 0 and "nothing crossed its targets" in idle["no_effect_reason"]
+    assert harmless["payments"]["completed"] == 61 and harmless["proxies"]["undelivered_bytes"] == 0
+    assert "its links lost no byte" in harmless["no_effect_reason"]
+    assert harmless["overlaps"] == ["idle-link"] and idle["overlaps"] == ["harmless"]
+
+
+def test_the_same_fault_with_an_effect_is_not_flagged() -> None:
+    """The flag above is not a constant: latency that doubles BNKA's p50 is an effect."""
+    history = steady_load(0, 10) + steady_load(20, 30)
+    history += [op(50_000 + k, 10 + k / 10, latency=300.0) for k in range(100)]
+    faults = timeline("slow", "latency", ["BNKA->switch"], 10, 20)
+    [w] = evidence(history, faults, [], SLO_MS)["windows"]
+    assert w["observable_effect"] is True and w["signals"] == ["p50 latency 300 ms vs 20 ms in the baseline"]
+    assert w["proxies"] == {"links": {}, "note": "counters not available: no sample at its apply"}
+
+
+def test_a_frozen_service_shows_as_missing_completions() -> None:
+    history = steady_load(0, 10) + steady_load(14, 30)  # nothing completes while the switch is paused
+    faults = timeline("freeze", "pause", ["switch"], 10, 14)
+    ev = evidence(history, faults, [], SLO_MS)
+    [w] = ev["windows"]
+    assert w["scope"] == "all payments" and w["payments"]["completed"] == 2  # the two at the heal instant
+    assert w["proxies"]["note"].startswith("a service fault") and w["observable_effect"] is True
+    assert w["signals"] == ["0.5 payments/s completed vs 20.0/s in the baseline"]
+
+
+def test_baseline_noise_is_not_an_effect() -> None:
+    """A failure rate the baseline already had is not the fault's doing (3 sigma above it is)."""
+    history = steady_load(0, 30)
+    for k in range(0, 300, 50):  # 1 in 50 of BNKA's payments times out, all run long
+        history.append(op(60_000 + k, k / 10, outcome="unknown", error="timeout", http=None))
+    faults = timeline("mild", "latency", ["BNKA->switch"], 10, 20)
+    [w] = evidence(history, faults, [], SLO_MS)["windows"]
+    assert w["timeouts"] == 3 and w["baseline"]["unavailable"] == 2  # 10 s and 20 s are both inside
+    assert w["observable_effect"] is False
