@@ -28,7 +28,7 @@ from harness.nemesis import SchedulePlayer
 from harness.observe import snapshot
 from harness.observe.quiesce import SettlementPlayer, settle_all, wait_in_doubt
 from harness.observe.sampler import ConsistencySampler
-from harness.report.page import fmt_pct, write_report
+from harness.report.page import fmt_bytes, fmt_pct, write_report
 from harness.result import write_result
 from harness.rundir import RunDir
 from harness.scenario import Scenario, dump
@@ -225,6 +225,32 @@ def check(run_dir: Path, progress: Progress = print) -> RunOutcome:
     return outcome
 
 
+EVIDENCE_LINES = 4  # fault windows on the console; the report has them all
+
+
+def evidence_lines(ev: dict[str, Any] | None) -> list[str]:
+    """What each fault window did, one line each, and a NO EFFECT line per window that did nothing."""
+    if not ev or not ev.get("windows"):
+        return []
+    lines: list[str] = []
+    windows = ev["windows"]
+    for w in windows[:EVIDENCE_LINES]:
+        p = w["payments"]
+        wire = (w.get("proxies") or {}).get("undelivered_bytes")
+        lines.append(
+            f"evidence      {w['fault']}: {p['completed']:,} {w['scope']} ({p['unavailable']:,} not available),"
+            f" {w['timeouts']:,} timeouts, {w['connection_errors']:,} connection errors,"
+            f" {w['status_queries']:,} status queries, {w['resends']:,} re-sends"
+            + ("" if wire is None else f", {fmt_bytes(wire)} undelivered")
+        )
+    if len(windows) > EVIDENCE_LINES:
+        lines.append(f"evidence      ... and {len(windows) - EVIDENCE_LINES} more fault windows (see the report)")
+    for w in windows:
+        if not w["observable_effect"]:
+            lines.append(f"{'NO EFFECT':<13} fault {w['fault']} at {w['apply']:.1f} s: {w.get('no_effect_reason', '')}")
+    return lines
+
+
 def console_summary(outcome: RunOutcome) -> str:
     r = outcome.result
     # A figure is null when the check measuring it could not run; its UNKNOWN line says why.
@@ -252,6 +278,7 @@ def console_summary(outcome: RunOutcome) -> str:
         "customers     lost acknowledged payments: "
         + ("not known" if view is None else f"{view['lost_acknowledged']:,}"),
     ]
+    lines += evidence_lines(r.get("evidence"))
     checks = r.get("checks")
     if checks:
         for v in checks.values():

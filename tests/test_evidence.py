@@ -3,7 +3,10 @@ each fault did, on synthetic histories, timelines and counters (the real thing: 
 
 from __future__ import annotations
 
+import html
 import json
+import re
+import tarfile
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +17,7 @@ from harness.counters import read_counters
 from harness.errors import RunFileError
 from harness.faults import FaultSpec
 from harness.nemesis import Nemesis, SchedulePlayer
+from harness.runner import check, console_summary
 from harness.testbed.proxies import parse_metrics
 from harness.timeline import read_timeline
 
@@ -280,3 +284,54 @@ def test_baseline_noise_is_not_an_effect() -> None:
     [w] = evidence(history, faults, [], SLO_MS)["windows"]
     assert w["timeouts"] == 3 and w["baseline"]["unavailable"] == 2  # 10 s and 20 s are both inside
     assert w["observable_effect"] is False
+
+
+# -- the report and the console, on the real fixture run --------------------------------------------
+
+FIXTURE = Path(__file__).parent / "fixtures" / "naive-run.tar.gz"
+
+
+@pytest.fixture
+def fixture_run(tmp_path: Path) -> Path:
+    with tarfile.open(FIXTURE) as tar:
+        tar.extractall(tmp_path, filter="data")
+    return tmp_path / "naive-run"
+
+
+def section(page: str) -> str:
+    """The evidence section's visible text (tags stripped, whitespace collapsed)."""
+    body = page.split('<h3 id="evidence">')[1].split('<h2 id="slo">')[0]
+    return re.sub(r"\s+", " ", html.unescape(re.sub(r"<[^>]+>", " ", body)))
+
+
+def test_the_report_shows_each_fault_s_evidence_from_result_json(fixture_run: Path) -> None:
+    outcome = check(fixture_run, progress=None)
+    [w] = outcome.result["evidence"]["windows"]
+    assert w["fault"] == "slow-payee-bnkb" and w["scope"] == "payments to BNKB" and w["observable_effect"]
+    text = section((fixture_run / "report.html").read_text())
+    assert f"payments to BNKB: {w['payments']['completed']:,}" in text
+    assert f"{w['payments']['unavailable']:,} not available" in text
+    assert f"{w['status_queries']:,} / {w['resends']:,}" in text
+    for signal in w["signals"]:
+        assert signal in text
+    # A run from before proxy_counters.jsonl: the report says why there are no bytes.
+    assert "counters not available: no sample at its apply" in text and "no observable effect" not in text
+    page = (fixture_run / "report.html").read_text()
+    assert page.index('id="fault-schedule"') < page.index('id="evidence"') < page.index('id="slo"')
+
+
+def test_a_fault_with_no_effect_is_flagged_in_result_report_and_console(fixture_run: Path) -> None:
+    with (fixture_run / "faults.jsonl").open("a") as f:  # a fault on a bank nobody is a customer of
+        for event, at in (("apply", 1795453167.0), ("heal", 1795453169.0)):
+            f.write(
+                json.dumps({"event": event, "fault": "idle", "kind": "down", "targets": ["customers->BNKD"], "at": at})
+                + "\n"
+            )
+    outcome = check(fixture_run, progress=None)
+    assert outcome.result["evidence"]["no_effect"] == ["idle"]
+    assert outcome.result["checks"]["evidence"]["verdict"] == "valid"  # flagged, not failed
+    text = section((fixture_run / "report.html").read_text())
+    assert "no observable effect idle: changed nothing this run could measure" in text
+    assert "no payment it could touch was made: nothing crossed its targets" in text
+    console = console_summary(outcome)
+    assert "NO EFFECT     fault idle at " in console and "evidence      slow-payee-bnkb: " in console

@@ -376,7 +376,11 @@ def _proxy_evidence(
 def _why_nothing(win: _Tally, base: _Tally | None, proxies: Mapping[str, Any]) -> str:
     if not win.payments and not (base and base.payments):
         return "no payment it could touch was made: nothing crossed its targets"
-    parts = [f"{len(win.payments)} payments in its scope completed inside it, as in the baseline"]
+    if not win.payments:
+        expected = (base.per_s or 0.0) * win.duration_s if base is not None else 0.0
+        parts = [f"no payment in its scope completed inside it (the baseline's rate predicts {expected:.1f})"]
+    else:
+        parts = [f"{len(win.payments)} payments in its scope completed inside it, as in the baseline"]
     if proxies.get("links"):
         parts.append("its links lost no byte")
     elif proxies.get("note"):
