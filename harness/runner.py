@@ -3,7 +3,8 @@
 collect: testbed up -> consistency sampler -> Locust load + fault schedule + settlement actions ->
          heal everything -> wait for in-doubt payments to resolve -> settle -> ledger snapshot.
 check:   the composed checks of harness.checkers.run (availability, bulkhead, consistency, time to
-         consistency, customer view) -> result.json, report.html. `harness check RUN_DIR` runs only this half.
+         consistency, customer view, evidence per fault) -> result.json, report.html. `harness check
+         RUN_DIR` runs only this half.
 """
 
 from __future__ import annotations

@@ -155,7 +155,8 @@ class ToxiproxyServer:
         server started without -proxy-metrics answers 404, which is an error (it cannot say)."""
         req = urllib.request.Request(self.url + "/metrics", method="GET")
         try:
-            with urllib.request.urlopen(req, timeout=5) as resp:
+            # Short: the nemesis reads these with its lock held, before an apply and after a heal.
+            with urllib.request.urlopen(req, timeout=2) as resp:
                 text = resp.read().decode(errors="replace")
         except urllib.error.HTTPError as exc:
             # 404: a server started without the metrics flags (or older than 2.5) has no /metrics.
