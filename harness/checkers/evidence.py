@@ -18,28 +18,36 @@ fault has several):
   disconnect on docker) have the history's evidence only.
 
 Each figure is set beside the baseline: the same scope's payments completed before the first apply
-(and the counters from the schedule's start to the first apply). A window shows an *observable
-effect* when at least one of these signals holds (`signals` names each that did):
+(and the counters from the schedule's start to the first apply), scaled by what the *untouched*
+payments (those outside the scope: the control group) went through from their baseline to the same
+window, since a busy host slows everything by itself (measured here: a toxic at toxicity 0 saw its
+scope's p50 go from 157 to 280 ms, and the untouched payments' by x1.76). A window shows an
+*observable effect* when at least one of these signals holds (`signals` names each that did):
 
 - unavailable payments (not a definitive answer within the latency SLO) above what the baseline's
-  rate predicts for as many payments: observed >= 1 and > expected + 3 * sqrt(expected);
+  ratio, or the untouched payments' ratio in the window if higher, predicts for as many payments:
+  observed >= 1 and > expected + 3 * sqrt(expected);
 - follow-ups (status queries + re-sends) above the baseline's rate per payment, by the same test;
-- latency: p50 at least 1.5 times the baseline's and 20 ms more, or p99 at least twice and 100 ms more;
-- throughput: completions per second under half the baseline's, when the baseline predicts at
-  least 10 in the window (a frozen service answers nothing, which is no error either);
+- latency: p50 at least 1.5 times the expected (the baseline's times the untouched payments'
+  factor) and 20 ms more, or p99 at least twice the expected and 100 ms more;
+- throughput: completions per second under half the expected (the baseline's times the untouched
+  payments' factor), when it predicts at least 10 in the window (a frozen service answers nothing,
+  which is no error either);
 - undelivered bytes on a targeted link more than twice the baseline's rate predicts (more than
   zero when the baseline lost none, or when there was no baseline sample).
 
 A window with none of them is flagged "no observable effect": the fault changed nothing this run
 could measure, so the scenario did not test what it says (no traffic crossed the target, a toxic too
-mild, a toxicity of 0 ...). Overlapping windows share what they saw: each names the others.
+mild, a toxicity of 0 ...). Overlapping windows share what they saw: each names the others. The
+control group counts only with at least CONTROL_MIN payments in its baseline and in the window; a
+fault on the switch touches every payment and has none (its figures face the bare baseline).
 """
 
 from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -55,6 +63,7 @@ P50_FACTOR, P50_MARGIN_MS = 1.5, 20.0
 P99_FACTOR, P99_MARGIN_MS = 2.0, 100.0
 THROUGHPUT_FACTOR, THROUGHPUT_MIN_EXPECTED = 0.5, 10.0
 UNDELIVERED_FACTOR = 2.0
+CONTROL_MIN = 10  # payments the untouched group needs in the baseline and in the window to count
 
 
 @dataclass(frozen=True)
@@ -67,6 +76,10 @@ class Scope:
 
     def __call__(self, op: Mapping[str, Any]) -> bool:
         return self.everyone or op.get("payer") in self.payers or op.get("payee") in self.payees
+
+    def untouched(self, op: Mapping[str, Any]) -> bool:
+        """The control group: payments this fault could not touch."""
+        return not self(op)
 
     @property
     def label(self) -> str:
@@ -170,7 +183,9 @@ class _History:
         self.start = min(completes) if completes else None
         self.end = max(completes) if completes else None
 
-    def tally(self, scope: Scope, lo: float, hi: float, slo_ms: float, closed: bool = True) -> _Tally:
+    def tally(
+        self, scope: Callable[[Mapping[str, Any]], bool], lo: float, hi: float, slo_ms: float, closed: bool = True
+    ) -> _Tally:
         """Payments of `scope` completed in [lo, hi] ([lo, hi) when not `closed`), and the follow-ups
         of those first completed there."""
 
@@ -182,7 +197,9 @@ class _History:
         follow = (sum(self.status_queries[i] for i in firsts), sum(self.resends[i] for i in firsts))
         return _Tally(max(0.0, hi - lo), payments, len(firsts), follow, slo_ms)
 
-    def baseline(self, scope: Scope, first_apply: float | None, slo_ms: float) -> _Tally | None:
+    def baseline(
+        self, scope: Callable[[Mapping[str, Any]], bool], first_apply: float | None, slo_ms: float
+    ) -> _Tally | None:
         """The scope's payments completed before the first apply (None: no fault, no baseline to
         compare with); its duration runs from the history's first completion."""
         if first_apply is None:
@@ -244,9 +261,13 @@ def evidence(
         win = h.tally(scope, w.apply, end, slo_ms)
         base = h.baseline(scope, first_apply, slo_ms)
         entry = _window_entry(w, t0, scope, win, base)
+        control = _Control.of(
+            h.tally(scope.untouched, w.apply, end, slo_ms), h.baseline(scope.untouched, first_apply, slo_ms)
+        )
+        entry["untouched"] = control.summary()
         proxies, proxy_signal = _proxy_evidence(w, faults, samples, base_start, base_end, end - w.apply)
         entry["proxies"] = proxies
-        signals = _signals(win, base)
+        signals = _signals(win, base, control)
         if proxy_signal:
             signals.append(proxy_signal)
         entry["signals"] = signals
@@ -306,13 +327,59 @@ def _window_entry(w: FaultWindow, t0: float, scope: Scope, win: _Tally, base: _T
     }
 
 
-def _signals(win: _Tally, base: _Tally | None) -> list[str]:
+@dataclass(frozen=True)
+class _Control:
+    """How the payments a fault could not touch changed from the baseline to its window: what the
+    machine and the load did by themselves (a busy 2-core host slows everything), which the
+    fault's own scope is expected to share. Neutral (1, 1, 1, 0) when that group is too small."""
+
+    p50: float = 1.0  # window p50 / baseline p50
+    p99: float = 1.0
+    rate: float = 1.0  # window completions per second / baseline's
+    unavailable_ratio: float = 0.0  # in the window
+    payments: int = 0  # in the window; 0 when not used
+
+    @classmethod
+    def of(cls, win: _Tally, base: _Tally | None) -> _Control:
+        if base is None or len(win.payments) < CONTROL_MIN or len(base.payments) < CONTROL_MIN:
+            return cls()
+
+        def ratio(a: float | None, b: float | None) -> float:
+            return a / b if a is not None and b else 1.0
+
+        return cls(
+            p50=ratio(win.latency(0.50), base.latency(0.50)),
+            p99=ratio(win.latency(0.99), base.latency(0.99)),
+            rate=ratio(win.per_s, base.per_s),
+            unavailable_ratio=win.unavailable / len(win.payments),
+            payments=len(win.payments),
+        )
+
+    def summary(self) -> dict[str, Any] | None:
+        if not self.payments:
+            return None
+        return {
+            "payments": self.payments,
+            "unavailable_ratio": round(self.unavailable_ratio, 6),
+            "p50_factor": round(self.p50, 3),
+            "p99_factor": round(self.p99, 3),
+            "per_s_factor": round(self.rate, 3),
+        }
+
+    @property
+    def note(self) -> str:
+        return "" if not self.payments else f"; untouched payments x{self.p50:.2f}"
+
+
+def _signals(win: _Tally, base: _Tally | None, control: _Control) -> list[str]:
     n = len(win.payments)
     n0 = len(base.payments) if base is not None else 0
     signals: list[str] = []
-    bad0 = base.unavailable / n0 if base is not None and n0 else 0.0
+    bad0 = max(base.unavailable / n0 if base is not None and n0 else 0.0, control.unavailable_ratio)
     if above(win.unavailable, n * bad0):
-        signals.append(f"{win.unavailable} of {n} payments not available (baseline rate predicts {n * bad0:.1f})")
+        signals.append(
+            f"{win.unavailable} of {n} payments not available (baseline and untouched payments predict {n * bad0:.1f})"
+        )
     follow0 = sum(base.follow_ups) / base.firsts if base is not None and base.firsts else 0.0
     if above(sum(win.follow_ups), win.firsts * follow0):
         signals.append(
@@ -320,18 +387,23 @@ def _signals(win: _Tally, base: _Tally | None) -> list[str]:
             f" (baseline rate predicts {win.firsts * follow0:.1f})"
         )
     if base is not None and n and n0:
-        p50, p50_0 = win.latency(0.50), base.latency(0.50)
-        p99, p99_0 = win.latency(0.99), base.latency(0.99)
+        # The baseline scaled by what the untouched payments went through in the same window.
+        p50, p50_0 = win.latency(0.50), _scaled(base.latency(0.50), control.p50)
+        p99, p99_0 = win.latency(0.99), _scaled(base.latency(0.99), control.p99)
         if p50 is not None and p50_0 is not None and p50 >= P50_FACTOR * p50_0 and p50 - p50_0 >= P50_MARGIN_MS:
-            signals.append(f"p50 latency {p50:,.0f} ms vs {p50_0:,.0f} ms in the baseline")
+            signals.append(f"p50 latency {p50:,.0f} ms vs {p50_0:,.0f} ms expected from the baseline{control.note}")
         elif p99 is not None and p99_0 is not None and p99 >= P99_FACTOR * p99_0 and p99 - p99_0 >= P99_MARGIN_MS:
-            signals.append(f"p99 latency {p99:,.0f} ms vs {p99_0:,.0f} ms in the baseline")
-    rate0 = base.per_s if base is not None else None
+            signals.append(f"p99 latency {p99:,.0f} ms vs {p99_0:,.0f} ms expected from the baseline{control.note}")
+    rate0 = _scaled(base.per_s if base is not None else None, control.rate)
     if rate0 and rate0 * win.duration_s >= THROUGHPUT_MIN_EXPECTED:
         rate = win.per_s or 0.0
         if rate < THROUGHPUT_FACTOR * rate0:
-            signals.append(f"{rate:,.1f} payments/s completed vs {rate0:,.1f}/s in the baseline")
+            signals.append(f"{rate:,.1f} payments/s completed vs {rate0:,.1f}/s expected from the baseline")
     return signals
+
+
+def _scaled(x: float | None, factor: float) -> float | None:
+    return None if x is None else x * factor
 
 
 def _proxy_evidence(
@@ -381,7 +453,10 @@ def _why_nothing(win: _Tally, base: _Tally | None, proxies: Mapping[str, Any]) -
         parts = [f"no payment in its scope completed inside it (the baseline's rate predicts {expected:.1f})"]
     else:
         parts = [f"{len(win.payments)} payments in its scope completed inside it, as in the baseline"]
-    if proxies.get("links"):
+    links = proxies.get("links") or {}
+    if links and not any(d["received"] for link in links.values() for d in link.values()):
+        parts.append("no connection on its links ended inside it (Toxiproxy counts bytes when a connection ends)")
+    elif links:
         parts.append("its links lost no byte")
     elif proxies.get("note"):
         parts.append(str(proxies["note"]))
