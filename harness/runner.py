@@ -239,8 +239,9 @@ def evidence_lines(ev: dict[str, Any] | None) -> list[str]:
         p = w["payments"]
         wire = (w.get("proxies") or {}).get("undelivered_bytes")
         lines.append(
-            f"evidence      {w['fault']}: {p['completed']:,} {w['scope']} ({p['unavailable']:,} not available),"
-            f" {w['timeouts']:,} timeouts, {w['connection_errors']:,} connection errors,"
+            f"evidence      {w['fault']} ({w['scope']}): {p['completed']:,} completed inside it,"
+            f" {p['unavailable']:,} not available, {w['timeouts']:,} timeouts,"
+            f" {w['connection_errors']:,} connection errors,"
             f" {w['status_queries']:,} status queries, {w['resends']:,} re-sends"
             + ("" if wire is None else f", {fmt_bytes(wire)} undelivered")
         )

@@ -336,7 +336,7 @@ def test_a_fault_with_no_effect_is_flagged_in_result_report_and_console(fixture_
     assert "no observable effect idle: changed nothing this run could measure" in text
     assert "no payment it could touch was made: nothing crossed its targets" in text
     console = console_summary(outcome)
-    assert "NO EFFECT     fault idle at " in console and "evidence      slow-payee-bnkb: " in console
+    assert "NO EFFECT     fault idle at " in console and "evidence      slow-payee-bnkb (payments to BNKB): " in console
 
 
 def test_a_machine_wide_slowdown_is_not_the_fault_s_doing() -> None:

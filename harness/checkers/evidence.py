@@ -377,9 +377,8 @@ def _signals(win: _Tally, base: _Tally | None, control: _Control) -> list[str]:
     signals: list[str] = []
     bad0 = max(base.unavailable / n0 if base is not None and n0 else 0.0, control.unavailable_ratio)
     if above(win.unavailable, n * bad0):
-        signals.append(
-            f"{win.unavailable} of {n} payments not available (baseline and untouched payments predict {n * bad0:.1f})"
-        )
+        predicts = "baseline and untouched payments predict" if control.payments else "baseline predicts"
+        signals.append(f"{win.unavailable} of {n} payments not available ({predicts} {n * bad0:.1f})")
     follow0 = sum(base.follow_ups) / base.firsts if base is not None and base.firsts else 0.0
     if above(sum(win.follow_ups), win.firsts * follow0):
         signals.append(
