@@ -130,6 +130,9 @@ class Result(BaseModel):
     bulkhead_success_ratio: float | None = None
     consistency: ConsistencyFigures = Field(default_factory=ConsistencyFigures)
     faults: list[dict[str, Any]] = Field(default_factory=list)
+    # Added later in v1 (absent, so None, in older files): what each fault window did, and which
+    # had no observable effect (harness/checkers/evidence.py; docs/result-schema.md).
+    evidence: dict[str, Any] | None = None
     environment: dict[str, Any] = Field(default_factory=dict)
     reproduce: str = ""
     run_dir: str = ""

@@ -2,7 +2,7 @@
 
 Like Jepsen's store, this module is the only one that names the files of a run directory; every
 writer and reader asks a `RunDir` for its path. The format of each file is owned by one module
-(history.py, timeline.py, result.py, observe/snapshot.py ...); docs/run-directory.md describes them.
+(history.py, timeline.py, counters.py, result.py, observe/snapshot.py ...); docs/run-directory.md describes them.
 """
 
 from __future__ import annotations
@@ -69,6 +69,11 @@ class RunDir:
     @property
     def settlement(self) -> Path:
         return self.path / "settlement.jsonl"
+
+    @property
+    def proxy_counters(self) -> Path:
+        """Toxiproxy's byte counters per link at each fault's apply and heal (harness/counters.py)."""
+        return self.path / "proxy_counters.jsonl"
 
     @property
     def ledgers(self) -> Path:

@@ -3,7 +3,8 @@
 collect: testbed up -> consistency sampler -> Locust load + fault schedule + settlement actions ->
          heal everything -> wait for in-doubt payments to resolve -> settle -> ledger snapshot.
 check:   the composed checks of harness.checkers.run (availability, bulkhead, consistency, time to
-         consistency, customer view) -> result.json, report.html. `harness check RUN_DIR` runs only this half.
+         consistency, customer view, evidence per fault) -> result.json, report.html. `harness check
+         RUN_DIR` runs only this half.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from harness.nemesis import SchedulePlayer
 from harness.observe import snapshot
 from harness.observe.quiesce import SettlementPlayer, settle_all, wait_in_doubt
 from harness.observe.sampler import ConsistencySampler
-from harness.report.page import fmt_pct, write_report
+from harness.report.page import fmt_bytes, fmt_pct, write_report
 from harness.result import reconciliation_breaks, write_result
 from harness.rundir import RunDir
 from harness.scenario import Scenario, dump
@@ -235,6 +236,33 @@ def _breaks_line(rec: dict[str, Any]) -> str:
     return f"{breaks.total:,} reconciliation breaks ({breaks.detail()})" + (f" {classes}" if classes else "")
 
 
+EVIDENCE_LINES = 4  # fault windows on the console; the report has them all
+
+
+def evidence_lines(ev: dict[str, Any] | None) -> list[str]:
+    """What each fault window did, one line each, and a NO EFFECT line per window that did nothing."""
+    if not ev or not ev.get("windows"):
+        return []
+    lines: list[str] = []
+    windows = ev["windows"]
+    for w in windows[:EVIDENCE_LINES]:
+        p = w["payments"]
+        wire = (w.get("proxies") or {}).get("undelivered_bytes")
+        lines.append(
+            f"evidence      {w['fault']} ({w['scope']}): {p['completed']:,} completed inside it,"
+            f" {p['unavailable']:,} not available, {w['timeouts']:,} timeouts,"
+            f" {w['connection_errors']:,} connection errors,"
+            f" {w['status_queries']:,} status queries, {w['resends']:,} re-sends"
+            + ("" if wire is None else f", {fmt_bytes(wire)} undelivered")
+        )
+    if len(windows) > EVIDENCE_LINES:
+        lines.append(f"evidence      ... and {len(windows) - EVIDENCE_LINES} more fault windows (see the report)")
+    for w in windows:
+        if not w["observable_effect"]:
+            lines.append(f"{'NO EFFECT':<13} fault {w['fault']} at {w['apply']:.1f} s: {w.get('no_effect_reason', '')}")
+    return lines
+
+
 def console_summary(outcome: RunOutcome) -> str:
     r = outcome.result
     # A figure is null when the check measuring it could not run; its UNKNOWN line says why.
@@ -263,6 +291,7 @@ def console_summary(outcome: RunOutcome) -> str:
         "customers     lost acknowledged payments: "
         + ("not known" if view is None else f"{view['lost_acknowledged']:,}"),
     ]
+    lines += evidence_lines(r.get("evidence"))
     checks = r.get("checks")
     if checks:
         for v in checks.values():

@@ -8,7 +8,7 @@ Failure lines are worded as they always were: tests and people grep them.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
@@ -16,6 +16,7 @@ from harness.checkers.availability import SLO, PhaseTarget, check_availability
 from harness.checkers.compose import Checker
 from harness.checkers.consistency import customer_view as compare_customer_view
 from harness.checkers.consistency import time_to_consistency as measure_time_to_consistency
+from harness.checkers.evidence import evidence as measure_evidence
 from harness.checkers.reconcile import Reconciliation, reconcile
 from harness.fmt import fmt_duration
 from harness.history import Op, is_available, is_payment
@@ -36,6 +37,8 @@ class RunInputs:
     faults: list[dict[str, Any]]  # faults.jsonl, as recorded
     ledgers: Snapshot  # ledgers.json, after quiescence and settlement
     samples: list[dict[str, Any]]  # consistency.jsonl: open anomalies while the run went
+    # proxy_counters.jsonl: Toxiproxy's byte counters at each apply and heal (none in older runs)
+    proxy_counters: list[dict[str, Any]] = field(default_factory=list)
 
     @cached_property
     def reconciliation(self) -> Reconciliation:
@@ -208,6 +211,16 @@ def customer_view(run: RunInputs) -> CheckVerdict:
     return CheckVerdict.judged(failures, customer_view=view.summary())
 
 
+# -- evidence per fault ---------------------------------------------------------------------------
+
+
+def evidence(run: RunInputs) -> CheckVerdict:
+    """What each fault did (history and Toxiproxy's counters); a fault with no observable effect is
+    flagged in the figures, not failed: the scenario's expectations say nothing about it."""
+    slo_ms = run.scenario.expect.availability.latency_slo_ms
+    return CheckVerdict.judged([], evidence=measure_evidence(run.history, run.faults, run.proxy_counters, slo_ms))
+
+
 # The run's checks, in the order their failures are listed.
 CHECKS: dict[str, Checker[RunInputs]] = {
     "availability": availability,
@@ -215,4 +228,5 @@ CHECKS: dict[str, Checker[RunInputs]] = {
     "consistency": consistency,
     "time_to_consistency": time_to_consistency,
     "customer_view": customer_view,
+    "evidence": evidence,
 }

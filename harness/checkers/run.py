@@ -15,6 +15,7 @@ from typing import Any
 
 from harness.checkers.checks import CHECKS, RunInputs
 from harness.checkers.compose import Checker, compose
+from harness.counters import read_counters
 from harness.errors import RunDirError
 from harness.history import read_history, read_jsonl
 from harness.result import VERDICT_OF, ConsistencyFigures, Result, ScenarioInfo
@@ -53,6 +54,7 @@ def load_inputs(run_dir: Path | RunDir) -> RunInputs:
         faults=read_timeline(rd.faults),  # no faults.jsonl: no fault
         ledgers=_json(rd.ledgers),
         samples=read_jsonl(rd.consistency) if rd.consistency.exists() else [],
+        proxy_counters=read_counters(rd.proxy_counters),  # none: no Toxiproxy evidence, history only
     )
 
 
@@ -88,6 +90,7 @@ def check_inputs(
             time_to_consistency_resolution_s=figures.get("time_to_consistency_resolution_s"),
         ),
         faults=inputs.faults,
+        evidence=figures.get("evidence"),
         environment=_json(rd.environment) if rd.environment.exists() else {},
         # No command.txt (a hand-made directory): the scenario file it holds re-runs it.
         reproduce=rd.command.read_text().strip()

@@ -7,6 +7,12 @@ is appended to the fault timeline (faults.jsonl) with its real timestamp. Faults
 their window ends, by `heal_all()` in a `finally`, and Toxiproxy is reset when the harness starts,
 so a crashed run cannot leave a toxic behind for the next one.
 
+When the proxy control can report Toxiproxy's byte counters (`CounterSource`) and a counters path is
+given, the nemesis samples them for every link just before an apply begins and just after a heal
+completes (and at the start of a schedule, for the baseline) into proxy_counters.jsonl
+(harness/counters.py), so the evidence checker can say what each fault did on the wire. A sample
+that fails is recorded as an error line; it never stops a fault.
+
 The nemesis does not import the testbed: it needs only what the protocols below describe, which the
 testbeds provide (and tests fake).
 """
@@ -17,11 +23,12 @@ import contextlib
 import signal
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
+from harness.counters import CounterWriter, LinkCounters
 from harness.errors import FaultError
 from harness.faults import (
     KINDS,
@@ -65,6 +72,13 @@ class ServiceControl(Protocol):
 
 
 @runtime_checkable
+class CounterSource(Protocol):
+    """A Toxiproxy that reports its byte counters per link (ToxiproxyServer.byte_counters)."""
+
+    def byte_counters(self, links: Iterable[Any], /) -> LinkCounters: ...
+
+
+@runtime_checkable
 class NetworkControl(Protocol):
     """A backend with a network of its own to take a service off (docker); others fall back to Toxiproxy."""
 
@@ -89,17 +103,46 @@ class Nemesis:
     links: Mapping[str, ProxiedLink]
     services: ServiceControl
     timeline_path: Path
+    counters_path: Path | None = None  # proxy_counters.jsonl; None: no sampling
     active: dict[str, _Active] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _timeline: TimelineWriter = field(init=False)
+    _counters: CounterWriter | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         self._timeline = TimelineWriter(self.timeline_path)
+        if self.counters_path is not None:
+            self._counters = CounterWriter(self.counters_path)
 
-    def record(self, event: str, fault: FaultSpec, targets: list[str], at: float | None = None, **extra: Any) -> None:
+    def record(self, event: str, fault: FaultSpec, targets: list[str], at: float | None = None, **extra: Any) -> float:
+        """Append one event to the timeline; returns its `at`."""
         if event == "apply":
             extra.setdefault("attributes", dict(fault.attributes))
-        self._timeline.write(event, fault.name, fault.kind, targets, time.time() if at is None else at, **extra)
+        at = time.time() if at is None else at
+        self._timeline.write(event, fault.name, fault.kind, targets, at, **extra)
+        return at
+
+    def _read_counters(self) -> tuple[float, LinkCounters | None, str | None] | None:
+        """(when, the counters of every link, or why they could not be read); None: no sampling."""
+        if self._counters is None or not isinstance(self.toxiproxy, CounterSource):
+            return None
+        at = time.time()
+        try:
+            return at, self.toxiproxy.byte_counters(list(self.links.values())), None
+        except Exception as exc:  # evidence is a by-product: a fault must not fail for want of it
+            return at, None, f"{type(exc).__name__}: {exc}"
+
+    def _write_counters(
+        self, event: str, fault: str | None, event_at: float | None, read: tuple[float, Any, str | None] | None
+    ) -> None:
+        if read is not None and self._counters is not None:
+            at, links, error = read
+            self._counters.write(event, fault, event_at, at, links, error)
+
+    def sample_counters(self) -> None:
+        """A `start` sample: the fault schedule begins (the baseline's counters run from here)."""
+        with self._lock:
+            self._write_counters("start", None, None, self._read_counters())
 
     def apply(self, fault: FaultSpec) -> None:
         """Apply on every target or on none: raises ValueError when refused before anything was done,
@@ -113,7 +156,9 @@ class Nemesis:
             if conflict:
                 raise ValueError(f"cannot apply {fault.name!r}: {conflict}")
             # The fault starts when we begin applying it (a partition takes several API calls);
-            # it ends when the heal has completed. Neither edge flatters the system.
+            # it ends when the heal has completed. Neither edge flatters the system. The counters
+            # are read just before, so the window's bytes are all after them.
+            before = self._read_counters()
             started = time.time()
             done: list[str] = []
             for target in targets:
@@ -131,6 +176,7 @@ class Nemesis:
                 done.append(target)
             self.active[fault.name] = _Active(fault, targets, self._links_held(fault, targets))
             self.record("apply", fault, targets, at=started, **self._how(fault, targets))
+            self._write_counters("apply", fault.name, started, before)
 
     def heal(self, name: str) -> None:
         """Heal every target (on to the next when one fails); FaultError, after a `heal-failed` line
@@ -142,12 +188,14 @@ class Nemesis:
             fault, targets = act.fault, act.targets
             failed = self._run(_MECHANISMS[KINDS[fault.kind].mechanism][1], fault, targets)
             if failed:
-                self.record("heal-failed", fault, targets, error=_describe(failed))
+                at = self.record("heal-failed", fault, targets, error=_describe(failed))
+                self._write_counters("heal-failed", name, at, self._read_counters())
                 raise FaultError(
                     f"could not heal fault {name!r} ({fault.kind}) on {_describe(failed)}",
                     fix="heal all resets Toxiproxy; a service may need restarting by hand",
                 )
-            self.record("heal", fault, targets)
+            at = self.record("heal", fault, targets)
+            self._write_counters("heal", name, at, self._read_counters())
 
     def heal_all(self) -> None:
         """Heal everything still active (in reverse order of application), then reset Toxiproxy."""
@@ -159,6 +207,8 @@ class Nemesis:
 
     def close(self) -> None:
         self._timeline.close()
+        if self._counters is not None:
+            self._counters.close()
 
     def _run(self, step: Step, fault: FaultSpec, targets: list[str]) -> list[tuple[str, Exception]]:
         """Run a heal step on every target; the targets it failed on, with why."""

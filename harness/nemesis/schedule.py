@@ -31,6 +31,7 @@ class SchedulePlayer(threading.Thread):
 
     def run(self) -> None:
         try:
+            self.nemesis.sample_counters()  # the baseline's counters start here
             for offset, _, action, fault in self.events:
                 if self.stop_event.wait(max(0.0, self.t0 + offset - time.time())):
                     return

@@ -71,7 +71,7 @@ def _env(currency: str = "") -> jinja2.Environment:
         lstrip_blocks=True,
     )
     env.filters.update(num=fmt_num, pct=fmt_pct, dur=fmt_duration, ms=fmt_ms, when=fmt_when)
-    env.filters.update(ttr=fmt_ttr, ttc=fmt_ttc, money=lambda minor: fmt_money(minor, currency))
+    env.filters.update(ttr=fmt_ttr, ttc=fmt_ttc, bytes=fmt_bytes, money=lambda minor: fmt_money(minor, currency))
     env.globals["verdict_text"] = VERDICT_TEXT
     env.globals["vendor"] = _vendor
     return env
@@ -197,6 +197,7 @@ def report_model(
         "banner": banner_verdict(rows, summary["expects_anomalies"]),
         "unknown_checks": {n: v for n, v in (result.get("checks") or {}).items() if v["verdict"] == "unknown"},
         "schedule": fault_schedule(scenario, avail.get("faults", [])),
+        "evidence": fault_evidence(result),
         "phases": _phases(avail),
         "charts": charts,
         "banks": bank_breakdown(payments, windows_active, slo_ms, touched),
@@ -534,6 +535,40 @@ def fault_schedule(scenario: Mapping[str, Any], measured: Sequence[Mapping[str, 
             }
         )
     return rows
+
+
+def fault_evidence(result: Mapping[str, Any]) -> dict[str, Any] | None:
+    """What each fault window did, as the evidence checker decided (None: a result from before it,
+    or the check could not run); each link's counters flattened into a row for the table."""
+    ev = result.get("evidence")
+    if not ev:
+        return None
+    windows = []
+    for w in ev.get("windows", []):
+        proxies = w.get("proxies") or {}
+        links = [
+            {
+                "name": name,
+                "up": d.get("upstream") or {},
+                "down": d.get("downstream") or {},
+                "undelivered": sum(max(0, x.get("undelivered", 0)) for x in d.values()),
+            }
+            for name, d in (proxies.get("links") or {}).items()
+        ]
+        windows.append({**w, "link_rows": links, "proxy_note": proxies.get("note")})
+    return {"windows": windows, "no_effect": ev.get("no_effect", []), "counters": ev.get("counters")}
+
+
+def fmt_bytes(n: int | None) -> str:
+    """Bytes for people: 812 B, 12.6 KiB, 3.4 MiB."""
+    if n is None:
+        return NA
+    size = float(n)
+    for unit in ("B", "KiB", "MiB"):
+        if abs(size) < 1024 or unit == "MiB":
+            return f"{size:,.0f} {unit}" if unit == "B" else f"{size:,.1f} {unit}"
+        size /= 1024
+    return f"{size:,.1f} GiB"  # unreachable: the loop returns at MiB
 
 
 def _extras(f: Mapping[str, Any]) -> dict[str, Any]:

@@ -37,7 +37,9 @@ class Testbed:
         self.toxiproxy = ToxiproxyServer(RunDir(run_dir).log("toxiproxy"))
         self.system, self.links = route_through(system)
         self.topology = LocalTopology(self.system, run_dir)
-        self.nemesis = Nemesis(self.toxiproxy, self.links, self.topology, RunDir(run_dir).faults)
+        self.nemesis = Nemesis(
+            self.toxiproxy, self.links, self.topology, RunDir(run_dir).faults, RunDir(run_dir).proxy_counters
+        )
 
     def start(self) -> None:
         try:

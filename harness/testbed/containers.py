@@ -51,7 +51,7 @@ from harness.rundir import RunDir
 from harness.testbed.bed import Testbed
 from harness.testbed.images import TOXIPROXY_REPO
 from harness.testbed.local import TopologyError
-from harness.testbed.proxies import TOXIPROXY_VERSION, ToxiproxyError, ToxiproxyServer
+from harness.testbed.proxies import SERVER_FLAGS, TOXIPROXY_VERSION, ToxiproxyError, ToxiproxyServer
 from mock_switch.config import SystemConfig
 
 if TYPE_CHECKING:
@@ -418,7 +418,7 @@ class ToxiproxyContainer(ToxiproxyServer):
         ports.update({f"{p}/tcp": ("127.0.0.1", hp) for p, hp in self.published.items()})
         self.container = self.client.containers.create(
             self.image,
-            ["-host=0.0.0.0", f"-port={TOXIPROXY_API_PORT}"],
+            ["-host=0.0.0.0", f"-port={TOXIPROXY_API_PORT}", *SERVER_FLAGS],
             name=f"{self.network_name}-{TOXIPROXY_ALIAS}",
             labels={**self.labels, SERVICE_LABEL: TOXIPROXY_ALIAS},
             network=self.network_name,
@@ -478,7 +478,9 @@ class DockerTestbed(Testbed):
         self.topology: DockerTopology = DockerTopology(  # type: ignore[assignment]
             self.system, run_dir, self.client, self.network_name, self.labels
         )
-        self.nemesis = Nemesis(self.toxiproxy, self.links, self.topology, RunDir(run_dir).faults)
+        self.nemesis = Nemesis(
+            self.toxiproxy, self.links, self.topology, RunDir(run_dir).faults, RunDir(run_dir).proxy_counters
+        )
         self.images: Images | None = None
         self._previous_sigterm: Any = None
 

@@ -13,11 +13,13 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +33,13 @@ from harness.rundir import PROJECT_ROOT
 
 TOOLS_BIN = PROJECT_ROOT / ".tools" / "bin"
 TOXIPROXY_VERSION = "v2.12.0"
+# Every toxiproxy-server the harness starts (process or container) gets these flags: its own
+# per-proxy byte counters at GET /metrics, which the nemesis samples at each apply and heal.
+SERVER_FLAGS = ("-proxy-metrics",)
+# The two counters Toxiproxy (2.5 and later) keeps per proxy and direction, in bytes. They are
+# credited when a connection's direction ends (io.Copy returns), not while bytes flow, and
+# `sent` only when the write ended without an error (a reset connection's bytes stay unsent).
+METRICS = {"toxiproxy_proxy_received_bytes_total": "received", "toxiproxy_proxy_sent_bytes_total": "sent"}
 INSTALL_HINT = (
     "build it once with `make tools` (needs Go: installs github.com/Shopify/toxiproxy/v2/cmd/server@"
     f"{TOXIPROXY_VERSION} into .tools/bin), or download a release binary of toxiproxy-server and set "
@@ -76,7 +85,7 @@ class ToxiproxyServer:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self._log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
-            [str(self.binary), "-host", self.host, "-port", str(self.port)],
+            [str(self.binary), "-host", self.host, "-port", str(self.port), *SERVER_FLAGS],
             stdout=self._log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
@@ -139,6 +148,29 @@ class ToxiproxyServer:
             raise ToxiproxyError(f"toxiproxy {method} {path}: HTTP {exc.code}: {detail}") from None
         return json.loads(raw) if raw.strip() else None
 
+    def byte_counters(self, links: Iterable[Link]) -> dict[str, dict[str, dict[str, int]]]:
+        """Toxiproxy's own byte counters of these links: {link name: {direction: {received, sent}}}.
+
+        A link whose proxy has not yet closed a connection has no series yet: it counts zero. A
+        server started without -proxy-metrics answers 404, which is an error (it cannot say)."""
+        req = urllib.request.Request(self.url + "/metrics", method="GET")
+        try:
+            # Short: the nemesis reads these with its lock held, before an apply and after a heal.
+            with urllib.request.urlopen(req, timeout=2) as resp:
+                text = resp.read().decode(errors="replace")
+        except urllib.error.HTTPError as exc:
+            # 404: a server started without the metrics flags (or older than 2.5) has no /metrics.
+            raise ToxiproxyError(
+                f"toxiproxy GET /metrics: HTTP {exc.code}",
+                fix=f"start toxiproxy-server {TOXIPROXY_VERSION} with {' '.join(SERVER_FLAGS)}",
+            ) from None
+        by_proxy = parse_metrics(text)
+        empty = {"received": 0, "sent": 0}
+        return {
+            link.name: {d: dict(by_proxy.get(link.proxy, {}).get(d, empty)) for d in ("upstream", "downstream")}
+            for link in links
+        }
+
     def reset(self) -> None:
         """Re-enable every proxy and remove every toxic."""
         self._api("POST", "/reset")
@@ -188,3 +220,30 @@ class ToxiproxyServer:
             proxy.enable()
         else:
             proxy.disable()
+
+
+def parse_metrics(text: str) -> dict[str, dict[str, dict[str, int]]]:
+    """Toxiproxy's Prometheus text exposition -> {proxy: {direction: {received, sent}}} (bytes).
+
+    Only the two per-proxy counters of METRICS are read; every other line is ignored."""
+    out: dict[str, dict[str, dict[str, int]]] = {}
+    for line in text.splitlines():
+        name, brace, rest = line.partition("{")
+        kind = METRICS.get(name.strip())
+        if kind is None or not brace:
+            continue
+        labels_text, _, value = rest.rpartition("}")
+        labels = dict(_LABEL.findall(labels_text))
+        proxy, direction = labels.get("proxy"), labels.get("direction")
+        try:
+            count = int(float(value.split()[0]))
+        except (ValueError, IndexError):
+            continue
+        if proxy is None or direction not in ("upstream", "downstream"):
+            continue
+        counts = out.setdefault(proxy, {}).setdefault(direction, {"received": 0, "sent": 0})
+        counts[kind] += count
+    return out
+
+
+_LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
