@@ -43,7 +43,16 @@ CORPUS: dict[str, tuple[str | bytes, str]] = {
     "no-name": ("load: {duration: 10}\n", r"name: Field required"),
     "bad-name": ("name: Has Spaces\n", r"name: String should match pattern"),
     "unknown-field": ("name: x\nlaod: {duration: 10}\n", r"laod: unknown field; fields here are"),
-    "unknown-load-field": ("name: x\nload: {users: 5, rampup: 3}\n", r"load.rampup: unknown field"),
+    "unknown-load-field": ("name: x\nload: {rate: 5, rampup: 3}\n", r"load.rampup: unknown field"),
+    "users-under-open-model": (
+        "name: x\nload: {users: 5, duration: 10}\n",
+        r"load: users applies to the closed model only .*give `rate` \(arrivals per second\).*set `model: closed`",
+    ),
+    "rate-under-closed-model": (
+        "name: x\nload: {model: closed, rate: 5, max_in_flight: 9}\n",
+        r"load: rate and max_in_flight apply to the open model only; with `model: closed` give `users`",
+    ),
+    "unknown-load-model": ("name: x\nload: {model: half-open}\n", r"load.model: Input should be 'open' or 'closed'"),
     "unknown-kind": (
         "name: x\nfaults: [{kind: meteor, targets: switch, start: 1, duration: 1}]\n",
         r"faults\[0\].kind: Input should be",

@@ -19,7 +19,7 @@ from harness.errors import RunDirError
 from harness.history import read_history, read_jsonl
 from harness.result import VERDICT_OF, ConsistencyFigures, Result, ScenarioInfo
 from harness.rundir import RunDir
-from harness.scenario import load as load_scenario
+from harness.scenario import load_recorded as load_scenario
 from harness.timeline import read_timeline
 from mock_switch.config import ConfigError, SystemConfig
 

@@ -114,7 +114,8 @@ def session_scenario(topology: TopologySpec, description: str = "") -> Scenario:
         description=description
         or "Interactive session from the Locust web UI; faults were applied from the chaos panel (see faults.jsonl).",
         topology=topology,
-        load=LoadSpec(users=10, duration=600),
+        # People drive the Locust web UI by its user count: the closed model, and the result says so.
+        load=LoadSpec(model="closed", users=10, duration=600),
         # A person's session has no scripted baseline or steady phase to promise; consistency is judged as always.
         expect=Expectations(
             availability=AvailabilityExpectation(baseline_success_ratio=None, steady_success_ratio=None)
