@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from harness import loadfile
 from harness.checkers.checks import CHECKS, RunInputs
 from harness.checkers.compose import Checker, compose
 from harness.errors import RunDirError
@@ -53,6 +54,7 @@ def load_inputs(run_dir: Path | RunDir) -> RunInputs:
         faults=read_timeline(rd.faults),  # no faults.jsonl: no fault
         ledgers=_json(rd.ledgers),
         samples=read_jsonl(rd.consistency) if rd.consistency.exists() else [],
+        load_figures=loadfile.read(rd.load_figures),
     )
 
 
