@@ -298,13 +298,18 @@ def load(path: Path) -> Scenario:
     return parse(data, str(path))
 
 
-def dump(scenario: Scenario) -> str:
-    """The scenario as run, every default written out, except the other load model's fields (which
-    the file may not hold: see LoadSpec)."""
+def as_data(scenario: Scenario) -> dict[str, Any]:
+    """The scenario as plain data that validates again: every default written out, except the other
+    load model's fields (which a scenario may not hold: see LoadSpec)."""
     data = scenario.model_dump(mode="json", exclude_defaults=False)
     for name in CLOSED_ONLY if scenario.load.model == "open" else OPEN_ONLY:
         data["load"].pop(name, None)
-    return yaml.safe_dump(data, sort_keys=False)
+    return data
+
+
+def dump(scenario: Scenario) -> str:
+    """The scenario as run (scenario.yaml of a run directory)."""
+    return yaml.safe_dump(as_data(scenario), sort_keys=False)
 
 
 def load_recorded(path: Path) -> Scenario:

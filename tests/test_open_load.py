@@ -36,7 +36,9 @@ from harness.timeline import fault_windows, read_timeline
 pytestmark = pytest.mark.slow
 
 RATE = 60  # arrivals per second: gentle enough for a busy 2-core machine, 240 in a 4 s freeze
-SLO_MS = 2000.0
+# An arrival in the last SLO-worth of the freeze can still be served in time after the thaw; a short
+# SLO keeps that share small, so the freeze's demand must come out near 0 % available.
+SLO_MS = 500.0
 
 
 def payments(lines: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -83,21 +85,36 @@ def test_a_frozen_switch_meets_the_full_demand_and_serves_none_of_it(frozen_run:
     # the switch timeout first, so most answers land after the thaw, in recovery.)
     fault_demand = a["by_demand"]["fault"]
     assert abs(fault_demand["arrivals"] - RATE * frozen_s) <= 4  # the phase may start a completion later
-    assert fault_demand["success_ratio"] <= 0.05, fault_demand
+    assert fault_demand["success_ratio"] <= SLO_MS / 1000 / frozen_s + 0.05, fault_demand
     assert a["phases"]["fault"]["operations"] < fault_demand["arrivals"] / 2
     assert a["overall"]["operations"] == a["load"]["scheduled"]  # every arrival counted once
     assert a["name_enquiries"]["operations"] == a["load"]["sent"]  # one enquiry per customer that left
 
 
+def test_the_report_and_the_console_name_the_load_model(frozen_run: Path) -> None:
+    from harness.runner import RunOutcome, console_summary
+
+    page = (frozen_run / "report.html").read_text()
+    block = page[page.index('id="load-model"') :]
+    assert f"Load model: open model, {RATE} arrivals/s" in block[:400]
+    assert "Name enquiries" in block[: block.index("Phases:")]
+    result = json.loads((frozen_run / "result.json").read_text())
+    text = console_summary(RunOutcome(frozen_run, result))
+    assert f"overall by demand (open model, {RATE} arrivals/s)" in text
+    assert "name enquiry" in text and "by demand" in text
+
+
 def test_name_enquiries_during_the_freeze_are_reported_apart(frozen_run: Path) -> None:
     result = json.loads((frozen_run / "result.json").read_text())
     enquiries = result["availability"]["name_enquiries"]
-    assert enquiries["phases"]["baseline"]["success_ratio"] > 0.9
-    # The payer bank asks the frozen switch: it answers AB06 after its switch timeout, never in time.
+    assert enquiries["operations"] > 0 and enquiries["phases"]["baseline"]["operations"] > 0
+    # The payer bank asks the frozen switch: no enquiry made more than the SLO before the thaw is
+    # answered in time (AB06 after the bank's switch timeout, or the party after the thaw).
     lines = read_history(frozen_run / "history.jsonl")
     window = fault_windows(read_timeline(frozen_run / "faults.jsonl"))[0]
     assert window.heal is not None
-    asked = [e for e in lines if e["op"] == "name_enquiry" and window.apply <= e["invoke"] < window.heal - 2.5]
+    thaw_s = window.heal - SLO_MS / 1000
+    asked = [e for e in lines if e["op"] == "name_enquiry" and window.apply <= e["invoke"] < thaw_s]
     assert asked and all(e["outcome"] != "ok" or e["latency_ms"] > SLO_MS for e in asked)
 
 

@@ -69,6 +69,8 @@ def test_naive_components_are_caught(naive_run: RunOutcome) -> None:
     load = naive_run.result["availability"]["load"]
     assert (load["model"], load["users"], load["describe"]) == ("closed", 8, "closed model, 8 customers")
     assert not (naive_run.run_dir / "load.json").exists()  # no arrival generator in the closed model
+    page = (naive_run.run_dir / "report.html").read_text()
+    assert "Load model: closed model, 8 customers" in page and "undercounts outages" in page
     assert naive_run.ok, naive_run.failure_report()  # it expected anomalies, and they were found
     assert rec["anomalies"]["credit_without_debit"] > 0
     examples = rec["examples"]["credit_without_debit"][0]

@@ -138,3 +138,16 @@ def test_harness_list_reports_a_bad_file_and_goes_on(tmp_path: Path, capsys: pyt
     out = capsys.readouterr().out
     assert "bad.yaml  INVALID:" in out and "not UTF-8" in out
     assert "good.yaml  [latency;" in out
+
+
+@pytest.mark.parametrize("spec", [{"rate": 80, "max_in_flight": 50}, {"model": "closed", "users": 7}])
+def test_a_dumped_scenario_loads_again_under_either_load_model(tmp_path: Path, spec: dict[str, object]) -> None:
+    """Run directories and replayable sessions write every default out: the other model's fields must
+    not come with them, or the file would be refused when it is checked or replayed."""
+    from harness.scenario import Scenario, as_data, dump
+
+    scenario = Scenario.model_validate({"name": "x", "load": spec})
+    path = tmp_path / "scenario.yaml"
+    path.write_text(dump(scenario))
+    again = load(path)
+    assert again.load == scenario.load and Scenario.model_validate(as_data(scenario)).load == scenario.load

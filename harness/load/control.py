@@ -39,7 +39,7 @@ import orjson
 
 from harness import loadfile
 from harness.errors import LoadError
-from harness.procs import end_stragglers, signal_group
+from harness.procs import end_stragglers, free_port, signal_group
 from harness.rundir import PROJECT_ROOT, RunDir
 from mock_switch.config import SystemConfig
 
@@ -379,7 +379,11 @@ class LoadOptions:
             argv += ["--users", str(self.users), "--spawn-rate", repr(float(self.spawn_rate))]
             argv += ["--run-time", f"{self.duration_s:.0f}s"]
         if self.processes > 1:
-            argv += ["--processes", str(self.processes)]
+            # A master port of our own on loopback: with Locust's default (5557 on every interface)
+            # the workers of two concurrent runs meet the other run's master and take its users.
+            port = str(free_port())
+            argv += ["--processes", str(self.processes), "--master-bind-host", "127.0.0.1"]
+            argv += ["--master-host", "127.0.0.1", "--master-bind-port", port, "--master-port", port]
         return argv + list(self.extra_args)
 
 
