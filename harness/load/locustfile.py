@@ -578,7 +578,7 @@ class Customer(FastHttpUser):
     host = "http://127.0.0.1"  # unused: each customer talks to its own bank (see --bank-urls)
     settings: LoadSettings | None
 
-    def setup_customers(self, seed: Any) -> None:
+    def setup_customers(self, seed: tuple[int, int]) -> None:
         s = self.settings
         assert s is not None
         self.network_timeout = self.connection_timeout = s.request_timeout_s
@@ -732,7 +732,9 @@ class ArrivalGenerator(Customer):
         if self.slot >= self.slices:
             log.error("arrival generator %d of %d: run -u with one generator per process", self.slot, self.slices)
             raise StopUser()
-        self.setup_customers(("arrivals", self.slot))
+        # Integers only: a str's hash changes with every process (PYTHONHASHSEED), an int's does not,
+        # so the same seed draws the same customers for the same arrivals in every run.
+        self.setup_customers((-1, self.slot))
         self.id_prefix = f"{s.run_id}-{process_tag()}-a"
         self.plan = load_arrivals.for_slice(load_arrivals.schedule(o.shape, o.spacing, s.seed), self.slot, self.slices)
         self.t0 = time.time()
