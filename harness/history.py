@@ -1,14 +1,21 @@
 """The history: one `Op` per customer operation, and the one rule of what counts as available.
 
 `history.jsonl` holds one JSON object per line (docs/run-directory.md); the Locust customers write
-it, the availability checker, the report, the live panel and the bulkhead figure read it, and all of
-them judge an operation with `is_available` (DESIGN.md section 5):
+it, the availability checker, the report, the live panel, the bulkhead figure and Locust's own
+statistics judge each operation with `is_available` (DESIGN.md section 5):
 
 - *definitive*: the customer got ACSC, or a reject that is the customer's or the request's doing
-  (BUSINESS_REASONS): the system answered correctly, so it was available;
+  (BUSINESS_REASONS): the system answered correctly, so it was available; a name enquiry answered
+  (the party, or AC01 "no such account"); a status query answered AG09 ("not received": the
+  question has its answer);
 - everything else spends error budget: technical rejects (AB05/AB06 timeouts, AB08 offline, AG09
-  "not received" after an unknown), PDNG, 5xx, timeouts, connection errors;
-- *available*: definitive within the latency SLO.
+  "not received" to a payment), PDNG, 5xx, timeouts, connection errors, and an arrival of the open
+  model that was never sent (`not-sent`, `in-flight-bound`);
+- *available*: definitive within the latency SLO, measured from `invoke` (for the open model the
+  scheduled arrival time, so a late send is the customer's wait too).
+
+Payments (op `payment`) make the availability figures; name enquiries (`name_enquiry`) are reported
+beside them, never mixed in; status queries (`status_query`) follow up an unknown payment.
 """
 
 from __future__ import annotations
@@ -28,15 +35,23 @@ Outcome = Literal["ok", "fail", "unknown"]
 BUSINESS_REASONS = frozenset({"AM04", "AM23", "AC01", "AC06", "DUPL", "FF01"})
 
 
+# Operation kinds (the `op` field; a line without one is a payment, as in the first histories).
+PAYMENT, STATUS_QUERY, NAME_ENQUIRY = "payment", "status_query", "name_enquiry"
+OP_KINDS = (PAYMENT, STATUS_QUERY, NAME_ENQUIRY)
+# Errors of open-model arrivals that were never sent (docs/run-directory.md).
+NOT_SENT, IN_FLIGHT_BOUND = "not-sent", "in-flight-bound"
+
+
 class Op(TypedDict):
     """One line of history.jsonl: an operation as the customer saw it."""
 
-    op: NotRequired[str]  # "payment" (the default) or "status_query"
+    op: NotRequired[str]  # "payment" (the default), "status_query" or "name_enquiry"
     id: str
     payer: str
     payee: str
     amount: int
-    invoke: float  # epoch seconds: request sent
+    invoke: float  # epoch seconds: when the customer wanted it (open model: the scheduled arrival)
+    sent: NotRequired[float | None]  # epoch seconds: request sent; null when it never was
     complete: float  # epoch seconds: answer received, or given up
     outcome: Outcome
     status: str | None
@@ -46,9 +61,17 @@ class Op(TypedDict):
     latency_ms: NotRequired[float]
 
 
+def op_kind(op: Mapping[str, Any]) -> str:
+    return str(op.get("op", PAYMENT))
+
+
 def is_payment(op: Mapping[str, Any]) -> bool:
-    """A customer payment (status queries follow up an unknown payment; they are not payments)."""
-    return bool(op.get("op", "payment") == "payment")
+    """A customer payment (status queries follow up an unknown payment; name enquiries precede one)."""
+    return op_kind(op) == PAYMENT
+
+
+def is_name_enquiry(op: Mapping[str, Any]) -> bool:
+    return op_kind(op) == NAME_ENQUIRY
 
 
 def is_business_reject(reason: str | None) -> bool:
@@ -56,9 +79,15 @@ def is_business_reject(reason: str | None) -> bool:
 
 
 def is_definitive(op: Mapping[str, Any]) -> bool:
-    """ACSC, or a business reject: the system answered and was right to."""
+    """ACSC (a name enquiry: the party found), or a business reject: the system answered and was
+    right to. A status query answered AG09 ("not received") is definitive too: that is its answer."""
     outcome = op.get("outcome")
-    return outcome == "ok" or (outcome == "fail" and op.get("reason") in BUSINESS_REASONS)
+    if outcome == "ok":
+        return True
+    if outcome != "fail":
+        return False
+    reason = op.get("reason")
+    return reason in BUSINESS_REASONS or (reason == "AG09" and op_kind(op) == STATUS_QUERY)
 
 
 def latency_ms(op: Mapping[str, Any]) -> float:

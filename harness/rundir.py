@@ -59,6 +59,11 @@ class RunDir:
         return self.path / "history.jsonl"
 
     @property
+    def load_figures(self) -> Path:
+        """load.json: the open-model generator's figures (harness/loadfile.py)."""
+        return self.path / "load.json"
+
+    @property
     def faults(self) -> Path:
         return self.path / "faults.jsonl"
 

@@ -263,6 +263,45 @@ def evidence_lines(ev: dict[str, Any] | None) -> list[str]:
     return lines
 
 
+def by_demand_label(a: dict[str, Any]) -> str:
+    """Which load model produced the availability figure, as the console and the report say it."""
+    load = a.get("load")
+    if not load:  # a result from before the open model: closed-loop users
+        return ""
+    if load.get("model") == "open":
+        return f" by demand (open model, {load.get('rate', 0):g} arrivals/s)"
+    return f" (closed model, {load.get('users')} customers: outages undercounted)"
+
+
+def demand_lines(a: dict[str, Any]) -> list[str]:
+    """Availability by demand per phase, the generator's warnings, and the name enquiries' own line."""
+    lines = []
+    demand = a.get("by_demand") or {}
+    if demand and (a.get("load") or {}).get("model") == "open":
+        lines.append(
+            "by demand     arrivals per phase of their scheduled time: "
+            + ", ".join(
+                f"{p} {fmt_pct(d['success_ratio'])} of {d['arrivals']:,}" for p, d in demand.items() if d["arrivals"]
+            )
+        )
+    load = a.get("load") or {}
+    if load.get("not_sent") or load.get("in_flight_bound"):
+        lines.append(
+            f"WARNING       {load.get('not_sent') or 0:,} arrivals not sent on time,"
+            f" {load.get('in_flight_bound') or 0:,} over the in-flight bound (counted unavailable)"
+        )
+    ne = a.get("name_enquiries")
+    if ne:
+        lines.append(
+            f"name enquiry  {fmt_pct(ne.get('success_ratio'), 3)} of {ne['operations']:,} (GET /parties, reported apart"
+            " from payments); phases: "
+            + ", ".join(
+                f"{k} {fmt_pct(v.get('success_ratio'))}" for k, v in ne.get("phases", {}).items() if v["operations"]
+            )
+        )
+    return lines
+
+
 def console_summary(outcome: RunOutcome) -> str:
     r = outcome.result
     # A figure is null when the check measuring it could not run; its UNKNOWN line says why.
@@ -281,8 +320,9 @@ def console_summary(outcome: RunOutcome) -> str:
         f"\n== {r['scenario']['name']}: {verdict} ==",
         "availability  not known"
         if not a
-        else f"availability  {fmt_pct(a.get('overall', {}).get('success_ratio'), 3)} overall; phases: "
-        + ", ".join(f"{k} {fmt_pct(v.get('success_ratio'))}" for k, v in a.get("phases", {}).items()),
+        else f"availability  {fmt_pct(a.get('overall', {}).get('success_ratio'), 3)} overall{by_demand_label(a)};"
+        " phases: " + ", ".join(f"{k} {fmt_pct(v.get('success_ratio'))}" for k, v in a.get("phases", {}).items()),
+        *demand_lines(a),
         f"recovery      time to recover {ttr}; time to consistency {ttc}",
         "settlement    not known"
         if rec is None

@@ -47,8 +47,28 @@ class TopologySpec(_Strict):
         return ["switch", *self.bank_codes]
 
 
+# Fields that mean something under one load model only (see LoadSpec).
+CLOSED_ONLY = ("users", "spawn_rate")
+OPEN_ONLY = ("rate", "base_rate", "max_in_flight", "arrivals")
+
+
 class LoadSpec(_Strict):
+    """The customers' load. `model: open` (the default): customers arrive at `rate` per second
+    whatever the system answers (harness/load/arrivals.py), so a hung switch meets the demand it
+    would meet in life; `model: closed`: `users` customers, each waiting for its answer before
+    paying again (a hung switch throttles them, so outages are undercounted)."""
+
+    model: Literal["open", "closed"] = "open"
     shape: Literal["constant", "ramp", "spike"] = "constant"
+    # open model: arrivals per second (peak of a ramp, rate during a spike) ...
+    rate: float = Field(50, gt=0, le=5000, description="arrivals per second")
+    # ... at the start of a ramp / before and after a spike (default: rate/10 for a ramp, rate/5 for a spike)
+    base_rate: float | None = Field(None, ge=0, le=5000)
+    # open model: customers in flight at once; an arrival finding them all busy is recorded as
+    # unavailable (error `in-flight-bound`) and counted in load.json.
+    max_in_flight: int = Field(1000, ge=1, le=20_000)
+    arrivals: Literal["even", "poisson"] = "even"  # spacing of the arrival times (harness/load/arrivals.py)
+    # closed model only
     users: int = Field(20, ge=1, le=2000)
     spawn_rate: float = Field(50, gt=0)
     duration: float = Field(30, gt=0, le=600, description="seconds of load")
@@ -59,6 +79,39 @@ class LoadSpec(_Strict):
     payer_banks: list[str] | None = None
     amount_min: int = Field(100, gt=0)
     amount_max: int = Field(20_000, gt=0)
+
+    @model_validator(mode="after")
+    def _one_model(self) -> LoadSpec:
+        given = self.model_fields_set
+
+        def names(fields: list[str]) -> str:
+            return f"{' and '.join(fields)} appl{'ies' if len(fields) == 1 else 'y'}"
+
+        if self.model == "open" and (wrong := [f for f in CLOSED_ONLY if f in given]):
+            raise ValueError(
+                f"{names(wrong)} to the closed model only (each of `users` customers waits for its answer),"
+                " and this load is open (the default): give `rate` (arrivals per second) instead, or set"
+                " `model: closed` to keep users"
+            )
+        if self.model == "closed" and (wrong := [f for f in OPEN_ONLY if f in given]):
+            raise ValueError(
+                f"{names(wrong)} to the open model only; with `model: closed` give `users` and `spawn_rate`,"
+                " or remove `model: closed` to drive arrivals at `rate` per second"
+            )
+        return self
+
+    @property
+    def effective_base_rate(self) -> float:
+        """The rate a ramp starts from / a spike stands on (rate/10 and rate/5 unless given)."""
+        if self.base_rate is not None:
+            return self.base_rate
+        return self.rate / 10 if self.shape == "ramp" else self.rate / 5
+
+    def describe(self) -> str:
+        """ "open model, 150 arrivals/s" or "closed model, 20 customers": which load produced a figure."""
+        if self.model == "closed":
+            return f"closed model, {self.users} customers"
+        return f"open model, {self.rate:g} arrivals/s"
 
 
 class SettlementAction(_Strict):
@@ -245,5 +298,28 @@ def load(path: Path) -> Scenario:
     return parse(data, str(path))
 
 
+def as_data(scenario: Scenario) -> dict[str, Any]:
+    """The scenario as plain data that validates again: every default written out, except the other
+    load model's fields (which a scenario may not hold: see LoadSpec)."""
+    data = scenario.model_dump(mode="json", exclude_defaults=False)
+    for name in CLOSED_ONLY if scenario.load.model == "open" else OPEN_ONLY:
+        data["load"].pop(name, None)
+    return data
+
+
 def dump(scenario: Scenario) -> str:
-    return yaml.safe_dump(scenario.model_dump(mode="json", exclude_defaults=False), sort_keys=False)
+    """The scenario as run (scenario.yaml of a run directory)."""
+    return yaml.safe_dump(as_data(scenario), sort_keys=False)
+
+
+def load_recorded(path: Path) -> Scenario:
+    """The scenario.yaml of a run directory. One written before the open model existed has no
+    `load.model` and was run closed-loop: it is read as `model: closed` (its users and spawn rate
+    are what ran)."""
+    try:
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_StrictLoader)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return load(path)  # the strict loader says what is wrong, as for any scenario file
+    if isinstance(data, dict) and isinstance(data.get("load"), dict) and "model" not in data["load"]:
+        data["load"] = {**data["load"], "model": "closed"}
+    return parse(data, str(path))

@@ -500,3 +500,43 @@ def test_properties(ops: Any, windows: Any, flaps: list[float], data: st.DataObj
     # The order the lines were written in does not matter.
     shuffled = check_availability(data.draw(st.permutations(history)), data.draw(st.permutations(faults)))
     assert shuffled.summary() == s
+
+
+# ----------------------------------------------------------------------------- open model: demand
+
+
+def test_demand_places_each_arrival_by_its_scheduled_time() -> None:
+    """A frozen system: arrivals scheduled inside the fault are answered only after the heal. By
+    completion they land in recovery; by demand they are the fault's, and none of them was served."""
+    history = []
+    for n in range(200):  # 10 arrivals a second for 20 s
+        t = n / 10
+        if 5 <= t < 9:  # frozen: answered late, after the heal at 9 s, over the 2 s SLO
+            history.append(op(n, t, (9.5 - t) * 1000 + 2500))
+        else:
+            history.append(op(n, t))
+    s = check_availability(history, fault("freeze", 5, 9)).summary()
+    assert s["by_demand"]["fault"] == {"arrivals": 40, "good": 0, "success_ratio": 0.0}
+    assert s["by_demand"]["baseline"]["arrivals"] == 50 and s["by_demand"]["baseline"]["success_ratio"] == 1.0
+    assert s["phases"]["fault"]["operations"] == 0  # by completion nothing finished inside the freeze
+    assert sum(d["arrivals"] for d in s["by_demand"].values()) == s["overall"]["operations"] == 200
+
+
+def test_arrivals_never_sent_are_unavailable_at_their_scheduled_time() -> None:
+    history = [op(0, 0.0), op(1, 0.5), op(2, 1.0)]
+    for n, error in ((3, "not-sent"), (4, "in-flight-bound")):
+        history.append(op(n, 1.5, 0.0, "unknown", error=error, sent=None))
+    s = check_availability(history).summary()
+    assert s["overall"]["operations"] == 5 and s["overall"]["good"] == 3
+    assert s["overall"]["errors"] == {"in-flight-bound": 1, "not-sent": 1}
+
+
+def test_name_enquiries_are_measured_apart_from_payments() -> None:
+    history = [
+        op(0, 0.0),
+        op(1, 0.1, op="name_enquiry"),
+        op(2, 0.2, 50.0, "unknown", op="name_enquiry", error="timeout"),
+    ]
+    assert check_availability(history).operations == 1
+    enquiries = check_availability(history, op_types=("name_enquiry",)).summary()["overall"]
+    assert (enquiries["operations"], enquiries["good"]) == (2, 1)

@@ -272,7 +272,7 @@ def test_the_backend_override_is_in_the_reproduce_command(tmp_path: Path) -> Non
     from harness.scenario import load
 
     path = tmp_path / "s.yaml"
-    path.write_text("name: s\nbackend: docker\nload: {users: 1, duration: 5}\n")
+    path.write_text("name: s\nbackend: docker\nload: {rate: 5, duration: 5}\n")
     scenario = load(path)
     assert reproduce_command(scenario) == f"harness run {path}"
     assert reproduce_command(scenario.model_copy(update={"backend": "local"})) == f"harness run {path} --backend local"

@@ -12,7 +12,7 @@ import pytest
 
 from harness.checkers.availability import SLO, check_availability
 from harness.errors import TimelineError
-from harness.history import BUSINESS_REASONS, is_available, is_definitive
+from harness.history import BUSINESS_REASONS, is_available
 from harness.observe.live import LiveAvailability
 from harness.timeline import TimelineWriter, fault_windows, read_timeline
 
@@ -58,22 +58,28 @@ def test_the_checker_and_the_live_panel_count_alike(tmp_path: Path) -> None:
 
 
 def test_locust_counts_business_rejects_as_the_checker_does() -> None:
-    """Locust marks a request failed only when the checker would count it unavailable (DUPL included).
+    """Locust marks a request failed only when the checker would count it unavailable (DUPL included),
+    by the same rule: the reason, the kind of request (AG09 answers a status query) and the latency SLO.
 
     The locustfile is imported in a child: Locust monkey-patches the standard library on import."""
     probe = (
         "import json, sys\n"
         "from harness.load.locustfile import Seen, failure_message\n"
-        "codes = json.loads(sys.argv[1])\n"
-        "print(json.dumps({c: failure_message(Seen('fail', 'RJCT', c, 422), 'payment') for c in codes}))\n"
+        "cases = json.loads(sys.argv[1])\n"
+        "print(json.dumps([failure_message(Seen(o, 'ACSC' if o == 'ok' else 'RJCT', r, 200), k, ms, 2000.0)"
+        " for o, r, k, ms in cases]))\n"
     )
-    codes = sorted(BUSINESS_REASONS | {"AB05", "AB08"})
-    out = subprocess.run([sys.executable, "-c", probe, json.dumps(codes)], capture_output=True, text=True, timeout=120)
+    cases = [("fail", code, "payment", 50.0) for code in sorted(BUSINESS_REASONS | {"AB05", "AB06", "AB08", "AG09"})]
+    cases += [("ok", None, "payment", 50.0), ("ok", None, "payment", 2500.0), ("fail", "DUPL", "payment", 2500.0)]
+    cases += [("fail", "AG09", "status_query", 50.0), ("fail", "AC01", "name_enquiry", 50.0)]
+    cases += [("ok", None, "name_enquiry", 50.0), ("fail", "AB06", "name_enquiry", 50.0)]
+    out = subprocess.run([sys.executable, "-c", probe, json.dumps(cases)], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     verdicts = json.loads(out.stdout.strip().splitlines()[-1])
-    for code in codes:
-        locust_ok = verdicts[code] is None
-        assert locust_ok is is_definitive(op(0, "fail", code)), code
+    for (outcome, reason, kind, ms), failure in zip(cases, verdicts, strict=True):
+        line = {"op": kind, "outcome": outcome, "reason": reason, "latency_ms": ms}
+        assert (failure is None) is is_available(line, slo_ms=2000), (line, failure)
+    assert "over the 2,000 ms latency SLO" in verdicts[-5]  # DUPL, but too late
 
 
 def test_a_heal_failed_event_closes_its_window_and_is_readable(tmp_path: Path) -> None:

@@ -21,7 +21,7 @@ pytestmark = pytest.mark.slow
 
 SCENARIO = """name: killed
 topology: {banks: 2, accounts: 50}
-load: {users: 4, duration: 12}
+load: {rate: 30, duration: 12}
 faults:
   - {name: slow-link, kind: latency, targets: switch->BNKA, start: 1, duration: 2, attributes: {latency: 300}}
   - {name: frozen, kind: pause, targets: switch, start: 3, duration: 2}
@@ -89,7 +89,7 @@ def test_the_next_run_passes(tmp_path: Path) -> None:
     from harness.scenario import parse
 
     scenario = parse(
-        {"name": "after-kills", "topology": {"banks": 2, "accounts": 50}, "load": {"users": 4, "duration": 6}},
+        {"name": "after-kills", "topology": {"banks": 2, "accounts": 50}, "load": {"rate": 30, "duration": 6}},
         "after-kills",
     )
     outcome = runner.run(scenario, tmp_path, progress=None)

@@ -1,7 +1,9 @@
 """The Locust load: real customers against a real local system, and the history they leave.
 
-The history must say exactly what the customers did: one line per payment attempt and per status
-query, in the format of docs/run-directory.md, and no payment the banks saw may be missing from it.
+The history must say exactly what the customers did: one line per name enquiry, payment attempt and
+status query, in the format of docs/run-directory.md, and no payment the banks saw may be missing
+from it. These tests run the closed model (users waiting for answers); tests/test_open_load.py
+runs the open one.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ FIELDS = {
     "payee": str,
     "amount": int,
     "invoke": float,
+    "sent": (float, type(None)),
     "complete": float,
     "outcome": str,
     "status": (str, type(None)),
@@ -45,12 +48,18 @@ def read_history(path: Path) -> list[dict[str, Any]]:
         assert list(line) == list(FIELDS), f"fields and their order: {line}"
         for name, kind in FIELDS.items():
             assert isinstance(line[name], kind), f"{name} is {type(line[name]).__name__}: {line}"
-        assert line["op"] in ("payment", "status_query")
+        assert line["op"] in ("payment", "status_query", "name_enquiry")
         assert line["outcome"] in ("ok", "fail", "unknown")
         assert line["invoke"] <= line["complete"]
         assert line["latency_ms"] == pytest.approx((line["complete"] - line["invoke"]) * 1000, abs=0.01)
+        if line["sent"] is None:  # an open-model arrival that never left
+            assert (line["op"], line["outcome"], line["http"]) == ("payment", "unknown", None)
+            assert line["error"] in ("not-sent", "in-flight-bound") and line["complete"] == line["invoke"]
+            continue
+        assert line["invoke"] <= line["sent"] <= line["complete"]
         if line["outcome"] == "ok":
-            assert line["status"] == "ACSC" and line["http"] == 200
+            expected = (None, 200) if line["op"] == "name_enquiry" else ("ACSC", 200)  # the party, not a status
+            assert (line["status"], line["http"]) == expected, line
         if line["outcome"] == "fail":
             assert line["status"] == "RJCT" and line["reason"]
         if line["http"] is None:
@@ -76,6 +85,12 @@ def test_history_records_every_payment_the_banks_saw(tmp_path: Path) -> None:
     assert history_parts(tmp_path) == []  # the two workers' parts were merged
     lines = read_history(result.history)
     payments = [line for line in lines if line["op"] == "payment"]
+    # Closed model: the customer acts at once, so each request is invoked when it is sent.
+    assert all(line["sent"] == line["invoke"] for line in lines if line["op"] != "name_enquiry")
+    # Every payment follows its name enquiry, by the same customer, on the same payee account.
+    enquiries = {line["id"]: line for line in lines if line["op"] == "name_enquiry"}
+    assert set(enquiries) == {p["id"] for p in payments}
+    assert all(enquiries[p["id"]]["complete"] <= p["invoke"] for p in payments)
     ids = [p["id"] for p in payments]
     assert len(ids) > 20, f"only {len(ids)} payments in 4 s"
     assert len(set(ids)) == len(ids), "payment ids repeat"
@@ -171,14 +186,14 @@ def test_stopping_mid_payment_still_records_it(slow_credits: LocalTopology) -> N
         result = load.stop()
     assert result.elapsed_s < 20 and result.history is not None
     lines = read_history(result.history)  # this run's lines follow the previous test's in the same file
-    ours = [line for line in lines if line["id"].startswith("stop-")]
+    ours = [line for line in lines if line["id"].startswith("stop-") and line["op"] != "name_enquiry"]
     assert ours and all(line["op"] == "payment" for line in ours)
     assert any(line["error"] == "cancelled" for line in ours)
     attempts: dict[str, int] = {}
     for line in ours:
         attempts[line["id"]] = attempts.get(line["id"], 0) + 1
     assert max(attempts.values()) > 1, "no payment was re-sent"
-    assert {line["id"] for line in lines} == set(bank_payment_ids(slow_credits))
+    assert {line["id"] for line in lines if line["op"] == "payment"} == set(bank_payment_ids(slow_credits))
 
 
 def test_merge_histories_interleaves_parts_by_completion(tmp_path: Path) -> None:

@@ -29,7 +29,10 @@ def short_scenario(resilience: str, verdict: str) -> Scenario:
     return Scenario(
         name=f"teeth-{resilience}",
         topology=TopologySpec(banks=2, resilience=resilience, accounts=100),  # type: ignore[arg-type]
-        load=LoadSpec(users=8, duration=10),
+        # The naive run keeps the closed model working end to end; the robust one runs the default.
+        load=LoadSpec(model="closed", users=8, duration=10)
+        if resilience == "naive"
+        else LoadSpec(rate=60, duration=10),
         faults=[
             FaultSpec(
                 name="slow-payee",
@@ -63,6 +66,11 @@ def flipped(outcome: RunOutcome, tmp_path: Path, verdict: str) -> RunOutcome:
 
 def test_naive_components_are_caught(naive_run: RunOutcome) -> None:
     rec = naive_run.result["consistency"]["reconciliation"]
+    load = naive_run.result["availability"]["load"]
+    assert (load["model"], load["users"], load["describe"]) == ("closed", 8, "closed model, 8 customers")
+    assert not (naive_run.run_dir / "load.json").exists()  # no arrival generator in the closed model
+    page = (naive_run.run_dir / "report.html").read_text()
+    assert "Load model: closed model, 8 customers" in page and "undercounts outages" in page
     assert naive_run.ok, naive_run.failure_report()  # it expected anomalies, and they were found
     assert rec["anomalies"]["credit_without_debit"] > 0
     examples = rec["examples"]["credit_without_debit"][0]
@@ -86,6 +94,9 @@ def test_check_from_a_saved_run_directory_reproduces_the_result(naive_run: RunOu
 def test_robust_components_pass_and_an_anomaly_expectation_fails(tmp_path: Path) -> None:
     outcome = run(short_scenario("robust", "consistent"), tmp_path / "runs", progress=None)
     assert outcome.ok, outcome.failure_report()
+    load = outcome.result["availability"]["load"]
+    operations = outcome.result["availability"]["operations"]
+    assert (load["model"], load["rate"], load["scheduled"]) == ("open", 60, operations)
     assert outcome.result["consistency"]["time_to_consistency_s"] is not None
     assert not flipped(outcome, tmp_path, "anomalies_detected").ok
 

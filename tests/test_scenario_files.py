@@ -43,7 +43,16 @@ CORPUS: dict[str, tuple[str | bytes, str]] = {
     "no-name": ("load: {duration: 10}\n", r"name: Field required"),
     "bad-name": ("name: Has Spaces\n", r"name: String should match pattern"),
     "unknown-field": ("name: x\nlaod: {duration: 10}\n", r"laod: unknown field; fields here are"),
-    "unknown-load-field": ("name: x\nload: {users: 5, rampup: 3}\n", r"load.rampup: unknown field"),
+    "unknown-load-field": ("name: x\nload: {rate: 5, rampup: 3}\n", r"load.rampup: unknown field"),
+    "users-under-open-model": (
+        "name: x\nload: {users: 5, duration: 10}\n",
+        r"load: users applies to the closed model only .*give `rate` \(arrivals per second\).*set `model: closed`",
+    ),
+    "rate-under-closed-model": (
+        "name: x\nload: {model: closed, rate: 5, max_in_flight: 9}\n",
+        r"load: rate and max_in_flight apply to the open model only; with `model: closed` give `users`",
+    ),
+    "unknown-load-model": ("name: x\nload: {model: half-open}\n", r"load.model: Input should be 'open' or 'closed'"),
     "unknown-kind": (
         "name: x\nfaults: [{kind: meteor, targets: switch, start: 1, duration: 1}]\n",
         r"faults\[0\].kind: Input should be",
@@ -129,3 +138,16 @@ def test_harness_list_reports_a_bad_file_and_goes_on(tmp_path: Path, capsys: pyt
     out = capsys.readouterr().out
     assert "bad.yaml  INVALID:" in out and "not UTF-8" in out
     assert "good.yaml  [latency;" in out
+
+
+@pytest.mark.parametrize("spec", [{"rate": 80, "max_in_flight": 50}, {"model": "closed", "users": 7}])
+def test_a_dumped_scenario_loads_again_under_either_load_model(tmp_path: Path, spec: dict[str, object]) -> None:
+    """Run directories and replayable sessions write every default out: the other model's fields must
+    not come with them, or the file would be refused when it is checked or replayed."""
+    from harness.scenario import Scenario, as_data, dump
+
+    scenario = Scenario.model_validate({"name": "x", "load": spec})
+    path = tmp_path / "scenario.yaml"
+    path.write_text(dump(scenario))
+    again = load(path)
+    assert again.load == scenario.load and Scenario.model_validate(as_data(scenario)).load == scenario.load

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.slow
 
 SCENARIO = """name: sigterm-during-pause
 topology: {banks: 2, accounts: 50}
-load: {users: 4, duration: 30}
+load: {rate: 30, duration: 30}
 faults:
   - {name: frozen, kind: pause, targets: switch, start: 1, duration: 25}
 expect:

@@ -39,7 +39,7 @@ from itertools import accumulate
 from operator import itemgetter
 from typing import Any
 
-from harness.history import BUSINESS_REASONS
+from harness.history import BUSINESS_REASONS, STATUS_QUERY
 from harness.timeline import FaultWindow, active_periods, fault_windows
 
 PHASES = ("baseline", "fault", "recovery", "steady")
@@ -206,6 +206,9 @@ class Availability:
     per_second: list[Bucket]
     verdicts: list[Verdict]
     warnings: list[str]
+    # Per phase: (operations, good) with each operation placed by its INVOKE time (open model: the
+    # scheduled arrival), i.e. the demand of that phase and how much of it was served.
+    by_demand: dict[str, tuple[int, int]] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -291,6 +294,13 @@ class Availability:
                 for v in self.verdicts
             ],
             "warnings": self.warnings,
+            # Demand per phase: arrivals placed by when they were scheduled (`invoke`), and how many
+            # were served (definitive within the SLO, whenever the answer came). `phases` places the
+            # same operations by completion; overall the two are the same set.
+            "by_demand": {
+                p: {"arrivals": n, "good": g, "success_ratio": _round(g / n if n else None, 6)}
+                for p, (n, g) in self.by_demand.items()
+            },
             "per_second": [
                 {
                     "t": b.t,
@@ -534,6 +544,17 @@ def check_availability(
             )
         )
 
+    # Demand per phase: each operation in the phase its invoke time falls in (before the first
+    # completion: the first phase; after the last: the last one).
+    seg_starts = [s.start for s in timeline]
+    demand = {p: [0, 0] for p in PHASES}
+    for i, o in enumerate(ops):
+        invoke = o.get("invoke")
+        at = float(invoke) if isinstance(invoke, int | float) else completes[i]
+        counts = demand[timeline[max(0, bisect_right(seg_starts, at) - 1)].phase]
+        counts[0] += 1
+        counts[1] += state[i] == _GOOD
+
     healed = bool(periods) and periods[-1][1] != math.inf
     ttr = recoveries[-1].time_to_recover_s if healed else None
     ttr_resolution = recoveries[-1].resolution_s if healed else None
@@ -562,6 +583,7 @@ def check_availability(
         per_second=per_second,
         verdicts=_verdicts(slo, phases, bool(periods), ttr),
         warnings=warnings,
+        by_demand={p: (n, g) for p, (n, g) in demand.items()},
     )
 
 
@@ -611,7 +633,8 @@ def _classify(ops: Sequence[Mapping[str, Any]], limit_ms: float) -> tuple[list[f
                 continue
             key = o.get("reason") or o.get("error") or ("PDNG" if o.get("status") == "PDNG" else "unknown")
             keys[i] = key
-            if outcome == "fail" and key in BUSINESS_REASONS:  # history.is_definitive, inlined: hot loop
+            # history.is_definitive, inlined: hot loop
+            if outcome == "fail" and (key in BUSINESS_REASONS or (key == "AG09" and o.get("op") == STATUS_QUERY)):
                 state[i] = _GOOD if lat <= limit_ms else _SLOW
     except (KeyError, TypeError) as exc:
         raise ValueError(

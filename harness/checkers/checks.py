@@ -19,10 +19,10 @@ from harness.checkers.consistency import time_to_consistency as measure_time_to_
 from harness.checkers.evidence import evidence as measure_evidence
 from harness.checkers.reconcile import Reconciliation, reconcile
 from harness.fmt import fmt_duration
-from harness.history import Op, is_available, is_payment
+from harness.history import NAME_ENQUIRY, Op, is_available, is_payment
 from harness.ledgers import Snapshot
 from harness.result import CheckVerdict
-from harness.scenario import Scenario
+from harness.scenario import LoadSpec, Scenario
 from harness.timeline import fault_windows, last_heal
 from mock_switch.config import SystemConfig
 
@@ -39,6 +39,7 @@ class RunInputs:
     samples: list[dict[str, Any]]  # consistency.jsonl: open anomalies while the run went
     # proxy_counters.jsonl: Toxiproxy's byte counters at each apply and heal (none in older runs)
     proxy_counters: list[dict[str, Any]] = field(default_factory=list)
+    load_figures: dict[str, Any] | None = None  # load.json: the open-model generator's figures
 
     @cached_property
     def reconciliation(self) -> Reconciliation:
@@ -85,9 +86,65 @@ def slo_failure(v: Mapping[str, Any], slo: Mapping[str, Any]) -> str:
     return f"availability SLO {v['name']}: target {v['target']}, measured {v['measured']}"
 
 
+def load_model(spec: LoadSpec, figures: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Which load produced the availability figures (result.json `availability.load`): the model and
+    its parameters, and for the open model what the generator did (load.json)."""
+    if spec.model == "closed":
+        return {"model": "closed", "users": spec.users, "shape": spec.shape, "describe": spec.describe()}
+    out: dict[str, Any] = {
+        "model": "open",
+        "rate": spec.rate,
+        "shape": spec.shape,
+        "base_rate": spec.effective_base_rate if spec.shape != "constant" else None,
+        "arrivals": spec.arrivals,
+        "max_in_flight_bound": spec.max_in_flight,
+        "describe": spec.describe(),
+    }
+    keys = (
+        *("scheduled", "sent", "late", "not_sent", "in_flight_bound", "max_in_flight", "max_late_ms"),
+        *("late_after_s", "not_sent_after_s"),
+    )
+    out.update({k: figures.get(k) for k in keys} if figures is not None else dict.fromkeys(keys))
+    return out
+
+
+def load_warnings(load: Mapping[str, Any]) -> list[str]:
+    """What a reader must know before trusting an open-model figure."""
+    warnings = []
+    if load.get("not_sent"):
+        warnings.append(
+            f"{load['not_sent']:,} arrivals could not be sent within {load['not_sent_after_s']} s of their time"
+            " (the load generator was starved of CPU); they count as unavailable (error not-sent)"
+        )
+    if load.get("in_flight_bound"):
+        warnings.append(
+            f"{load['in_flight_bound']:,} arrivals found {load['max_in_flight_bound']:,} customers already in flight"
+            " (load.max_in_flight); they count as unavailable (error in-flight-bound)"
+        )
+    return warnings
+
+
+def name_enquiries(run: RunInputs, slo: SLO) -> dict[str, Any] | None:
+    """Availability of name enquiries (GET /parties), by the same rule, reported beside payments."""
+    found = check_availability(run.history, run.faults, slo, op_types=(NAME_ENQUIRY,))
+    if not found.operations:
+        return None
+    summary = found.summary()
+
+    def brief(s: Mapping[str, Any]) -> dict[str, Any]:
+        keys = ("operations", "good", "success_ratio", "p50_ms", "p99_ms", "errors")
+        return {k: s[k] for k in keys}
+
+    return {**brief(summary["overall"]), "phases": {p: brief(s) for p, s in summary["phases"].items()}}
+
+
 def availability(run: RunInputs) -> CheckVerdict:
     """SLO verdicts per phase and time to recover; the overall success ratio against its target."""
-    summary = check_availability(run.history, run.faults, slo_of(run.scenario)).summary()
+    slo = slo_of(run.scenario)
+    summary = check_availability(run.history, run.faults, slo).summary()
+    summary["load"] = load_model(run.scenario.load, run.load_figures)
+    summary["warnings"] = [*summary["warnings"], *load_warnings(summary["load"])]
+    summary["name_enquiries"] = name_enquiries(run, slo)
     # The summary's (rounded) figures, so a failure line quotes what result.json shows.
     failures = [slo_failure(v, summary["slo"]) for v in summary["verdicts"] if not v["ok"]]
     target = run.scenario.expect.availability.overall_success_ratio

@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from harness import loadfile
 from harness.checkers.checks import CHECKS, RunInputs
 from harness.checkers.compose import Checker, compose
 from harness.counters import read_counters
@@ -20,7 +21,7 @@ from harness.errors import RunDirError
 from harness.history import read_history, read_jsonl
 from harness.result import VERDICT_OF, ConsistencyFigures, Result, ScenarioInfo
 from harness.rundir import RunDir
-from harness.scenario import load as load_scenario
+from harness.scenario import load_recorded as load_scenario
 from harness.timeline import read_timeline
 from mock_switch.config import ConfigError, SystemConfig
 
@@ -55,6 +56,7 @@ def load_inputs(run_dir: Path | RunDir) -> RunInputs:
         ledgers=_json(rd.ledgers),
         samples=read_jsonl(rd.consistency) if rd.consistency.exists() else [],
         proxy_counters=read_counters(rd.proxy_counters),  # none: no Toxiproxy evidence, history only
+        load_figures=loadfile.read(rd.load_figures),
     )
 
 

@@ -5,7 +5,8 @@ harness process: this module only builds a command line, starts `python -m locus
 process group, watches it and stops it (SIGTERM to the group, then SIGKILL). Nothing here imports
 Locust or gevent.
 
-    result = run_load(run_dir, users=8, run_time_s=30)             # blocks; bounded
+    result = run_load(run_dir, users=8, run_time_s=30)             # closed model; blocks; bounded
+    result = run_load(run_dir, open=OpenLoad(rate=150, duration_s=30))   # open model
     result.history                                                   # run_dir/history.jsonl
 
     load = start_load(scenario, customer_urls, run_dir)              # the runner's non-blocking form
@@ -13,7 +14,8 @@ Locust or gevent.
     result = load.stop()
 
 Files in the run directory: history.jsonl (one line per customer operation, merged from the
-workers' history.<pid>.jsonl parts when several processes ran), logs/locust.log (Locust's
+workers' history.<pid>.jsonl parts when several processes ran), load.json (the open model's
+generator figures, merged from load.<pid>.json parts; harness/loadfile.py), logs/locust.log (Locust's
 stdout and stderr), and Locust's own statistics: locust.json (final, per request name),
 locust_stats.csv, locust_stats_history.csv (per second), locust_failures.csv, locust_exceptions.csv.
 """
@@ -35,8 +37,9 @@ from typing import IO, TYPE_CHECKING, Literal
 
 import orjson
 
+from harness import loadfile
 from harness.errors import LoadError
-from harness.procs import end_stragglers, signal_group
+from harness.procs import end_stragglers, free_port, signal_group
 from harness.rundir import PROJECT_ROOT, RunDir
 from mock_switch.config import SystemConfig
 
@@ -51,6 +54,40 @@ READY_MARKER = b"payment customers started"
 
 UnknownPolicy = Literal["status", "retry", "none"]
 ShapeKind = Literal["constant", "ramp", "spike"]
+Spacing = Literal["even", "poisson"]
+
+
+@dataclass(frozen=True, slots=True)
+class OpenLoad:
+    """The open model (harness/load/arrivals.py): arrivals at `rate` per second for `duration_s`,
+    whatever the system answers; one arrival generator per Locust process."""
+
+    rate: float
+    duration_s: float
+    shape: ShapeKind = "constant"
+    base_rate: float | None = None  # ramp start / spike base; None: rate/10 (ramp), rate/5 (spike)
+    ramp_s: float | None = None  # None: half the duration
+    spike_at_s: float | None = None  # None: a third of the duration
+    spike_s: float | None = None  # None: a third of the duration
+    arrivals: Spacing = "even"
+    max_in_flight: int = 1000
+
+    def args(self) -> list[str]:
+        def opt(x: float | None) -> str:
+            return "-1" if x is None else repr(float(x))
+
+        return [
+            "--load-model", "open",
+            "--rate", repr(float(self.rate)),
+            "--rate-shape", self.shape,
+            "--base-rate", opt(self.base_rate),
+            "--rate-duration", repr(float(self.duration_s)),
+            "--rate-ramp-s", opt(self.ramp_s),
+            "--rate-spike-at-s", opt(self.spike_at_s),
+            "--rate-spike-s", opt(self.spike_s),
+            "--arrivals", self.arrivals,
+            "--max-in-flight", str(self.max_in_flight),
+        ]  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -223,7 +260,7 @@ class LoadRun:
 
     def stop(self, timed_out: bool = False) -> LoadResult:
         """End Locust if it still runs (SIGTERM to its group, SIGKILL after the grace period),
-        merge the workers' history parts, and say how it went. Safe to call more than once."""
+        merge the workers' history and load.json parts, and say how it went. Safe to call more than once."""
         if self.result is not None:
             return self.result
         proc = self.proc
@@ -242,6 +279,7 @@ class LoadRun:
             end_stragglers(proc.pid)
         self._close_log()
         history = merge_histories(self.run_dir) if self.history is not None else None
+        loadfile.merge(RunDir(self.run_dir).load_figures)
         self.result = LoadResult(
             run_dir=self.run_dir,
             history=history,
@@ -269,6 +307,7 @@ class LoadOptions:
     spawn_rate: float = 10.0
     run_time_s: float = 10.0
     shape: ShapeSpec | None = None
+    open: OpenLoad | None = None  # the open model; None: closed (users, spawn_rate, run_time_s or shape)
     processes: int = 1
     unknown_policy: UnknownPolicy = "status"
     max_attempts: int = 5
@@ -283,9 +322,18 @@ class LoadOptions:
     stop_timeout_s: float | None = None
     hard_timeout_s: float | None = None
     extra_args: Sequence[str] = ()
+    latency_slo_ms: float = 2000.0
+
+    @property
+    def drain_s(self) -> float:
+        """Open model: after the last arrival, its customers may take a name enquiry and a payment,
+        each up to the request timeout; the generator ends the test as soon as they are done."""
+        return 2 * self.request_timeout_s + 3
 
     @property
     def duration_s(self) -> float:
+        if self.open is not None:
+            return math.ceil(self.open.duration_s + self.drain_s)
         return self.shape.duration_s if self.shape is not None else max(1, round(self.run_time_s))
 
     @property
@@ -312,6 +360,7 @@ class LoadOptions:
             "--run-id", self.run_id or f"r{int(time.time()):x}",
             "--seed", str(self.seed),
             "--parent-pid", str(os.getpid()),
+            "--latency-slo-ms", repr(float(self.latency_slo_ms)),
         ]  # fmt: skip
         if self.bank_urls:
             argv += ["--bank-urls", ",".join(f"{code}={url}" for code, url in self.bank_urls.items())]
@@ -319,13 +368,22 @@ class LoadOptions:
             argv += ["--payer-banks", ",".join(self.payer_banks)]
         if self.amount_range is not None:
             argv += ["--amount-min", str(self.amount_range[0]), "--amount-max", str(self.amount_range[1])]
-        if self.shape is not None:
+        if self.open is not None:
+            # One generator per process; --run-time only bounds a run whose generators did not end it.
+            argv += self.open.args()
+            argv += ["--users", str(self.processes), "--spawn-rate", str(self.processes)]
+            argv += ["--run-time", f"{self.duration_s:.0f}s"]
+        elif self.shape is not None:
             argv += self.shape.args()
         else:
             argv += ["--users", str(self.users), "--spawn-rate", repr(float(self.spawn_rate))]
             argv += ["--run-time", f"{self.duration_s:.0f}s"]
         if self.processes > 1:
-            argv += ["--processes", str(self.processes)]
+            # A master port of our own on loopback: with Locust's default (5557 on every interface)
+            # the workers of two concurrent runs meet the other run's master and take its users.
+            port = str(free_port())
+            argv += ["--processes", str(self.processes), "--master-bind-host", "127.0.0.1"]
+            argv += ["--master-host", "127.0.0.1", "--master-bind-port", port, "--master-port", port]
         return argv + list(self.extra_args)
 
 
@@ -363,6 +421,7 @@ def run_load(
     spawn_rate: float = 10.0,
     run_time_s: float = 10.0,
     shape: ShapeSpec | None = None,
+    open: OpenLoad | None = None,
     processes: int = 1,
     unknown_policy: UnknownPolicy = "status",
     max_attempts: int = 5,
@@ -377,14 +436,16 @@ def run_load(
     stop_timeout_s: float | None = None,
     hard_timeout_s: float | None = None,
     extra_args: Sequence[str] = (),
+    latency_slo_ms: float = 2000.0,
 ) -> LoadResult:
     """Run the Locust customers headless in a subprocess until they are done; return the history.
 
     - `system_json`: the system's configuration (default run_dir/system.json, as LocalTopology writes).
     - `bank_urls`: where customers reach each bank: Toxiproxy's customers->BANK listeners in chaos
       runs; default (and for a bank not named) the bank's own address.
-    - Without `shape`: `users` customers started at `spawn_rate`/s for `run_time_s` (whole seconds,
-      at least 1). With a `ShapeSpec`: that shape, which ends after its `duration_s`.
+    - `open`: the open model, arrivals at a rate (users, spawn_rate, run_time_s and shape unused).
+    - Closed model: without `shape`, `users` customers started at `spawn_rate`/s for `run_time_s`
+      (whole seconds, at least 1); with a `ShapeSpec`, that shape, which ends after its `duration_s`.
     - `processes` > 1: a Locust master and that many worker processes, to use more cores.
     - `unknown_policy`: after a timeout, connection error, 5xx or PDNG, ask for the status ("status"),
       re-send the same payment ("retry") or do nothing ("none"); at most `max_attempts` times and
@@ -401,10 +462,11 @@ def run_load(
     """
     options = LoadOptions(
         system_json=system_json, bank_urls=bank_urls, users=users, spawn_rate=spawn_rate, run_time_s=run_time_s,
-        shape=shape, processes=processes, unknown_policy=unknown_policy, max_attempts=max_attempts,
+        shape=shape, open=open, processes=processes, unknown_policy=unknown_policy, max_attempts=max_attempts,
         resolve_s=resolve_s, request_timeout_s=request_timeout_s, think_time_s=think_time_s,
         payer_banks=payer_banks, amount_range=amount_range, record_history=record_history, run_id=run_id,
         seed=seed, stop_timeout_s=stop_timeout_s, hard_timeout_s=hard_timeout_s, extra_args=extra_args,
+        latency_slo_ms=latency_slo_ms,
     )  # fmt: skip
     load = start_locust(run_dir, options)
     timed_out = False
@@ -430,22 +492,40 @@ def start_load(scenario: Scenario, customer_urls: Mapping[str, str], run_dir: Pa
     Plain values rather than the testbed, so the load part does not depend on another part."""
     spec = scenario.load
     system_json = _require_system_json(RunDir(run_dir).system)
-    shape = ShapeSpec(
-        kind=spec.shape,
-        users=spec.users,
-        duration_s=spec.duration,
-        spawn_rate=spec.spawn_rate,
-        # ramp: from one user to `users` over the first half; spike: a fifth of the users, then all of
-        # them for the middle third.
-        base_users=1 if spec.shape == "ramp" else max(1, spec.users // 5),
-        ramp_s=spec.duration / 2,
-        spike_at_s=spec.duration / 3,
-        spike_s=spec.duration / 3,
-    )
+    shape: ShapeSpec | None = None
+    open_load: OpenLoad | None = None
+    if spec.model == "open":
+        # Shapes as rates, timed like the closed shapes below: a ramp over the first half, a spike
+        # in the middle third.
+        open_load = OpenLoad(
+            rate=spec.rate,
+            duration_s=spec.duration,
+            shape=spec.shape,
+            base_rate=spec.effective_base_rate,
+            ramp_s=spec.duration / 2,
+            spike_at_s=spec.duration / 3,
+            spike_s=spec.duration / 3,
+            arrivals=spec.arrivals,
+            max_in_flight=spec.max_in_flight,
+        )
+    else:
+        shape = ShapeSpec(
+            kind=spec.shape,
+            users=spec.users,
+            duration_s=spec.duration,
+            spawn_rate=spec.spawn_rate,
+            # ramp: from one user to `users` over the first half; spike: a fifth of the users, then all
+            # of them for the middle third.
+            base_users=1 if spec.shape == "ramp" else max(1, spec.users // 5),
+            ramp_s=spec.duration / 2,
+            spike_at_s=spec.duration / 3,
+            spike_s=spec.duration / 3,
+        )
     options = LoadOptions(
         system_json=system_json,
         bank_urls=customer_urls,
         shape=shape,
+        open=open_load,
         processes=spec.processes,
         unknown_policy=spec.unknown_policy,
         # Banks answer PDNG after their customer timeout; the customer waits a little longer than that.
@@ -453,6 +533,7 @@ def start_load(scenario: Scenario, customer_urls: Mapping[str, str], run_dir: Pa
         payer_banks=spec.payer_banks,
         amount_range=(spec.amount_min, spec.amount_max),
         seed=scenario.seed,
+        latency_slo_ms=scenario.expect.availability.latency_slo_ms,
     )
     load = start_locust(run_dir, options)
     try:

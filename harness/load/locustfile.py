@@ -1,5 +1,17 @@
 """Locust customers of the mock payment system: name enquiry, then a payment, then (if the outcome is
-unknown) a status query or a re-send, each payment and status query appended to the history.
+unknown) a status query or a re-send, each name enquiry, payment and status query appended to the history.
+
+Two load models (DESIGN.md section 5), chosen with --load-model when Locust starts:
+
+- closed (the default here, for the web UI's user count): `PaymentCustomer` users, each paying again
+  only once it has its answer, so a hung system slows the customers down (outages undercounted);
+- open (what scenarios run): one `ArrivalGenerator` user per Locust process plays its slice of the
+  arrival schedule of harness/load/arrivals.py: at each scheduled time (Locust's wait_time says
+  how long until the next one) it starts a customer journey in a gevent pool bounded by
+  --max-in-flight, whatever the system answers. A journey that cannot start within
+  harness.loadfile.NOT_SENT_AFTER_S of its time, or finds the pool full, is recorded as an
+  unavailable payment at its scheduled time (error `not-sent` / `in-flight-bound`); the generator's
+  figures go to load.json (harness/loadfile.py).
 
 Headless from the harness (`harness.load.control.run_load` starts it in a subprocess) or by hand:
 
@@ -32,7 +44,14 @@ Options (Locust custom arguments; each also read from the environment variable i
     --seed N                seed of the customers' random draws [PAYSWITCH_SEED]
     --shape NAME            constant | ramp | spike (see harness/load/shapes.py) [PAYSWITCH_SHAPE];
                             chosen when Locust starts; without it the users/spawn rate/run time of
-                            Locust's own options (or of the web UI form) apply
+                            Locust's own options (or of the web UI form) apply (closed model)
+    --load-model M          closed | open [PAYSWITCH_LOAD_MODEL], chosen when Locust starts. Open:
+                            run with -u equal to the number of processes (one generator each) and
+                            --rate R (arrivals/s), --rate-shape constant|ramp|spike, --base-rate B,
+                            --rate-duration S, --rate-ramp-s, --rate-spike-at-s, --rate-spike-s,
+                            --arrivals even|poisson, --max-in-flight N
+    --latency-slo-ms MS     an answer later than this counts as a failure in Locust's statistics,
+                            as in the availability checker (harness.history.is_available)
     --parent-pid PID        stop when this process (the harness) is gone [PAYSWITCH_PARENT_PID]
 
 Against `harness up` (or `harness ui`), a plain `locust -f harness/load/locustfile.py` needs no option:
@@ -46,9 +65,11 @@ task is a name enquiry on the payee (GET /parties/{account}) and a payment (POST
 bank. Payment ids are `RUNID-pPID.<4 hex>-uUSER-SEQ`: unique across users, processes and runs.
 
 The history has one line per request the customer made about a payment (docs/run-directory.md):
-op "payment" for each POST (with --unknown-policy retry, a re-sent payment has several lines with the
-same id), op "status_query" for each GET /payments/{id}. A request cut off when Locust stops the
-customer is recorded as outcome unknown, error "cancelled". Name enquiries are not recorded.
+op "name_enquiry" for the GET /parties/{account} before it, op "payment" for each POST (with
+--unknown-policy retry, a re-sent payment has several lines with the same id), op "status_query" for
+each GET /payments/{id}. `invoke` is when the customer wanted to act (open model: the scheduled
+arrival, for the name enquiry and the payment alike), `sent` when the request left. A request cut
+off when Locust stops the customer is recorded as outcome unknown, error "cancelled".
 
 History with several processes: a plain (local) Locust process appends to the history path itself;
 with `--processes N` (or master + workers) the master records nothing and each worker appends to its
@@ -56,8 +77,10 @@ own `history.<pid>.jsonl` beside it (nothing goes over the network); `harness.lo
 merges those parts into history.jsonl afterwards. Lines are buffered in memory and written in batches
 (every 0.5 s or 500 lines, from a greenlet) and when the test stops or Locust quits.
 
-In Locust's statistics, business rejects (RJCT AM04/AM23/AC01/AC06) count as successes; technical
-rejects (AB05/AB06/AB08), PDNG, 5xx, timeouts and connection errors count as failures.
+Locust's statistics judge every request with the history's rule (harness.history.is_available):
+business rejects (RJCT AM04/AM23/AC01/AC06/DUPL/FF01) are successes; technical rejects
+(AB05/AB06/AB08), PDNG, 5xx, timeouts, connection errors and answers over --latency-slo-ms are
+failures; arrivals never sent appear as failed requests named "arrival not sent".
 """
 
 from __future__ import annotations
@@ -71,7 +94,7 @@ import secrets
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import IO, Any, Literal
 
@@ -79,14 +102,17 @@ import gevent
 import orjson
 from gevent import GreenletExit
 from gevent.event import Event
+from gevent.pool import Pool
 from locust import FastHttpUser, events, task
 from locust.argument_parser import LocustArgumentParser
 from locust.contrib.fasthttp import FastResponse, ResponseContextManager
 from locust.env import Environment
 from locust.exception import StopUser
-from locust.runners import MasterRunner, Runner, WorkerRunner
+from locust.runners import LocalRunner, MasterRunner, Runner, WorkerRunner
 
-from harness.history import BUSINESS_REASONS
+from harness import loadfile
+from harness.history import IN_FLIGHT_BOUND, NAME_ENQUIRY, NOT_SENT, PAYMENT, STATUS_QUERY, is_available
+from harness.load import arrivals as load_arrivals
 from harness.load import shapes as load_shapes
 from harness.load.customers import Customers
 from harness.rundir import PROJECT_ROOT, RunDir, running_session
@@ -96,7 +122,6 @@ log = logging.getLogger("payswitch.load")
 
 Policy = Literal["status", "retry", "none"]
 POLICIES: tuple[Policy, ...] = ("status", "retry", "none")
-# Definitive business answers: the service was available (DESIGN.md section 5).
 FLUSH_EVERY_S = 0.5
 FLUSH_LINES = 500
 RUN_ID_PATTERN = re.compile(r"^[A-Za-z0-9_.:-]{1,24}$")
@@ -107,18 +132,29 @@ DEFAULT_RUN_ID = f"r{int(time.time()):x}"
 # -- which load shape -------------------------------------------------------------------------
 
 
-def requested_shape(argv: Sequence[str], environ: Mapping[str, str]) -> str:
-    """The --shape asked for. Locust picks a shape class from the locustfile before it parses the
-    command line, so this peeks at the raw arguments (and PAYSWITCH_SHAPE)."""
+def requested(
+    argv: Sequence[str], environ: Mapping[str, str], flag: str = "--shape", env: str = "PAYSWITCH_SHAPE"
+) -> str:
+    """The value of `flag` asked for. Locust picks the shape and user classes from the locustfile
+    before it parses the command line, so this peeks at the raw arguments (and the variable `env`)."""
     for i, arg in enumerate(argv):
-        if arg == "--shape" and i + 1 < len(argv):
+        if arg == flag and i + 1 < len(argv):
             return argv[i + 1]
-        if arg.startswith("--shape="):
+        if arg.startswith(flag + "="):
             return arg.partition("=")[2]
-    return environ.get("PAYSWITCH_SHAPE", "")
+    return environ.get(env, "")
+
+
+def requested_shape(argv: Sequence[str], environ: Mapping[str, str]) -> str:
+    return requested(argv, environ)
 
 
 SHAPE_NAME = requested_shape(sys.argv, os.environ)
+LOAD_MODEL = requested(sys.argv, os.environ, "--load-model", "PAYSWITCH_LOAD_MODEL") or "closed"
+if LOAD_MODEL not in ("closed", "open"):
+    sys.exit(f"--load-model {LOAD_MODEL!r}: choose closed (users wait for answers) or open (arrivals at a rate)")
+if LOAD_MODEL == "open" and SHAPE_NAME:
+    sys.exit("--shape is a closed-model user shape; with --load-model open give --rate-shape instead")
 # With --class-picker the web UI lets people choose a shape, so every shape must be visible here.
 CLASS_PICKER = "--class-picker" in sys.argv
 if CLASS_PICKER and not SHAPE_NAME:
@@ -161,6 +197,30 @@ def add_arguments(parser: LocustArgumentParser) -> None:
                         include_in_web_ui=False, help="constant, ramp or spike; chosen at start-up")  # fmt: skip
     parser.add_argument("--parent-pid", type=int, default=0, env_var="PAYSWITCH_PARENT_PID",
                         include_in_web_ui=False, help="stop when this process is gone")  # fmt: skip
+    parser.add_argument("--latency-slo-ms", type=float, default=2000.0, env_var="PAYSWITCH_LATENCY_SLO_MS",
+                        help="answers later than this count as failures (as in the availability checker)")  # fmt: skip
+    open_ui: dict[str, Any] = {"include_in_web_ui": LOAD_MODEL == "open"}
+    parser.add_argument("--load-model", default="closed", choices=["closed", "open"], env_var="PAYSWITCH_LOAD_MODEL",
+                        include_in_web_ui=False, help="closed: users wait; open: arrivals at --rate")  # fmt: skip
+    parser.add_argument("--rate", type=float, default=50.0, env_var="PAYSWITCH_RATE",
+                        help="open model: arrivals/s (ramp peak, spike rate)", **open_ui)  # fmt: skip
+    parser.add_argument("--base-rate", type=float, default=-1.0, env_var="PAYSWITCH_BASE_RATE",
+                        help="open model: ramp start / spike base (-1: rate/10, rate/5)", **open_ui)  # fmt: skip
+    parser.add_argument("--rate-shape", default="constant", choices=list(load_arrivals.SHAPE_KINDS),
+                        env_var="PAYSWITCH_RATE_SHAPE", help="open model: rate shape", **open_ui)  # fmt: skip
+    parser.add_argument("--rate-duration", type=float, default=60.0, env_var="PAYSWITCH_RATE_DURATION",
+                        help="open model: seconds of arrivals", **open_ui)  # fmt: skip
+    parser.add_argument("--rate-ramp-s", type=float, default=-1.0, env_var="PAYSWITCH_RATE_RAMP_S",
+                        help="open model: ramp seconds (-1: half the duration)", **open_ui)  # fmt: skip
+    parser.add_argument("--rate-spike-at-s", type=float, default=-1.0, env_var="PAYSWITCH_RATE_SPIKE_AT_S",
+                        help="open model: spike start (-1: a third of the duration)", **open_ui)  # fmt: skip
+    parser.add_argument("--rate-spike-s", type=float, default=-1.0, env_var="PAYSWITCH_RATE_SPIKE_S",
+                        help="open model: spike length (-1: duration/3)", **open_ui)  # fmt: skip
+    parser.add_argument("--arrivals", default="even", choices=list(load_arrivals.SPACINGS),
+                        env_var="PAYSWITCH_ARRIVALS",
+                        help="open model: arrival spacing, even or poisson (seeded)", **open_ui)  # fmt: skip
+    parser.add_argument("--max-in-flight", type=int, default=1000, env_var="PAYSWITCH_MAX_IN_FLIGHT",
+                        help="open model: customers in flight per process at most", **open_ui)  # fmt: skip
     load_shapes.add_arguments(parser, in_web_ui=bool(SHAPE_NAME) or CLASS_PICKER)
 
 
@@ -173,6 +233,47 @@ listen(events.init_command_line_parser, add_arguments)
 
 
 # -- settings -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class OpenSettings:
+    """The open model's arrival schedule and bounds (--load-model open)."""
+
+    shape: load_arrivals.RateShape
+    spacing: load_arrivals.Spacing
+    max_in_flight: int
+
+    @classmethod
+    def from_options(cls, options: Any) -> OpenSettings:
+        rate = float(getattr(options, "rate", 50.0))
+        duration = float(getattr(options, "rate_duration", 60.0))
+        kind = str(getattr(options, "rate_shape", "constant") or "constant")
+        base = float(getattr(options, "base_rate", -1.0))
+
+        def given(name: str, default: float) -> float:
+            value = float(getattr(options, name, -1.0))
+            return default if value < 0 else value
+
+        try:
+            shape = load_arrivals.RateShape(
+                kind=load_arrivals.as_kind(kind),
+                rate=rate,
+                duration_s=duration,
+                base_rate=base if base >= 0 else (rate / 10 if kind == "ramp" else rate / 5),
+                ramp_s=given("rate_ramp_s", duration / 2),
+                spike_at_s=given("rate_spike_at_s", duration / 3),
+                spike_s=given("rate_spike_s", duration / 3),
+            )
+        except ValueError as exc:
+            raise ConfigError(f"--rate/--rate-*: {exc}") from None
+        try:
+            spacing = load_arrivals.as_spacing(str(getattr(options, "arrivals", "even") or "even"))
+        except ValueError as exc:
+            raise ConfigError(f"--arrivals: {exc}") from None
+        bound = int(getattr(options, "max_in_flight", 1000))
+        if bound < 1:
+            raise ConfigError(f"--max-in-flight {bound}: must be at least 1")
+        return cls(shape, spacing, bound)
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,6 +291,8 @@ class LoadSettings:
     think_time_s: float
     run_id: str
     seed: int
+    latency_slo_ms: float = 2000.0
+    open: OpenSettings | None = None  # the open model's schedule; None for the closed model
 
     @classmethod
     def from_options(cls, options: Any) -> LoadSettings:
@@ -241,7 +344,11 @@ class LoadSettings:
             think_time_s=float(getattr(options, "think_time", 0.0)),
             run_id=run_id,
             seed=int(getattr(options, "seed", 1)),
+            latency_slo_ms=float(getattr(options, "latency_slo_ms", 2000.0) or 2000.0),
+            open=OpenSettings.from_options(options) if LOAD_MODEL == "open" else None,
         )
+        if not settings.latency_slo_ms > 0:
+            raise ConfigError(f"--latency-slo-ms {settings.latency_slo_ms}: must be positive")
         for name, value in (
             ("--max-attempts", settings.max_attempts),
             ("--resolve-s", settings.resolve_s),
@@ -393,17 +500,28 @@ def classify(http: int, content: bytes | None, exc: BaseException | None) -> See
     return Seen("unknown", status, reason, http, error)
 
 
-def failure_message(seen: Seen, op: str) -> str | None:
-    """Why Locust should count this request as failed; None when it is a success."""
-    if seen.outcome == "ok":
+def failure_message(seen: Seen, op: str, latency_ms: float, slo_ms: float) -> str | None:
+    """Why Locust should count this request as failed; None when it is a success. The history's
+    rule (harness.history.is_available), so Locust's statistics and the report agree."""
+    line = {"op": op, "outcome": seen.outcome, "reason": seen.reason, "latency_ms": latency_ms}
+    if is_available(line, slo_ms):
         return None
+    if seen.outcome == "ok" or (seen.outcome == "fail" and is_available({**line, "latency_ms": 0.0}, slo_ms)):
+        return f"answered in {latency_ms:,.0f} ms, over the {slo_ms:,.0f} ms latency SLO"
     if seen.outcome == "fail":
-        if seen.reason in BUSINESS_REASONS or (op == "status_query" and seen.reason == "AG09"):
-            return None
         return f"RJCT {seen.reason} (HTTP {seen.http})"
     if seen.http is None:
         return seen.error or "no answer"
     return f"{seen.status or 'no status'} (HTTP {seen.http})"
+
+
+def name_enquiry_seen(resp: FastResponse) -> Seen:
+    """A name enquiry's answer: the party (200, ok), no such account (404 RJCT AC01, a business
+    reject), or no definitive answer (AB06 from the payer bank when the switch did not answer, 5xx,
+    timeout, connection error)."""
+    if int(resp.status_code or 0) == 200:
+        return Seen("ok", http=200)
+    return response_seen(resp)
 
 
 def response_seen(resp: FastResponse) -> Seen:
@@ -425,10 +543,13 @@ class _State:
     settings: LoadSettings | None = None
     recorder: HistoryRecorder | None = None
     process_tag: tuple[int, str] | None = None
+    figures: dict[str, Any] | None = None  # the open-model generator's, for load.json
+    figures_path: Path | None = None
 
 
 state = _State()
 user_numbers = itertools.count()
+generator_numbers = itertools.count()
 
 
 def process_tag() -> str:
@@ -448,24 +569,115 @@ def user_slot(environment: Environment, local_index: int) -> int:
     return local_index
 
 
-class PaymentCustomer(FastHttpUser):
-    """A bank customer: name enquiry on the payee, then a payment, at the payer bank it belongs to."""
+class Customer(FastHttpUser):
+    """What every customer does: a name enquiry on the payee, then a payment, at the payer bank, then
+    the unknown-outcome policy; each request judged and recorded. The two load models below differ
+    only in when customers come."""
 
+    abstract = True
     host = "http://127.0.0.1"  # unused: each customer talks to its own bank (see --bank-urls)
+    settings: LoadSettings | None
+
+    def setup_customers(self, seed: tuple[int, int]) -> None:
+        s = self.settings
+        assert s is not None
+        self.network_timeout = self.connection_timeout = s.request_timeout_s
+        self.customers = Customers(s.system, seed=hash((s.seed, seed)) & 0xFFFFFFFF)
+        self.bank_by_prefix = {account_number(i, 0)[:2]: b.code for i, b in enumerate(s.system.banks)}
+        self.prefixes = {account_number(s.system.bank_index(code), 0)[:2] for code in s.payer_banks}
+
+    def journey(self, body: dict[str, Any], invoke: float | None = None) -> None:
+        """One customer's payment: name enquiry, payment, and the unknown-outcome policy. `invoke`:
+        when the customer arrived (open model); None: now."""
+        s = self.settings
+        assert s is not None
+        payer = self.bank_by_prefix[body["debtor_account"][:2]]
+        base = s.bank_urls[payer]
+        self.name_enquiry(base, body, payer, invoke)
+        data = orjson.dumps(body).decode()
+        seen = self.exchange(PAYMENT, "POST", base + "/payments", "POST /payments", body, payer, data, invoke)
+        if seen.outcome != "unknown" or s.policy == "none":
+            return
+        deadline = time.monotonic() + s.resolve_s
+        delays = RetryPolicy(initial_s=0.1, max_s=1.0).delays()
+        for _attempt, delay in zip(range(s.max_attempts), delays, strict=False):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            gevent.sleep(min(delay, remaining))
+            if s.policy == "status":
+                url = f"{base}/payments/{body['payment_id']}"
+                seen = self.exchange(STATUS_QUERY, "GET", url, "GET /payments/[id]", body, payer)
+            else:  # retry: the SAME payment id and body
+                seen = self.exchange(PAYMENT, "POST", base + "/payments", "POST /payments (retry)", body, payer, data)
+            if seen.outcome != "unknown":
+                break
+
+    def draw(self, payment_id: str) -> dict[str, Any]:
+        """A payment by a customer of one of this user's payer banks (the shared draw picks the payer
+        bank at random among all banks)."""
+        body = self.customers.draw(payment_id)
+        for _ in range(64):
+            if body["debtor_account"][:2] in self.prefixes:
+                break
+            body = self.customers.draw(payment_id)
+        # After 64 misses (many banks, bad luck) another bank's customer pays: still a correct payment.
+        assert self.settings is not None
+        if self.settings.amount_range is not None:
+            body["amount"] = self.customers.rng.randint(*self.settings.amount_range)
+        return body
+
+    def name_enquiry(self, base: str, body: Mapping[str, Any], payer: str, invoke: float | None) -> None:
+        assert self.settings is not None
+        wanted = time.time() if invoke is None else invoke
+        sent = time.time()
+        url = f"{base}/parties/{body['creditor_account']}"
+        try:
+            with self.client.request("GET", url, name="GET /parties/[id]", catch_response=True) as resp:
+                seen = name_enquiry_seen(resp)
+                latency_ms = (time.time() - wanted) * 1000
+                mark(resp, failure_message(seen, NAME_ENQUIRY, latency_ms, self.settings.latency_slo_ms))
+        except GreenletExit:
+            record(NAME_ENQUIRY, body, payer, wanted, sent, time.time(), Seen("unknown", error="cancelled"))
+            raise
+        record(NAME_ENQUIRY, body, payer, wanted, sent, time.time(), seen)
+
+    def exchange(
+        self, op: str, method: str, url: str, name: str, body: dict[str, Any], payer: str,
+        data: str | None = None, invoke: float | None = None,
+    ) -> Seen:  # fmt: skip
+        """One request; counted in Locust's statistics and appended to the history. `invoke`: when
+        the customer wanted it (the open model's scheduled arrival); None: now."""
+        assert self.settings is not None
+        sent = time.time()
+        wanted = sent if invoke is None else invoke
+        headers = {"Content-Type": "application/json"} if data is not None else None
+        try:
+            resp: ResponseContextManager
+            with self.client.request(method, url, name=name, data=data, headers=headers, catch_response=True) as resp:
+                seen = response_seen(resp)
+                mark(resp, failure_message(seen, op, (time.time() - wanted) * 1000, self.settings.latency_slo_ms))
+        except GreenletExit:  # stopped mid-request (stop timeout): the request may have landed
+            record(op, body, payer, wanted, sent, time.time(), Seen("unknown", error="cancelled"))
+            raise
+        record(op, body, payer, wanted, sent, time.time(), seen)
+        return seen
+
+
+class PaymentCustomer(Customer):
+    """Closed model: a bank customer who pays, waits for the answer (and its follow-ups), then pays
+    again; at the payer bank it belongs to (round robin over the banks, across workers too)."""
 
     def __init__(self, environment: Environment) -> None:
         self.settings = state.settings
         self.index = next(user_numbers)
         self.seq = itertools.count(1)
-        self.payer = ""
         if self.settings is not None:
             s = self.settings
-            self.network_timeout = self.connection_timeout = s.request_timeout_s
-            self.payer = s.payer_banks[user_slot(environment, self.index) % len(s.payer_banks)]
-            self.host = s.bank_urls[self.payer]
-            self.customers = Customers(s.system, seed=hash((s.seed, os.getpid(), self.index)) & 0xFFFFFFFF)
-            self.bank_by_prefix = {account_number(i, 0)[:2]: b.code for i, b in enumerate(s.system.banks)}
-            self.payer_prefix = account_number(s.system.bank_index(self.payer), 0)[:2]
+            payer = s.payer_banks[user_slot(environment, self.index) % len(s.payer_banks)]
+            self.settings = s = _with_payers(s, [payer])
+            self.host = s.bank_urls[payer]
+            self.setup_customers((os.getpid(), self.index))
             self.id_prefix = f"{s.run_id}-{process_tag()}-u{self.index}"
         super().__init__(environment)
 
@@ -479,69 +691,154 @@ class PaymentCustomer(FastHttpUser):
 
     @task
     def pay(self) -> None:
-        s = self.settings
-        assert s is not None
-        body = self.draw(f"{self.id_prefix}-{next(self.seq):06d}")
+        self.journey(self.draw(f"{self.id_prefix}-{next(self.seq):06d}"))
+
+
+def _with_payers(s: LoadSettings, payers: list[str]) -> LoadSettings:
+    return replace(s, payer_banks=payers)
+
+
+class ArrivalGenerator(Customer):
+    """Open model: plays this process's slice of the arrival schedule (harness/load/arrivals.py).
+
+    Locust runs it as a user: `wait_time` is the time until the next scheduled arrival and the task
+    starts every arrival that is due, each a customer journey in a gevent pool of --max-in-flight
+    greenlets, so a hung system never delays the next arrival. An arrival that is already more than
+    NOT_SENT_AFTER_S late (the process was starved) or finds the pool full is recorded as an
+    unavailable payment at its scheduled time. When the schedule is played, the generator waits for
+    its customers (a bounded drain), records what it did in load.json and ends the test."""
+
+    def __init__(self, environment: Environment) -> None:
+        self.settings = state.settings
+        self.open = self.settings.open if self.settings is not None else None
+        if self.settings is not None and self.open is not None:
+            # One HTTP connection per customer in flight: Locust's default (10) would queue them.
+            self.concurrency = self.open.max_in_flight + 10
+            self.network_timeout = self.connection_timeout = self.settings.request_timeout_s
+        super().__init__(environment)
+        self.slot = user_slot(environment, next(generator_numbers))
+        self.slices = max(1, int(getattr(environment.parsed_options, "num_users", 1) or 1))
+        self.plan: list[tuple[int, float]] = []
+        self.next = 0
+        self.t0 = 0.0
+        self.pool = Pool(self.open.max_in_flight if self.open is not None else 1)
+        self.drained = False
+
+    def on_start(self) -> None:
+        s, o = self.settings, self.open
+        if s is None or o is None:
+            log.error("no open-model load settings (see the error above): the arrival generator stops")
+            raise StopUser()
+        if self.slot >= self.slices:
+            log.error("arrival generator %d of %d: run -u with one generator per process", self.slot, self.slices)
+            raise StopUser()
+        # Integers only: a str's hash changes with every process (PYTHONHASHSEED), an int's does not,
+        # so the same seed draws the same customers for the same arrivals in every run.
+        self.setup_customers((-1, self.slot))
+        self.id_prefix = f"{s.run_id}-{process_tag()}-a"
+        self.plan = load_arrivals.for_slice(load_arrivals.schedule(o.shape, o.spacing, s.seed), self.slot, self.slices)
+        self.t0 = time.time()
+        state.figures = {
+            "model": "open",
+            "rate": o.shape.rate,
+            "shape": o.shape.kind,
+            "base_rate": o.shape.base_rate,
+            "duration_s": o.shape.duration_s,
+            "arrivals": o.spacing,
+            "max_in_flight_bound": o.max_in_flight,
+            "late_after_s": loadfile.LATE_S,
+            "not_sent_after_s": loadfile.NOT_SENT_AFTER_S,
+            "planned": len(self.plan),
+            "scheduled": 0,
+            "sent": 0,
+            "late": 0,
+            "not_sent": 0,
+            "in_flight_bound": 0,
+            "max_in_flight": 0,
+            "max_late_ms": 0.0,
+            "started_at": self.t0,
+        }
+        log.info(
+            "arrival generator %d of %d: %d arrivals over %.0f s",
+            self.slot,
+            self.slices,
+            len(self.plan),
+            o.shape.duration_s,
+        )
+
+    def wait_time(self) -> float:
+        if self.next < len(self.plan):
+            return max(0.0, self.t0 + self.plan[self.next][1] - time.time())
+        return 0.0
+
+    @task
+    def arrive(self) -> None:
+        figures = state.figures
+        assert figures is not None and self.settings is not None
+        now = time.time()
+        while self.next < len(self.plan) and self.t0 + self.plan[self.next][1] <= now:
+            k, offset = self.plan[self.next]
+            self.next += 1
+            scheduled = self.t0 + offset
+            body = self.draw(f"{self.id_prefix}{k:07d}")
+            figures["scheduled"] += 1
+            late = now - scheduled
+            if late > loadfile.NOT_SENT_AFTER_S:
+                figures["not_sent"] += 1
+                self.not_sent(body, scheduled, NOT_SENT)
+            elif self.pool.full():
+                figures["in_flight_bound"] += 1
+                self.not_sent(body, scheduled, IN_FLIGHT_BOUND)
+            else:
+                figures["sent"] += 1
+                self.pool.spawn(self.set_off, body, scheduled)
+                figures["max_in_flight"] = max(figures["max_in_flight"], len(self.pool))
+            now = time.time()
+        if self.next >= len(self.plan) and not self.drained:
+            self.finish()
+
+    def set_off(self, body: dict[str, Any], scheduled: float) -> None:
+        """One customer's journey. Its lateness is taken here, when the greenlet really runs and its
+        first request leaves (the history's `sent`), not when it was handed to the pool: a starved
+        process delays the start, and that is the delay the customer sees."""
+        figures = state.figures
+        if figures is not None:
+            late = time.time() - scheduled
+            figures["late"] += late > loadfile.LATE_S
+            figures["max_late_ms"] = max(figures["max_late_ms"], round(late * 1000, 3))
+        self.journey(body, scheduled)
+
+    def not_sent(self, body: dict[str, Any], scheduled: float, error: str) -> None:
+        """An arrival that never left: unavailable, at its scheduled time, in the history and in Locust."""
         payer = self.bank_by_prefix[body["debtor_account"][:2]]
-        base = s.bank_urls[payer]
-        self.name_enquiry(base, body["creditor_account"])
-        data = orjson.dumps(body).decode()
-        seen = self.exchange("payment", "POST", base + "/payments", "POST /payments", body, payer, data)
-        if seen.outcome != "unknown" or s.policy == "none":
-            return
-        deadline = time.monotonic() + s.resolve_s
-        delays = RetryPolicy(initial_s=0.1, max_s=1.0).delays()
-        for _attempt, delay in zip(range(s.max_attempts), delays, strict=False):
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                break
-            gevent.sleep(min(delay, remaining))
-            if s.policy == "status":
-                url = f"{base}/payments/{body['payment_id']}"
-                seen = self.exchange("status_query", "GET", url, "GET /payments/[id]", body, payer)
-            else:  # retry: the SAME payment id and body
-                seen = self.exchange("payment", "POST", base + "/payments", "POST /payments (retry)", body, payer, data)
-            if seen.outcome != "unknown":
-                break
+        record(PAYMENT, body, payer, scheduled, None, scheduled, Seen("unknown", error=error))
+        self.environment.events.request.fire(
+            request_type="ARRIVAL", name="arrival not sent", response_time=0, response_length=0,
+            exception=RuntimeError(error), context={},
+        )  # fmt: skip
 
-    def draw(self, payment_id: str) -> dict[str, Any]:
-        """A payment by a customer of this user's bank (the shared draw picks the payer bank at random)."""
-        body = self.customers.draw(payment_id)
-        for _ in range(64):
-            if body["debtor_account"][:2] == self.payer_prefix:
-                break
-            body = self.customers.draw(payment_id)
-        # After 64 misses (many banks, bad luck) another bank's customer pays: still a correct payment.
+    def finish(self) -> None:
+        """The schedule is played: let the customers in flight finish (bounded), save the figures,
+        and end the test of a single process (with workers, the master's --run-time ends it)."""
         assert self.settings is not None
-        if self.settings.amount_range is not None:
-            body["amount"] = self.customers.rng.randint(*self.settings.amount_range)
-        return body
+        self.drained = True
+        if not self.pool.join(timeout=2 * self.settings.request_timeout_s + 1):
+            self.pool.kill(block=True, timeout=5)  # their journeys record themselves as cancelled
+        save_figures()
+        runner = self.environment.runner
+        if isinstance(runner, LocalRunner) and not isinstance(runner, WorkerRunner):
+            gevent.spawn(runner.quit)
+        raise StopUser()
 
-    def name_enquiry(self, base: str, account: str) -> None:
-        with self.client.request(
-            "GET", f"{base}/parties/{account}", name="GET /parties/[id]", catch_response=True
-        ) as resp:
-            failure = None
-            if resp.status_code not in (200, 404):  # 404: unknown account, a definitive answer
-                failure = failure_message(response_seen(resp), "name_enquiry") or f"HTTP {resp.status_code}"
-            mark(resp, failure)
+    def on_stop(self) -> None:
+        if len(self.pool):
+            self.pool.kill(block=True, timeout=5)  # stopped from outside: journeys record "cancelled"
+        save_figures()
 
-    def exchange(
-        self, op: str, method: str, url: str, name: str, body: dict[str, Any], payer: str, data: str | None = None
-    ) -> Seen:
-        """One request; counted in Locust's statistics and appended to the history."""
-        invoke = time.time()
-        headers = {"Content-Type": "application/json"} if data is not None else None
-        try:
-            resp: ResponseContextManager
-            with self.client.request(method, url, name=name, data=data, headers=headers, catch_response=True) as resp:
-                seen = response_seen(resp)
-                mark(resp, failure_message(seen, op))
-        except GreenletExit:  # stopped mid-request (stop timeout): the request may have landed
-            record(op, body, payer, invoke, time.time(), Seen("unknown", error="cancelled"))
-            raise
-        record(op, body, payer, invoke, time.time(), seen)
-        return seen
+
+def save_figures() -> None:
+    if state.figures is not None and state.figures_path is not None:
+        loadfile.write(state.figures_path, state.figures)
 
 
 def mark(resp: Any, failure: str | None) -> None:
@@ -552,7 +849,9 @@ def mark(resp: Any, failure: str | None) -> None:
         resp.failure(failure)
 
 
-def record(op: str, body: Mapping[str, Any], payer: str, invoke: float, complete: float, seen: Seen) -> None:
+def record(
+    op: str, body: Mapping[str, Any], payer: str, invoke: float, sent: float | None, complete: float, seen: Seen
+) -> None:
     """Append one line in the format of docs/run-directory.md."""
     if state.recorder is None:
         return
@@ -564,6 +863,7 @@ def record(op: str, body: Mapping[str, Any], payer: str, invoke: float, complete
             "payee": body["creditor_bank"],
             "amount": body["amount"],
             "invoke": invoke,
+            "sent": sent,
             "complete": complete,
             "outcome": seen.outcome,
             "status": seen.status,
@@ -573,6 +873,13 @@ def record(op: str, body: Mapping[str, Any], payer: str, invoke: float, complete
             "latency_ms": round((complete - invoke) * 1000, 3),
         }
     )
+
+
+# Locust runs every visible, non-abstract User class: only the chosen model's.
+if LOAD_MODEL == "open":
+    PaymentCustomer.abstract = True
+else:
+    ArrivalGenerator.abstract = True
 
 
 # -- lifecycle ----------------------------------------------------------------------------------
@@ -621,17 +928,23 @@ def on_test_start(environment: Environment, **_kwargs: Any) -> None:
         state.recorder = None
     if path is not None and state.recorder is None:
         state.recorder = HistoryRecorder(path)
+    if settings.open is not None:
+        figures = RunDir(settings.history.parent if settings.history else settings.system_json.parent).load_figures
+        worker = isinstance(environment.runner, WorkerRunner)
+        state.figures_path = loadfile.part_path(figures, os.getpid()) if worker else figures
     log.info(
         # harness.load.control waits for this line ("payment customers started") to know the load is on.
-        "payment customers started: run id %s, banks %s, unknown outcomes -> %s, history %s",
+        "payment customers started: run id %s, banks %s, unknown outcomes -> %s, history %s, %s",
         settings.run_id,
         settings.bank_urls,
         settings.policy,
         path or "off",
+        "closed model" if settings.open is None else f"open model, {settings.open.shape.rate:g} arrivals/s",
     )
 
 
 def on_test_stop(environment: Environment, **_kwargs: Any) -> None:
+    save_figures()
     if state.recorder is not None:
         state.recorder.flush()
 

@@ -30,6 +30,7 @@ from harness.result import reconciliation_breaks
 from harness.rundir import RunDir
 from harness.runner import check, finish_run, sampler_for
 from harness.scenario import AvailabilityExpectation, Expectations, LoadSpec, Scenario, ScenarioError, TopologySpec
+from harness.scenario import as_data as as_scenario_data
 from harness.scenario import dump as dump_scenario
 from harness.scenario import load as load_scenario
 from harness.testbed import Testbed
@@ -115,7 +116,8 @@ def session_scenario(topology: TopologySpec, description: str = "") -> Scenario:
         description=description
         or "Interactive session from the Locust web UI; faults were applied from the chaos panel (see faults.jsonl).",
         topology=topology,
-        load=LoadSpec(users=10, duration=600),
+        # People drive the Locust web UI by its user count: the closed model, and the result says so.
+        load=LoadSpec(model="closed", users=10, duration=600),
         # A person's session has no scripted baseline or steady phase to promise; consistency is judged as always.
         expect=Expectations(
             availability=AvailabilityExpectation(baseline_success_ratio=None, steady_success_ratio=None)
@@ -424,7 +426,7 @@ class ChaosSession:
                 start = max(0.0, round(w.apply - t0, 1))
                 duration = max(0.1, round(w.heal - t0 - start, 1))
                 faults.append(self._specs[w.fault].model_copy(update={"start": start, "duration": duration}))
-        data = json.loads(self.scenario.model_dump_json())
+        data = as_scenario_data(self.scenario)
         data["load"]["duration"] = max(load_s, *(math.ceil(f.end) for f in faults)) if faults else load_s
         data["faults"] = [json.loads(f.model_dump_json()) for f in faults]
         try:
