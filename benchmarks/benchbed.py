@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from harness.load.control import LoadOptions, start_locust
 from harness.rundir import RunDir
 from harness.testbed.bed import Testbed
 from harness.testbed.local import LocalTopology
@@ -27,6 +28,7 @@ from mock_switch.config import Durability
 
 TICKS = os.sysconf("SC_CLK_TCK")
 KINDS = ("switch", "banks", "toxiproxy", "locust", "harness")
+Snapshot = dict[str, dict[int, tuple[int, int]]]  # kind -> pid -> (utime, stime) in clock ticks
 
 
 @contextlib.contextmanager
@@ -39,14 +41,14 @@ def harness_testbed(run_dir: Path, durability: Durability = "fsync", accounts: i
 # -- CPU accounting -------------------------------------------------------------------------------
 
 
-def cpu_ticks(pid: int) -> int | None:
-    """utime + stime of `pid` (every thread of it), in clock ticks; None when it is gone."""
+def cpu_ticks(pid: int) -> tuple[int, int] | None:
+    """(utime, stime) of `pid` (every thread of it), in clock ticks; None when it is gone."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
     fields = stat[stat.rindex(")") + 2 :].split()  # the command name may hold spaces
-    return int(fields[11]) + int(fields[12])  # fields 14 and 15 of proc(5)
+    return int(fields[11]), int(fields[12])  # fields 14 and 15 of proc(5)
 
 
 def children_of(pid: int) -> list[int]:
@@ -69,8 +71,8 @@ class CpuMeter:
 
     pids: dict[str, Callable[[], list[int]]]
 
-    def snapshot(self) -> dict[str, dict[int, int]]:
-        snap: dict[str, dict[int, int]] = {}
+    def snapshot(self) -> Snapshot:
+        snap: Snapshot = {}
         for kind, find in self.pids.items():
             snap[kind] = {}
             for pid in find():
@@ -80,11 +82,15 @@ class CpuMeter:
         return snap
 
     @staticmethod
-    def used_ms(before: dict[str, dict[int, int]], after: dict[str, dict[int, int]]) -> dict[str, float]:
-        """CPU milliseconds per kind between two snapshots (a process born in between counts from 0)."""
+    def used_ms(before: Snapshot, after: Snapshot, part: int = -1) -> dict[str, float]:
+        """CPU milliseconds per kind between two snapshots (a process born in between counts from 0):
+        user + system time, or only user (`part` 0) or system (`part` 1) time."""
         used: dict[str, float] = {}
         for kind, pids in after.items():
-            ticks = sum(t - before.get(kind, {}).get(pid, 0) for pid, t in pids.items())
+            ticks = 0
+            for pid, now in pids.items():
+                was = before.get(kind, {}).get(pid, (0, 0))
+                ticks += sum(now[i] - was[i] for i in ((0, 1) if part < 0 else (part,)))
             used[kind] = ticks * 1000.0 / TICKS
         return used
 
@@ -162,3 +168,50 @@ def cpu_line(used: dict[str, float], payments: int, seconds: float) -> tuple[str
         f" locust_cpu_ms={per['locust']:.3f} total_cpu_ms={per['total']:.3f} payments_per_s={rate:.0f}"
     )
     return line, per
+
+
+@dataclass(frozen=True)
+class Measured:
+    used: dict[str, float]  # CPU ms per kind, and per '<kind>_sys' the part spent in the kernel
+    payments: int
+    seconds: float
+    stop_cpu_ms: float = 0.0  # this process's CPU while stopping Locust (with a history: merging its parts)
+    history_lines: int = 0
+
+
+def used_and_sys(before: Snapshot, after: Snapshot) -> dict[str, float]:
+    used = CpuMeter.used_ms(before, after)
+    used.update({f"{k}_sys": v for k, v in CpuMeter.used_ms(before, after, part=1).items()})
+    return used
+
+
+def measure_locust(
+    bed: Testbed, run_dir: Path, *, payments: int, warmup: int, users: int, processes: int,
+    record_history: bool = True, max_s: float = 120.0,
+) -> Measured:  # fmt: skip
+    """Locust customers through the testbed's customers->BANK links: after `warmup` more payments
+    are decided, CPU is read from every process, then again once `payments` more are decided (or
+    `max_s` has passed); then Locust is stopped. `run_dir` holds this load's files (history ...)."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    decided = DecidedPayments(bed.run_dir, bed.topology.bank_codes)
+    options = LoadOptions(
+        system_json=bed.topology.config_path, bank_urls=bed.customer_urls, users=users, spawn_rate=users,
+        run_time_s=max_s, processes=processes, record_history=record_history, hard_timeout_s=max_s + 60,
+    )  # fmt: skip
+    start = decided.count()
+    load = start_locust(run_dir, options)
+    try:
+        meter = testbed_meter(bed, lambda: load.proc.pid if load.proc is not None else None)
+        load.wait_started()
+        deadline = time.monotonic() + max_s
+        c0 = decided.wait_for(start + warmup, deadline)
+        before, t0 = meter.snapshot(), time.monotonic()
+        c1 = decided.wait_for(c0 + payments, deadline)
+        after, t1 = meter.snapshot(), time.monotonic()
+    finally:
+        stopping = time.process_time()
+        result = load.stop()
+        stop_cpu_ms = (time.process_time() - stopping) * 1000
+        decided.close()
+    lines = sum(1 for _ in result.history.open("rb")) if result.history is not None else 0
+    return Measured(used_and_sys(before, after), c1 - c0, t1 - t0, stop_cpu_ms, lines)

@@ -25,37 +25,21 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchbed import CpuMeter, DecidedPayments, cpu_line, harness_testbed, testbed_meter
+from benchbed import KINDS, Measured, cpu_line, harness_testbed, measure_locust, testbed_meter, used_and_sys
 
-from harness.load.control import LoadOptions, start_locust
 from harness.load.customers import drive
 from harness.testbed.local import local_system
 
 
-def through_harness(args: argparse.Namespace, tmp: Path) -> tuple[dict[str, float], int, float]:
+def through_harness(args: argparse.Namespace, tmp: Path) -> Measured:
     with harness_testbed(tmp, durability=args.durability) as bed:
-        decided = DecidedPayments(tmp, bed.topology.bank_codes)
-        options = LoadOptions(
-            system_json=bed.topology.config_path, bank_urls=bed.customer_urls, users=args.users,
-            spawn_rate=args.users, run_time_s=args.max_s, processes=args.processes,
-            record_history=not args.no_history, hard_timeout_s=args.max_s + 60,
+        return measure_locust(
+            bed, tmp / "load", payments=args.payments, warmup=args.warmup, users=args.users,
+            processes=args.processes, record_history=not args.no_history, max_s=args.max_s,
         )  # fmt: skip
-        load = start_locust(tmp, options)
-        try:
-            meter = testbed_meter(bed, lambda: load.proc.pid if load.proc is not None else None)
-            load.wait_started()
-            deadline = time.monotonic() + args.max_s
-            c0 = decided.wait_for(args.warmup, deadline)
-            before, t0 = meter.snapshot(), time.monotonic()
-            c1 = decided.wait_for(c0 + args.payments, deadline)
-            after, t1 = meter.snapshot(), time.monotonic()
-        finally:
-            load.stop()
-            decided.close()
-    return CpuMeter.used_ms(before, after), c1 - c0, t1 - t0
 
 
-def direct(args: argparse.Namespace, tmp: Path) -> tuple[dict[str, float], int, float]:
+def direct(args: argparse.Namespace, tmp: Path) -> Measured:
     with local_system(tmp, accounts=1000, durability=args.durability) as topo:
         urls = {code: topo.bank(code).url for code in topo.bank_codes}
         meter = testbed_meter(topo)
@@ -63,9 +47,10 @@ def direct(args: argparse.Namespace, tmp: Path) -> tuple[dict[str, float], int, 
         before, t0 = meter.snapshot(), time.monotonic()
         results = asyncio.run(drive(topo.system, urls, args.max_s, args.users, max_payments=args.payments, prefix="b"))
         after, t1 = meter.snapshot(), time.monotonic()
-    used = CpuMeter.used_ms(before, after)
-    used["locust"], used["harness"] = used.pop("harness", 0.0), 0.0  # the driver is the load generator
-    return used, len(results), t1 - t0
+    used = used_and_sys(before, after)
+    for part in ("", "_sys"):  # the driver is the load generator
+        used["locust" + part], used["harness" + part] = used.pop("harness" + part, 0.0), 0.0
+    return Measured(used, len(results), t1 - t0)
 
 
 def main() -> None:
@@ -80,11 +65,13 @@ def main() -> None:
     parser.add_argument("--max-s", type=float, default=120.0, help="bound on the measured load, seconds")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="cpu-bench-") as tmp:
-        used, payments, seconds = (direct if args.direct else through_harness)(args, Path(tmp))
+        m = (direct if args.direct else through_harness)(args, Path(tmp))
+    used, payments, seconds = m.used, m.payments, m.seconds
     if payments < args.payments:
         print(f"only {payments} of {args.payments} payments within --max-s {args.max_s:.0f}", file=sys.stderr)
     line, per = cpu_line(used, payments, seconds)
     figures = {f"{k}_cpu_ms": round(v, 3) for k, v in per.items()}
+    figures |= {f"{k}_sys_ms": round(used.get(f"{k}_sys", 0.0) / max(1, payments), 3) for k in KINDS}
     mode = "direct" if args.direct else "harness" + (" (no history)" if args.no_history else "")
     print(json.dumps({"mode": mode, "payments": payments, "seconds": round(seconds, 2), **figures}))
     print(line)
