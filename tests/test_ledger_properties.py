@@ -253,6 +253,7 @@ class LedgerMachine(RuleBasedStateMachine):
             over = p["position"] + p["closed_credit"] + p["reserved"] + f.req.amount > p["net_debit_cap"]
             expected = Reason.AM23 if over else None
         kind, t = self.switch.begin_transfer(f.transfer, f.transfer.fingerprint(), self.now())
+        assert t == self.switch.get(f.pid), "the transfer returned is the one stored"
         f.at_switch = "real"
         if expected is None:
             assert kind is Begin.RESERVED and t.status is Status.PDNG, (kind, t)
@@ -285,6 +286,7 @@ class LedgerMachine(RuleBasedStateMachine):
         else:
             t = self.switch.abort(f.pid, switch_reason(reason), self.now())
             assert t.status is Status.RJCT and t.reason is switch_reason(reason), t
+        assert t == self.switch.get(f.pid), "the transfer returned is the one stored"
         f.stage = Stage.DECIDED
 
     def payer_decides(self, f: Flow, status: Status, reason: Reason | None) -> None:
