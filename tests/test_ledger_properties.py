@@ -268,6 +268,7 @@ class LedgerMachine(RuleBasedStateMachine):
         account = f.req.creditor_account
         expected = Reason.AC01 if account not in self.balances else Reason.AC06 if account in self.blocked else None
         kind, c = self.banks[f.req.creditor_bank].receive_credit(f.credit, f.credit.fingerprint(), self.now())
+        assert c == self.banks[f.req.creditor_bank].credit(f.pid), "the credit returned is the one stored"
         f.at_payee = "real"
         if expected is None:
             assert kind is Receive.CREDITED and c.status is Status.ACCP, (kind, c)
@@ -400,6 +401,7 @@ class LedgerMachine(RuleBasedStateMachine):
         else:
             expected = None
         kind, p = self.banks[payer_code].originate(req, req.fingerprint(), self.now())
+        assert p == self.banks[payer_code].payment(req.payment_id), "the payment returned is the one stored"
         f = Flow(req=req, payer=payer_code, stage=Stage.DEBITED)
         self.flows.append(f)
         if expected is not None:
