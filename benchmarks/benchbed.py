@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import os
 import sqlite3
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -208,6 +209,12 @@ def measure_locust(
         before, t0 = meter.snapshot(), time.monotonic()
         c1 = decided.wait_for(c0 + payments, deadline)
         after, t1 = meter.snapshot(), time.monotonic()
+        if c1 - c0 < payments:  # say where it stalled, so a short run can be looked into
+            print(
+                f"measure_locust: {c0 - start} warm-up and {c1 - c0} measured payments decided within {max_s:.0f}s;"
+                f" Locust's log: {load.log_path}, services' logs: {RunDir(bed.run_dir).logs}",
+                file=sys.stderr,
+            )
     finally:
         stopping = time.process_time()
         result = load.stop()

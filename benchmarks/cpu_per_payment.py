@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import sys
 import tempfile
@@ -63,8 +64,10 @@ def main() -> None:
     parser.add_argument("--no-history", action="store_true", help="Locust records no history (--history off)")
     parser.add_argument("--direct", action="store_true", help="no Toxiproxy, no Locust: customers in this process")
     parser.add_argument("--max-s", type=float, default=120.0, help="bound on the measured load, seconds")
+    parser.add_argument("--keep", type=Path, help="run in this directory and keep it (logs, ledgers, history)")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="cpu-bench-") as tmp:
+    with contextlib.ExitStack() as stack:
+        tmp = args.keep or stack.enter_context(tempfile.TemporaryDirectory(prefix="cpu-bench-"))
         m = (direct if args.direct else through_harness)(args, Path(tmp))
     used, payments, seconds = m.used, m.payments, m.seconds
     if payments < args.payments:
