@@ -9,11 +9,11 @@ import json
 import tempfile
 from pathlib import Path
 
+from benchbed import harness_testbed
+
 from harness.checkers.availability import percentile
 from harness.history import read_history as load_history
 from harness.load.control import run_load
-from harness.testbed.bed import Testbed
-from harness.testbed.system import build_system
 
 
 def main() -> None:
@@ -25,7 +25,7 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="harness-bench-") as tmp:
         run_dir = Path(tmp)
-        with Testbed(build_system(banks=4, accounts=1000, durability=args.durability), run_dir) as bed:
+        with harness_testbed(run_dir, durability=args.durability) as bed:
             result = run_load(
                 run_dir, system_json=bed.topology.config_path, bank_urls=bed.customer_urls, users=args.users,
                 spawn_rate=args.users, run_time_s=args.seconds, processes=args.processes,

@@ -177,8 +177,18 @@ class BankLedger:
             )  # fmt: skip
             if reason is None:
                 self._post(req.payment_id, req.debtor_account, "DEBIT", -req.amount, now)
-        payment = self.payment(req.payment_id)
-        assert payment is not None
+        payment = Payment(  # the row just inserted, not read back
+            payment_id=req.payment_id,
+            fingerprint=fingerprint,
+            debtor_account=req.debtor_account,
+            creditor_bank=req.creditor_bank,
+            creditor_account=req.creditor_account,
+            amount=req.amount,
+            status=Status.RJCT if reason else Status.PDNG,
+            reason=reason,
+            created_at=now,
+            decided_at=now if reason else None,
+        )
         return (Originate.REJECTED if reason else Originate.DEBITED), payment
 
     def finalise(self, payment_id: str, now: float) -> Payment:
@@ -255,8 +265,7 @@ class BankLedger:
             )  # fmt: skip
             if reason is None:
                 self._post(req.payment_id, req.creditor_account, "CREDIT", req.amount, now)
-        credit = self.credit(req.payment_id)
-        assert credit is not None
+        credit = Credit(req.payment_id, fingerprint, Status.RJCT if reason else Status.ACCP, reason)  # not read back
         return (Receive.REJECTED if reason else Receive.CREDITED), credit
 
     def credit_status_query(self, payment_id: str, remember_not_received: bool, now: float) -> Credit | None:

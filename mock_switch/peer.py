@@ -10,11 +10,12 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
-import aiohttp
 import orjson
 
 from mock_switch.codes import Reason, Status
+from mock_switch.http_client import Disconnected, HttpClient, NotSent
 
 DEFINITIVE = frozenset({Status.ACSC, Status.ACCP, Status.RJCT})
 
@@ -40,10 +41,14 @@ class Reply:
 class Peer:
     """One outbound link (e.g. switch->BNKB), addressed by a configurable base URL."""
 
-    def __init__(self, name: str, base_url: str, session: aiohttp.ClientSession) -> None:
+    def __init__(self, name: str, base_url: str, client: HttpClient) -> None:
         self.name = name
         self.base_url = base_url.rstrip("/")
-        self.session = session
+        url = urlsplit(self.base_url)
+        if url.scheme != "http" or url.hostname is None:
+            raise ValueError(f"{name}: {base_url!r} must look like http://HOST:PORT")
+        self.host, self.port, self.prefix = url.hostname, url.port or 80, url.path
+        self.client = client
 
     async def call(
         self,
@@ -54,24 +59,14 @@ class Peer:
         headers: dict[str, str] | None = None,
     ) -> Reply:
         data = orjson.dumps(body) if body is not None else None
-        hdrs = {"Content-Type": "application/json"} if data is not None else {}
-        if headers:
-            hdrs.update(headers)
         try:
-            async with self.session.request(
-                method,
-                self.base_url + path,
-                data=data,
-                headers=hdrs,
-                timeout=aiohttp.ClientTimeout(total=timeout_s),
-            ) as resp:
-                raw = await resp.read()
-                http = resp.status
+            async with asyncio.timeout(timeout_s):
+                http, raw = await self.client.request(method, self.host, self.port, self.prefix + path, data, headers)
         except TimeoutError:
             return Reply(error="timeout")
-        except aiohttp.ClientConnectorError:
+        except NotSent:
             return Reply(error="refused")
-        except (aiohttp.ClientError, OSError):
+        except (Disconnected, OSError):
             return Reply(error="disconnected")
         return _classify(http, raw)
 

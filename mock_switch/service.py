@@ -12,11 +12,11 @@ import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
-import aiohttp
 from aiohttp import web
 
 from mock_switch.api import MAX_BODY, Refused, answer, error_response, json_response
 from mock_switch.codes import Status
+from mock_switch.http_client import HttpClient
 from mock_switch.store import Store
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -58,15 +58,14 @@ class Service:
         self.app.router.add_get("/openapi.json", self._openapi)
         self.app.on_startup.append(self._on_startup)
         self.app.on_cleanup.append(self._on_cleanup)
-        self.session: aiohttp.ClientSession | None = None
+        self.session: HttpClient | None = None  # calls to the other services (mock_switch/peer.py)
         # Work that must finish even if the caller hangs up: driving a payment to an outcome.
         self.inflight: dict[str, asyncio.Task[None]] = {}
 
     # -- lifecycle ----------------------------------------------------------------------------
 
     async def _on_startup(self, app: web.Application) -> None:
-        connector = aiohttp.TCPConnector(limit=0, limit_per_host=512, keepalive_timeout=30)
-        self.session = aiohttp.ClientSession(connector=connector, json_serialize=None)  # type: ignore[arg-type]
+        self.session = HttpClient(keepalive_s=30.0)
         await self.started()
 
     async def _on_cleanup(self, app: web.Application) -> None:
@@ -74,7 +73,7 @@ class Service:
             task.cancel()
         await asyncio.gather(*self.inflight.values(), return_exceptions=True)
         if self.session is not None:
-            await self.session.close()
+            self.session.close()
         self.store.close()
 
     async def started(self) -> None:

@@ -8,7 +8,7 @@ the others (sent minus received) over committed, not yet settled transfers.
 from __future__ import annotations
 
 import sqlite3
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from typing import Any
 
@@ -117,6 +117,16 @@ class Transfer:
         return self.status is not Status.PDNG
 
 
+# What closing or closed, unsettled windows owe a bank beyond its own pending debits in them.
+_RECEIVABLE = (
+    "SELECT coalesce(sum(max(0, -(e.committed_net + e.pending_debits))), 0) FROM window_exposure e"
+    " JOIN windows w USING (window_id) WHERE e.bank = {bank} AND w.state IN ('CLOSING', 'CLOSED')"
+)
+RECEIVABLE = _RECEIVABLE.format(bank="?")
+# Position + reservations + receivable in one statement (the net debit cap check of every transfer).
+EXPOSURE = f"SELECT position + reserved + ({_RECEIVABLE.format(bank='p.bank')}) FROM participants p WHERE p.bank = ?"
+
+
 class WindowError(Refused):
     """No such window (404) or not settleable yet (409): RJCT without a payment reason."""
 
@@ -129,6 +139,8 @@ class SwitchLedger:
         self.store = store
         self.db = store.conn
         self._seed(config, now)
+        # Participants and their caps are written only by _seed: read them once, not per transfer.
+        self._caps: dict[str, int] = dict(self.db.execute("SELECT bank, net_debit_cap FROM participants"))
 
     def _seed(self, config: SystemConfig, now: float) -> None:
         """First start only: register participants and open window 1. Restarts keep the books."""
@@ -148,7 +160,7 @@ class SwitchLedger:
         return Transfer.from_row(row) if row else None
 
     def is_participant(self, bank: str) -> bool:
-        return self.db.execute("SELECT 1 FROM participants WHERE bank = ?", (bank,)).fetchone() is not None
+        return bank in self._caps
 
     def begin_transfer(self, req: TransferRequest, fingerprint: str, now: float) -> tuple[Begin, Transfer]:
         """Idempotency, participant and net-debit-cap checks, then reserve. One atomic unit."""
@@ -164,11 +176,8 @@ class SwitchLedger:
             if not self.is_participant(req.creditor_bank):
                 reason = Reason.AC01
             else:
-                (cap,) = db.execute(
-                    "SELECT net_debit_cap FROM participants WHERE bank = ?", (req.debtor_bank,)
-                ).fetchone()
                 exposure = self.exposure(req.debtor_bank)
-                if exposure + req.amount > cap:
+                if exposure + req.amount > self._caps[req.debtor_bank]:
                     reason = Reason.AM23
             status = Status.RJCT if reason else Status.PDNG
             window_id = None if reason else self._open_window()
@@ -189,8 +198,20 @@ class SwitchLedger:
                     (req.amount, exposure + req.amount, req.debtor_bank),
                 )
                 self._window_figures(window_id, req.debtor_bank, pending=req.amount)
-        transfer = self.get(req.payment_id)
-        assert transfer is not None
+        transfer = Transfer(  # the row just inserted, not read back
+            payment_id=req.payment_id,
+            fingerprint=fingerprint,
+            debtor_bank=req.debtor_bank,
+            debtor_account=req.debtor_account,
+            creditor_bank=req.creditor_bank,
+            creditor_account=req.creditor_account,
+            amount=req.amount,
+            status=status,
+            reason=reason,
+            window_id=window_id,
+            received_at=now,
+            decided_at=now if reason else None,
+        )
         return (Begin.REJECTED if reason else Begin.RESERVED), transfer
 
     def commit(self, payment_id: str, now: float) -> Transfer:
@@ -212,7 +233,7 @@ class SwitchLedger:
             self._window_figures(t.window_id, t.debtor_bank or "", pending=-t.amount, net=t.amount)
             self._window_figures(t.window_id, t.creditor_bank or "", net=-t.amount)
             self._finish_closing(t.window_id, now)
-        return self._must_get(payment_id)
+        return replace(t, status=Status.ACSC, decided_at=now)
 
     def abort(self, payment_id: str, reason: Reason, now: float) -> Transfer:
         """Payee rejected (or, in naive mode, did not answer in time): release the reservation."""
@@ -231,23 +252,17 @@ class SwitchLedger:
             )
             self._window_figures(t.window_id, t.debtor_bank or "", pending=-t.amount)
             self._finish_closing(t.window_id, now)
-        return self._must_get(payment_id)
+        return replace(t, status=Status.RJCT, reason=reason, decided_at=now)
 
     def exposure(self, bank: str) -> int:
         """What the net debit cap limits: position + reservations + what closing/closed, unsettled
         windows owe the bank beyond its own debits in them. That receivable is not headroom: settling
         those windows raises the position by exactly that much."""
-        (position, reserved) = self.db.execute(
-            "SELECT position, reserved FROM participants WHERE bank = ?", (bank,)
-        ).fetchone()
-        return int(position + reserved + self.receivable(bank))
+        (exposure,) = self.db.execute(EXPOSURE, (bank,)).fetchone()
+        return int(exposure)
 
     def receivable(self, bank: str) -> int:
-        (owed,) = self.db.execute(
-            "SELECT coalesce(sum(max(0, -(e.committed_net + e.pending_debits))), 0) FROM window_exposure e"
-            " JOIN windows w USING (window_id) WHERE e.bank = ? AND w.state IN ('CLOSING', 'CLOSED')",
-            (bank,),
-        ).fetchone()
+        (owed,) = self.db.execute(RECEIVABLE, (bank,)).fetchone()
         return int(owed)
 
     def _open_window(self) -> int:

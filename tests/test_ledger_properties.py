@@ -253,6 +253,7 @@ class LedgerMachine(RuleBasedStateMachine):
             over = p["position"] + p["closed_credit"] + p["reserved"] + f.req.amount > p["net_debit_cap"]
             expected = Reason.AM23 if over else None
         kind, t = self.switch.begin_transfer(f.transfer, f.transfer.fingerprint(), self.now())
+        assert t == self.switch.get(f.pid), "the transfer returned is the one stored"
         f.at_switch = "real"
         if expected is None:
             assert kind is Begin.RESERVED and t.status is Status.PDNG, (kind, t)
@@ -267,6 +268,7 @@ class LedgerMachine(RuleBasedStateMachine):
         account = f.req.creditor_account
         expected = Reason.AC01 if account not in self.balances else Reason.AC06 if account in self.blocked else None
         kind, c = self.banks[f.req.creditor_bank].receive_credit(f.credit, f.credit.fingerprint(), self.now())
+        assert c == self.banks[f.req.creditor_bank].credit(f.pid), "the credit returned is the one stored"
         f.at_payee = "real"
         if expected is None:
             assert kind is Receive.CREDITED and c.status is Status.ACCP, (kind, c)
@@ -285,6 +287,7 @@ class LedgerMachine(RuleBasedStateMachine):
         else:
             t = self.switch.abort(f.pid, switch_reason(reason), self.now())
             assert t.status is Status.RJCT and t.reason is switch_reason(reason), t
+        assert t == self.switch.get(f.pid), "the transfer returned is the one stored"
         f.stage = Stage.DECIDED
 
     def payer_decides(self, f: Flow, status: Status, reason: Reason | None) -> None:
@@ -398,6 +401,7 @@ class LedgerMachine(RuleBasedStateMachine):
         else:
             expected = None
         kind, p = self.banks[payer_code].originate(req, req.fingerprint(), self.now())
+        assert p == self.banks[payer_code].payment(req.payment_id), "the payment returned is the one stored"
         f = Flow(req=req, payer=payer_code, stage=Stage.DEBITED)
         self.flows.append(f)
         if expected is not None:
