@@ -98,6 +98,8 @@ def test_the_report_and_the_console_name_the_load_model(frozen_run: Path) -> Non
     block = page[page.index('id="load-model"') :]
     assert f"Load model: open model, {RATE} arrivals/s" in block[:400]
     assert "Name enquiries" in block[: block.index("Phases:")]
+    banner = page[page.index('id="availability-basis"') :][:200]
+    assert f"by demand, open model, {RATE} arrivals/s" in banner  # the headline figure says its load model
     result = json.loads((frozen_run / "result.json").read_text())
     text = console_summary(RunOutcome(frozen_run, result))
     assert f"overall by demand (open model, {RATE} arrivals/s)" in text
