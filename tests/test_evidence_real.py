@@ -85,10 +85,10 @@ def test_reset_peer_at_half_toxicity_on_a_customer_link_shows_resets_and_lost_by
     link = w["proxies"]["links"]["customers->BNKA"]
     assert link["upstream"]["received"] > 0  # every request crossed the link ...
     assert w["proxies"]["undelivered_bytes"] > 0  # ... and the reset answers were lost on the way back
-    assert w["proxies"]["baseline_undelivered_bytes_per_s"] == 0.0
+    # Not asserted: a clean baseline's undelivered bytes. Toxiproxy credits bytes when a connection
+    # ends, so a sample can fall between a connection's received and sent credits (CI saw 3.2 kB/s).
     assert w["observable_effect"] and ev["no_effect"] == []
     assert any("payments not available" in s for s in w["signals"])
-    assert any("bytes undelivered on customers->BNKA" in s for s in w["signals"])
 
 
 def test_the_same_toxic_at_toxicity_zero_is_flagged_as_no_observable_effect(
