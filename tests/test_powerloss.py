@@ -224,8 +224,9 @@ def _undo_bytes(topo: LocalTopology, victim: str) -> int:
 
 
 def power_loss_under_load(
-    victim: str, durability: Durability, run_dir: Path
+    victim: str, durability: Durability, run_dir: Path, power: bool = True
 ) -> tuple[list[Outcome], LocalTopology, dict[str, object]]:
+    """Load, then a power loss of `victim` (with `power=False` a plain kill -9), then its restart."""
     system = build_system(banks=3, accounts=200, durability=durability, status_query={"initial_s": 0.05, "max_s": 0.3})
     topo = LocalTopology(system, run_dir, power_loss=[victim])
     topo.start()
@@ -243,7 +244,11 @@ def power_loss_under_load(
             # Commits pile up unsynced until SQLite's next checkpoint: cut the power once a good
             # number of them wait (not on timing luck), so the loss is certain, not likely.
             eventually(lambda: _undo_bytes(topo, victim) > 64_000 or None, timeout=20, what="unsynced commits")
-        lost = topo.power_loss(victim)
+        if power:
+            lost = topo.power_loss(victim)
+        else:
+            topo.kill(victim)
+            lost = {}
         time.sleep(0.3)
         topo.services[victim].start()
         topo.services[victim].wait_healthy()
@@ -303,3 +308,19 @@ def test_power_loss_catches_acknowledging_before_fsync(victim: str, durability: 
     else:
         assert gone == [], f"acknowledged payments lost under durability: fsync: {gone[:5]} ({lost})"
         assert books.ok, books.summary()
+
+
+@pytest.mark.slow
+def test_a_plain_kill_cannot_tell_os_from_fsync(tmp_path: Path) -> None:
+    """The control: the same run with a kill -9 instead of a power loss, under `durability: os`,
+    loses nothing (the page cache keeps the unsynced commits), so it is the layer that catches it."""
+    _need_layer()
+    results, topo, _ = power_loss_under_load("switch", "os", tmp_path, power=False)
+    try:
+        snap = settled_snapshot(topo)
+    finally:
+        topo.stop()
+    assert len([r for r in results if r.status == "ACSC"]) > 100, "too little load to prove anything"
+    assert acknowledged_lost(results, snap) == []
+    books = reconcile(snap, topo.system.total_customer_money(), topo.system.total_settlement_money())
+    assert books.ok, books.summary()
