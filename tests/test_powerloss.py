@@ -132,6 +132,32 @@ def test_the_undo_log_is_emptied_when_everything_is_synced(layer: PowerLossLayer
     assert out.split() == ["ready", "0"], "a log holding only synced changes must stay empty"
 
 
+def test_a_plain_crash_in_between_forgets_nothing(layer: PowerLossLayer) -> None:
+    """A service killed (no power loss) and started again inherits its undo log: what its first life
+    left unsynced is still lost at a later power loss, though its second life synced other files."""
+    first = """
+    import os, sys, time
+    a = os.open(os.path.join(sys.argv[1], "a"), os.O_RDWR | os.O_CREAT, 0o644)
+    os.write(a, b"synced"); os.fsync(a); os.pwrite(a, b"SYNCED", 0)
+    print("ready", flush=True)
+    time.sleep(60)
+    """
+    second = """
+    import os, sys, time
+    b = os.open(os.path.join(sys.argv[1], "b"), os.O_RDWR | os.O_CREAT, 0o644)
+    os.write(b, b"b"); os.fsync(b)
+    print("ready", flush=True)
+    time.sleep(60)
+    """
+    layer.data_dir.mkdir(parents=True)
+    run_then_power_off(layer, first, str(layer.data_dir))  # a crash: nothing dropped
+    run_then_power_off(layer, second, str(layer.data_dir))
+    assert (layer.data_dir / "a").read_bytes() == b"SYNCED"
+    assert layer.drop_unsynced().changes == {"a": 1}
+    assert (layer.data_dir / "a").read_bytes() == b"synced"
+    assert (layer.data_dir / "b").read_bytes() == b"b"
+
+
 SQLITE = """
 import os, sqlite3, sys, time
 db = sqlite3.connect(os.path.join(sys.argv[1], "t.db"), isolation_level=None)

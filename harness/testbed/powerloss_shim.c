@@ -64,6 +64,8 @@ static int (*real_ftruncate64)(int, off_t);
 static int (*real_fsync)(int);
 static int (*real_fdatasync)(int);
 
+static void count_inherited(void);
+
 __attribute__((constructor)) static void init(void) {
     real_write = dlsym(RTLD_NEXT, "write");
     real_pwrite = dlsym(RTLD_NEXT, "pwrite");
@@ -81,7 +83,8 @@ __attribute__((constructor)) static void init(void) {
         strcpy(volatile_suffix, v);
         volatile_len = strlen(v);
     }
-    log_fd = (int)syscall(SYS_openat, AT_FDCWD, l, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
+    log_fd = (int)syscall(SYS_openat, AT_FDCWD, l, O_RDWR | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
+    if (log_fd >= 0) count_inherited();
 }
 
 /* Whether fd is a regular file under the directory; its identity in *st. */
@@ -113,6 +116,23 @@ static void count_pending(const struct stat *st, int change) {
     files[n_files].ino = (int64_t)st->st_ino;
     files[n_files].pending = 1;
     n_files++;
+}
+
+/* A service restarted after a plain kill -9 inherits the log of its previous life: what that one
+ * left unsynced is still pending, so count it before the log may be emptied. */
+static void count_inherited(void) {
+    struct record r;
+    off_t at = 0;
+    for (;;) {
+        ssize_t k = pread(log_fd, &r, sizeof r, at);
+        if (k != (ssize_t)sizeof r) return; /* the end, or a record cut short by the kill */
+        struct stat st;
+        memset(&st, 0, sizeof st);
+        st.st_dev = (dev_t)r.dev;
+        st.st_ino = (ino_t)r.ino;
+        count_pending(&st, r.type != 'S');
+        at += (off_t)sizeof r + (off_t)r.n;
+    }
 }
 
 static void empty_log_if_all_synced(void) {
