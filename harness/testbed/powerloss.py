@@ -53,6 +53,13 @@ def problem() -> str | None:
     return None
 
 
+def interactive(backend: str, services: list[str]) -> list[str]:
+    """The services an interactive session (`harness ui`, `harness up`) starts under the layer: all
+    of them where it can be built, so the Chaos tab's power_loss works; none elsewhere (the fault
+    is then refused, saying why)."""
+    return list(services) if backend == "local" and problem() is None else []
+
+
 def _compiler() -> str | None:
     cc = os.environ.get("CC")
     if cc:
