@@ -110,7 +110,8 @@ class ServiceProcess:
         if self.layer is None:
             raise TopologyError(
                 f"{self.name} was not started under the power-loss layer, so it cannot lose power;"
-                " only a run whose fault schedule has a power_loss fault on it starts it so"
+                " a scripted run starts under it the services its power_loss faults target, `harness ui`"
+                " and `up` every service when the layer can be built here"
             )
         self.kill()
         dropped = self.layer.drop_unsynced()
