@@ -82,7 +82,13 @@ def library() -> Path:
     target = _cache_dir() / f"powerloss-{hashlib.sha256(source).hexdigest()[:16]}.so"
     if target.exists():
         return target
-    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise TestbedError(
+            f"cannot keep the power-loss recorder in {target.parent}: {exc}",
+            fix="set XDG_CACHE_HOME to a writable folder",
+        ) from exc
     tmp = target.with_suffix(f".{os.getpid()}.tmp")
     cc = _compiler()
     assert cc is not None  # problem() said so

@@ -27,6 +27,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -55,6 +56,8 @@ static size_t volatile_len;
 static struct { int64_t dev, ino, pending; } files[MAX_FILES];
 static int n_files;
 static int files_overflowed;
+/* One record at a time, and the table with it (SQLite serializes a connection's writes already). */
+static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
 
 static ssize_t (*real_write)(int, const void *, size_t);
 static ssize_t (*real_pwrite)(int, const void *, size_t, off_t);
@@ -178,9 +181,11 @@ static void record_change(char type, int fd, const struct stat *st, off_t pos, o
         got += (size_t)k;
     }
     r->n = (int64_t)got;
+    pthread_mutex_lock(&lock);
     append(buf, sizeof *r + got);
-    free(buf);
     count_pending(st, 1);
+    pthread_mutex_unlock(&lock);
+    free(buf);
     errno = saved;
 }
 
@@ -191,9 +196,11 @@ static void record_sync(const struct stat *st) {
     r.type = 'S';
     r.dev = (int64_t)st->st_dev;
     r.ino = (int64_t)st->st_ino;
+    pthread_mutex_lock(&lock);
     append(&r, sizeof r);
     count_pending(st, 0);
     empty_log_if_all_synced();
+    pthread_mutex_unlock(&lock);
     errno = saved;
 }
 
