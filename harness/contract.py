@@ -252,8 +252,7 @@ CAPABILITIES: tuple[Capability, ...] = (
         "settlement", "switch", False,
         "Deferred net settlement: every committed transfer is in a window, frozen net positions match the"
         " transfers, settled windows moved exactly the net; scenarios' settlement actions close and settle.",
-        "The settlement checks do not apply and scenarios with settlement actions are refused; the payment"
-        " checks still run.",
+        "The settlement checks do not apply; the payment checks still run.",
         ops=(
             Op("POST", "/settlement/windows/close", "Close the open window and open the next"),
             Op("POST", "/settlement/windows/{window_id}/settle", "Settle a closed window (idempotent)",

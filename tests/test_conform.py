@@ -275,3 +275,48 @@ def test_unreachable_target_says_which_service_and_how_to_fix(tmp_path: Path) ->
     reach = _row(checks, "reachable", "GET switch /health")
     assert reach.verdict == "FAIL" and "ConnectionRefusedError" in reach.detail
     assert f"correct its url in the target file (http://127.0.0.1:{port})" in reach.fix
+
+
+def test_the_contract_fields_are_enough_for_reconciliation(own_system: Path) -> None:
+    """Reconcile the own system's books twice: as the mock serves them, and cut down to the fields the
+    contract's row models declare (all a conforming target must give). Same verdicts: the contract
+    asks for everything the checkers read."""
+    from harness.checkers.reconcile import reconcile
+    from harness.contract import (
+        AccountRow,
+        CreditRow,
+        EntryRow,
+        MovementRow,
+        ParticipantRow,
+        PaymentRow,
+        TransferRow,
+        WindowRow,
+    )  # fmt: skip
+    from harness.observe.snapshot import take_stable
+
+    t = targets.load(own_system)
+    assert conform(own_system).returncode == 0  # some committed and rejected payments in the books
+    full = take_stable(t.switch.url, {p.code: p.url for p in t.participants})
+
+    def cut(rows: list[dict[str, Any]], model: type[Any]) -> list[dict[str, Any]]:
+        return [{k: row[k] for k in model.model_fields if k in row} for row in rows]
+
+    sw = full["switch"]
+    lean = {
+        "switch": {
+            "transfers": cut(sw["transfers"], TransferRow), "participants": cut(sw["participants"], ParticipantRow),
+            "windows": cut(sw["windows"], WindowRow), "movements": cut(sw["movements"], MovementRow),
+        },
+        "banks": {
+            code: {
+                "payments": cut(b["payments"], PaymentRow), "credits": cut(b["credits"], CreditRow),
+                "accounts": cut(b["accounts"], AccountRow), "entries": cut(b["entries"], EntryRow),
+            }
+            for code, b in full["banks"].items()
+        },
+    }  # fmt: skip
+    assert lean != {"switch": sw, "banks": full["banks"]}  # the cut removed something (e.g. msisdn)
+    opening = 3 * 100 * 1_000_000
+    a, b = reconcile(full, opening, None), reconcile(lean, opening, None)
+    assert a.summary() == b.summary()
+    assert a.ok and a.clean_settled >= 6 and a.clean_failed >= 4, a.summary()
