@@ -16,6 +16,7 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
+from urllib.parse import quote
 
 from pydantic import ValidationError
 
@@ -300,7 +301,7 @@ def name_enquiry(run: Run) -> None:
     cap = "name_enquiry"
     for payer, payee in run.pairs():
         endpoint = f"GET {payer.code} /parties/{{id}}"
-        reply = call("GET", f"{payer.url}/parties/{payee.account}", None, run.timeout_s)
+        reply = call("GET", f"{payer.url}/parties/{quote(payee.account, safe='')}", None, run.timeout_s)
         name = f"name enquiry {payer.code} -> {payee.code}"
         fix = (
             f"answer HTTP 200 with {{'bank': '{payee.code}', 'account': '{payee.account}', 'name': ...}} for an"
@@ -324,7 +325,7 @@ def name_enquiry(run: Run) -> None:
     if payee.unknown_account is None:
         run.add(name, cap, endpoint, "SKIP", f"no participants[{payee.code}].unknown_account in the target file")
         return
-    reply = call("GET", f"{payer.url}/parties/{payee.unknown_account}", None, run.timeout_s)
+    reply = call("GET", f"{payer.url}/parties/{quote(payee.unknown_account, safe='')}", None, run.timeout_s)
     answer, problem = parse_answer(reply, "")
     fix = f"answer HTTP 404 {{'status': 'RJCT', 'reason': 'AC01'}} for an unknown account (see {CONTRACT_DOC})"
     if answer is None:
