@@ -144,6 +144,7 @@ class Stub(BaseHTTPRequestHandler):
     """Answers like a switch and bank that misread the contract. `mode` picks the mistake."""
 
     mode = "shapes"
+    seen: set[str]
 
     def log_message(self, format: str, *args: Any) -> None:  # quiet
         pass
@@ -162,6 +163,12 @@ class Stub(BaseHTTPRequestHandler):
             return self._send(404, {})
         if self.mode == "shapes":
             return self._send(200, {"result": "ok"})  # no payment_id, no status
+        if self.mode == "replay":  # every payment succeeds once; any reuse of an id is called a duplicate
+            pid = body.get("payment_id", "")
+            if pid in self.seen:
+                return self._send(409, {"payment_id": pid, "status": "RJCT", "reason": "DUPL"})
+            self.seen.add(pid)
+            return self._send(200, {"payment_id": pid, "status": "ACSC"})
         # "codes": the right shape, but every payment is refused AM04 under a 400
         return self._send(400, {"payment_id": body.get("payment_id", ""), "status": "RJCT", "reason": "AM04"})
 
@@ -182,7 +189,7 @@ class Stub(BaseHTTPRequestHandler):
 
 @pytest.fixture
 def stub(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Path]:
-    handler = type("ModeStub", (Stub,), {"mode": request.param})
+    handler = type("ModeStub", (Stub,), {"mode": request.param, "seen": set()})
     server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
@@ -320,3 +327,18 @@ def test_the_contract_fields_are_enough_for_reconciliation(own_system: Path) -> 
     a, b = reconcile(full, opening, None), reconcile(lean, opening, None)
     assert a.summary() == b.summary()
     assert a.ok and a.clean_settled >= 6 and a.clean_failed >= 4, a.summary()
+
+
+@pytest.mark.parametrize("stub", ["replay"], indirect=True)
+def test_a_replay_taken_for_a_duplicate_fails(stub: Path) -> None:
+    """A target that refuses an identical resend (instead of answering it again) breaks idempotency:
+    a customer who lost the answer and retries would be told DUPL for a payment that went through."""
+    checks = suite.run(targets.load(stub))
+    assert _row(checks, "payment ONEB->TWOB succeeds").verdict == "PASS"
+    replay = _row(checks, "replay answers the same")
+    assert replay.verdict == "FAIL" and "answered RJCT DUPL, expected ACSC" in replay.detail
+    assert "same request sent again (idempotent by payment_id" in replay.fix
+    assert _row(checks, "reused id with another body: DUPL").verdict == "PASS"
+    # It also accepts what it should refuse: every rejection check fails, naming the code wanted.
+    am04 = _row(checks, "insufficient funds: AM04")
+    assert am04.verdict == "FAIL" and "answered ACSC, expected RJCT AM04" in am04.detail
