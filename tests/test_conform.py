@@ -21,12 +21,12 @@ from typing import Any
 
 import pytest
 import yaml
+from support import eventually
 
 from harness import target as targets
 from harness.conform import suite
 from harness.procs import free_port, signal_group
 from mock_switch.config import SystemConfig, account_number
-from tests.support import eventually
 
 ROOT = Path(__file__).resolve().parent.parent
 CODES = ("ACME", "BETA", "CRED")  # not the mock's default BNKA, BNKB ...
