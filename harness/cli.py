@@ -254,6 +254,16 @@ def down(args: argparse.Namespace) -> int:
     return 0
 
 
+def conform_cmd(args: argparse.Namespace) -> int:
+    from harness import target
+    from harness.conform import suite
+
+    tgt = target.load(args.target)
+    checks = suite.run(tgt)
+    print(suite.table(checks, tgt))
+    return 1 if suite.failed(checks) else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="harness", description="Chaos-testing harness for payment switches.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -288,6 +298,8 @@ def main(argv: list[str] | None = None) -> int:
     dn = sub.add_parser("down", help="stop what `harness up` started")
     dn.add_argument("--out", type=Path, default=Path("reports/runs"))
     dn.add_argument("--all", action="store_true", help="also remove what dead docker runs left behind")
+    cf = sub.add_parser("conform", help="check a running switch and banks against the participant contract")
+    cf.add_argument("target", type=Path, help="target file naming the switch and each bank (see docs/contract.md)")
     from harness.web.ui import add_parser as add_ui_parser
 
     add_ui_parser(sub)
@@ -295,6 +307,7 @@ def main(argv: list[str] | None = None) -> int:
     commands = {
         "demo": demo, "run": run_cmd, "check": check_cmd, "report": report_cmd, "baseline": baseline_cmd,
         "doctor": doctor, "list": list_cmd, "up": up, "down": down, "ui": ui_cmd, "images": images_cmd,
+        "conform": conform_cmd,
     }  # fmt: skip
     from harness.errors import HarnessError
 
