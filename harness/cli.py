@@ -159,6 +159,10 @@ def doctor(args: argparse.Namespace) -> int:
 
     problem = engine_problem()  # the backend talks to the engine through the SDK, not the docker CLI
     print(f"docker engine {'reachable' if problem is None else problem + ' (only needed for --backend docker)'}")
+    from harness.testbed import powerloss
+
+    why = powerloss.problem()  # a C compiler builds the recorder on first use
+    print(f"power loss    {'can be built' if why is None else why + ' (only needed for power_loss faults)'}")
     print("verdict       " + ("ready" if ok else "something is missing (see above)"))
     return 0 if ok else 1
 

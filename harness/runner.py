@@ -23,6 +23,7 @@ from typing import Any
 
 from harness import __version__, ledgers
 from harness.checkers.run import check_inputs, load_inputs
+from harness.faults import losing_power
 from harness.fmt import fmt_measured, fmt_time_to_consistency, shown_verdict
 from harness.load.control import LoadRun, start_load
 from harness.nemesis import SchedulePlayer
@@ -133,7 +134,7 @@ def collect(scenario: Scenario, run_dir: Path, progress: Progress = print) -> No
     name = scenario.name
     _say(progress, f"[{name}] starting Toxiproxy, the switch and {len(system.banks)} banks ({scenario.backend}) ...")
     with contextlib.ExitStack() as stack:
-        bed = stack.enter_context(make_testbed(system, run_dir, scenario.backend))
+        bed = stack.enter_context(make_testbed(system, run_dir, scenario.backend, losing_power(scenario.faults)))
         sampler = sampler_for(bed, rundir, scenario)
         sampler.start()
         stack.callback(sampler.stop)
