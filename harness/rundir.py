@@ -84,6 +84,11 @@ class RunDir:
     def ledgers(self) -> Path:
         return self.path / "ledgers.json"
 
+    @property
+    def opening(self) -> Path:
+        """An external run's money before the load (harness/runner.py record_opening)."""
+        return self.path / "opening.json"
+
     # What the checkers and the report write.
     @property
     def result(self) -> Path:

@@ -35,9 +35,11 @@ from harness.result import reconciliation_breaks, write_result
 from harness.rundir import RunDir
 from harness.scenario import Scenario, dump
 from harness.scenario import load as load_scenario
+from harness.target import Target
 from harness.testbed import Testbed, make_testbed
+from harness.testbed.external import ExternalTestbed, link_plan
 from harness.testbed.system import build_system
-from mock_switch.config import SystemConfig
+from mock_switch.config import BankConfig, SwitchConfig, SystemConfig
 
 Progress = Callable[[str], None] | None
 LOCUST_BOOT_S = 4.0
@@ -63,6 +65,8 @@ class RunOutcome:
 
 
 def system_for(scenario: Scenario) -> SystemConfig:
+    if scenario.external is not None:
+        return external_system(scenario, scenario.external)
     t = scenario.topology
     return build_system(
         banks=t.banks,
@@ -76,6 +80,31 @@ def system_for(scenario: Scenario) -> SystemConfig:
         durability=t.durability,
         # Robust components resolve quickly once a fault heals: that is what time to consistency shows.
         status_query={"initial_s": 0.05, "max_s": 0.5},
+    )
+
+
+def external_system(scenario: Scenario, target: Target) -> SystemConfig:
+    """system.json of an external run: what the load and the report need (bank codes, accounts the
+    customers pay between, timeouts, currency). Nothing is started from it."""
+    t = scenario.topology
+
+    def hostport(url: str) -> str:
+        return url.split("://", 1)[1].split("/", 1)[0]
+
+    return SystemConfig(
+        currency=target.currency,
+        switch=SwitchConfig(listen=hostport(target.switch.url), payee_timeout_s=t.payee_timeout_s),
+        banks=[
+            BankConfig(
+                code=p.code,
+                listen=hostport(p.url),
+                switch_url=target.switch.url,
+                accounts=target.load.accounts,
+                switch_timeout_s=t.switch_timeout_s,
+                customer_timeout_s=t.customer_timeout_s,
+            )
+            for p in target.participants
+        ],
     )
 
 
@@ -117,7 +146,7 @@ def _say(progress: Progress, msg: str) -> None:
         progress(msg)
 
 
-def sampler_for(bed: Testbed, rundir: RunDir, scenario: Scenario) -> ConsistencySampler:
+def sampler_for(bed: Testbed | ExternalTestbed, rundir: RunDir, scenario: Scenario) -> ConsistencySampler:
     """The live consistency sampler of a testbed (payments younger than a customer timeout are in flight)."""
     direct = bed.direct_urls
     switch_url = direct.pop("switch")
@@ -134,7 +163,16 @@ def collect(scenario: Scenario, run_dir: Path, progress: Progress = print) -> No
     name = scenario.name
     _say(progress, f"[{name}] starting Toxiproxy, the switch and {len(system.banks)} banks ({scenario.backend}) ...")
     with contextlib.ExitStack() as stack:
-        bed = stack.enter_context(make_testbed(system, run_dir, scenario.backend, losing_power(scenario.faults)))
+        bed: Testbed | ExternalTestbed
+        if scenario.external is not None:
+            system.save(rundir.system)  # for the load and the checkers; the system is already running
+            _say(progress, f"[{name}] external target {scenario.external.name}: Toxiproxy listens on")
+            for line in link_plan(scenario.external):
+                _say(progress, f"[{name}]   {line}")
+            bed = stack.enter_context(ExternalTestbed(scenario.external, run_dir))
+            record_opening(bed, rundir, scenario.external)
+        else:
+            bed = stack.enter_context(make_testbed(system, run_dir, scenario.backend, losing_power(scenario.faults)))
         sampler = sampler_for(bed, rundir, scenario)
         sampler.start()
         stack.callback(sampler.stop)
@@ -166,6 +204,15 @@ def collect(scenario: Scenario, run_dir: Path, progress: Progress = print) -> No
         sampler.stop()
 
 
+def record_opening(bed: ExternalTestbed, rundir: RunDir, target: Target) -> None:
+    """opening.json: the target's money before the load (its books may hold earlier runs'), which
+    the conservation checks compare the end against. Read through the contract's read API."""
+    urls = bed.direct_urls
+    before = snapshot.take_stable(urls["switch"], {c: urls[c] for c in target.codes}, offers=target.offers)
+    opening = snapshot.opening_money(before)
+    rundir.opening.write_text(json.dumps(opening))
+
+
 def _first_answer(load: LoadRun, rundir: RunDir, timeout_s: float = 30.0) -> float:
     by = time.time() + timeout_s
     while load.operations() == 0 and load.running() and time.time() < by:
@@ -175,7 +222,7 @@ def _first_answer(load: LoadRun, rundir: RunDir, timeout_s: float = 30.0) -> flo
     return time.time()
 
 
-def finish_run(bed: Testbed, rundir: RunDir, scenario: Scenario, sampler: ConsistencySampler) -> int:
+def finish_run(bed: Testbed | ExternalTestbed, rundir: RunDir, scenario: Scenario, sampler: ConsistencySampler) -> int:
     """Bring a run to rest and write what the checkers read: heal every fault, wait for in-doubt
     payments (in_doubt_grace_s), take the last consistency sample, settle every window, snapshot
     the ledgers (ledgers.json) and record the environment (environment.json).
@@ -190,8 +237,11 @@ def finish_run(bed: Testbed, rundir: RunDir, scenario: Scenario, sampler: Consis
     with sampler.held():
         with contextlib.suppress(OSError):
             sampler.sample_now()
-        settle_all(switch_url)
-        ledgers.save(snapshot.take_stable(switch_url, bank_urls), rundir.ledgers)
+        target = scenario.external
+        if target is None or target.offers("settlement"):
+            settle_all(switch_url)
+        offers = target.offers if target is not None else (lambda _: True)
+        ledgers.save(snapshot.take_stable(switch_url, bank_urls, offers=offers), rundir.ledgers)
     rundir.environment.write_text(json.dumps(environment(bed.versions()), indent=2))
     return left
 

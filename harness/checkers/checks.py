@@ -40,17 +40,18 @@ class RunInputs:
     # proxy_counters.jsonl: Toxiproxy's byte counters at each apply and heal (none in older runs)
     proxy_counters: list[dict[str, Any]] = field(default_factory=list)
     load_figures: dict[str, Any] | None = None  # load.json: the open-model generator's figures
+    # opening.json of an external run: its money before the load (its books may hold earlier runs')
+    opening: dict[str, Any] | None = None
 
     @cached_property
     def reconciliation(self) -> Reconciliation:
         """Three checks judge the same reconciliation: it is computed once. When it raises, each of
         them raises too and is unknown (cached_property caches only a value)."""
-        return reconcile(
-            self.ledgers,
-            self.system.total_customer_money(),
-            self.system.total_settlement_money(),
-            currency=self.system.currency,
-        )
+        if self.opening is not None:
+            customer, settlement = self.opening.get("customer_money"), self.opening.get("settlement_money")
+        else:
+            customer, settlement = self.system.total_customer_money(), self.system.total_settlement_money()
+        return reconcile(self.ledgers, customer, settlement, currency=self.system.currency)
 
 
 # -- availability ---------------------------------------------------------------------------------

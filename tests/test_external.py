@@ -1,0 +1,208 @@
+"""Bring your own switch: a scenario runs against a system the harness did not start (a target file).
+
+The bundled switch and three banks with non-default bank codes run outside the harness, in a process
+group of their own, configured (as a user would configure theirs) to reach each other through the
+Toxiproxy listener addresses the target file gives. `harness run` starts only Toxiproxy, creates the
+links, drives the load through them, injects a link fault, and reconciles from the read API.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from support import eventually
+
+from harness import target as targets
+from harness.conform import suite
+from harness.links import link_names
+from harness.procs import free_port, signal_group
+from harness.scenario import ScenarioError
+from harness.scenario import load as load_scenario
+from mock_switch.config import account_number
+
+ROOT = Path(__file__).resolve().parent.parent
+CODES = ("ACME", "BETA", "CRED")  # not the mock's default BNKA, BNKB ...
+ACCOUNTS = 100
+
+
+def _up(url: str) -> bool:
+    return suite.call("GET", url + "/health", None, 1.0).http == 200
+
+
+def target_file(tmp: Path, direct: dict[str, str], links: dict[str, dict[str, str]], **extra: Any) -> Path:
+    data = {
+        "contract": "1.0",
+        "name": "own mock behind Toxiproxy",
+        "currency": "KES",
+        "switch": {"url": f"http://{direct['switch']}"},
+        "participants": [
+            {"code": c, "url": f"http://{direct[c]}", "account": account_number(i, 0)} for i, c in enumerate(CODES)
+        ],
+        "links": links,
+        "load": {"accounts": ACCOUNTS},
+        **extra,
+    }
+    path = tmp / f"target-{len(list(tmp.glob('target-*')))}.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+@pytest.fixture(scope="module")
+def own_system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Path]]:
+    """Switch + 3 banks started like a user's own system, dialling each other through the listener
+    addresses of its target file (which the harness's Toxiproxy will open). Yields (tmp, target file)."""
+    tmp = tmp_path_factory.mktemp("external")
+    direct = {name: f"127.0.0.1:{free_port()}" for name in ("switch", *CODES)}
+    links = {}
+    for name in link_names(CODES):
+        callee = name.partition("->")[2]
+        links[name] = {"listen": f"127.0.0.1:{free_port()}", "upstream": direct[callee]}
+    config = {
+        "currency": "KES",
+        "switch": {
+            "listen": direct["switch"], "payee_timeout_s": 1.0,
+            "bank_urls": {c: f"http://{links[f'switch->{c}']['listen']}" for c in CODES},
+        },
+        "banks": [
+            {"code": c, "listen": direct[c], "switch_url": f"http://{links[f'{c}->switch']['listen']}",
+             "accounts": ACCOUNTS, "switch_timeout_s": 2.5, "customer_timeout_s": 3.0}
+            for c in CODES
+        ],
+        "status_query": {"initial_s": 0.05, "max_s": 0.5},
+    }  # fmt: skip
+    (tmp / "system.json").write_text(json.dumps(config))
+    procs: list[subprocess.Popen[bytes]] = []
+    log = (tmp / "services.log").open("wb")
+    try:
+        for name in ("switch", *CODES):
+            args = ["switch"] if name == "switch" else ["bank", name]
+            command = [sys.executable, "-m", "mock_switch", *args, "--config", str(tmp / "system.json"),
+                       "--data-dir", str(tmp / name)]  # fmt: skip
+            group = 0 if not procs else procs[0].pid  # their own group, led by the switch
+            procs.append(subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, process_group=group))
+        for name, addr in direct.items():
+            eventually(lambda url=f"http://{addr}": _up(url), timeout=60, what=f"{name} at {addr}")
+        yield tmp, target_file(tmp, direct, links)
+    finally:
+        if procs:
+            signal_group(procs[0].pid, signal.SIGTERM)
+            for p in procs:
+                try:
+                    p.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    signal_group(procs[0].pid, signal.SIGKILL)
+                    p.wait(timeout=15)
+        log.close()
+
+
+def scenario_file(tmp: Path, tfile: Path, faults: list[dict[str, Any]], name: str = "external-latency") -> Path:
+    data = {
+        "name": name,
+        "description": "the user's own system (here: the bundled mock started by hand), a latency fault",
+        "target": str(tfile),
+        "load": {"rate": 12, "duration": 16},
+        "faults": faults,
+        "expect": {
+            # The machine is shared: the availability figures are measured and shown, not judged here.
+            "availability": {"baseline_success_ratio": None, "steady_success_ratio": None},
+            "consistency": {"verdict": "consistent", "max_time_to_consistency_s": None},
+        },
+    }
+    path = tmp / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def harness(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.run(
+        [sys.executable, "-m", "harness.cli", *args], capture_output=True, text=True, timeout=400, env=env, cwd=cwd
+    )
+
+
+LATENCY = {"name": "slow-beta", "kind": "latency", "targets": "switch->BETA", "start": 5, "duration": 5,
+           "attributes": {"latency": 1500}}  # fmt: skip
+
+
+def test_a_scenario_runs_against_an_external_target(own_system: tuple[Path, Path]) -> None:
+    tmp, tfile = own_system
+    links = harness("target-links", str(tfile), cwd=tmp)
+    assert links.returncode == 0, links.stdout + links.stderr
+    assert "configure the switch" not in links.stdout  # callers are named: switch, ACME ...
+    assert any(
+        line.startswith("switch->BETA") and "configure switch to dial" in line for line in links.stdout.splitlines()
+    )
+
+    done = harness("run", str(scenario_file(tmp, tfile, [LATENCY])), "--out", str(tmp / "runs"), cwd=tmp)
+    assert done.returncode == 0, done.stdout + done.stderr
+    [run_dir] = list((tmp / "runs").iterdir())
+    result = json.loads((run_dir / "result.json").read_text())
+    assert result["scenario"]["backend"] == "external"
+    assert result["environment"]["backend"] == "external"
+    # The load went through the harness's listeners, so it is measured ...
+    overall = result["availability"]["overall"]
+    assert overall["operations"] > 100 and overall["success_ratio"] is not None
+    # ... and the fault bit: payments to BETA slowed past the switch's payee timeout inside its window.
+    [window] = result["evidence"]["windows"]
+    assert window["fault"] == "slow-beta" and window["observable_effect"], window
+    # Three-way reconciliation, from the target's read API: consistent, nothing acknowledged lost.
+    rec = result["consistency"]["reconciliation"]
+    assert rec["payments"] > 100
+    assert not any(rec["anomalies"].values()), rec["anomalies"]
+    assert result["consistency"]["customer_view"]["lost_acknowledged"] == 0
+    books = {b["name"]: b["ok"] for b in rec["books"]}
+    assert books.get("conservation") is True, rec["books"]
+    # Bank codes of the target, not the mock's defaults; reads through its read API.
+    ledgers = json.loads((run_dir / "ledgers.json").read_text())
+    assert sorted(ledgers["banks"]) == sorted(CODES)
+    assert "KES" in (run_dir / "system.json").read_text()
+
+
+def test_a_process_fault_without_process_control_is_refused_at_load(own_system: tuple[Path, Path]) -> None:
+    tmp, tfile = own_system
+    crash = {"kind": "crash", "targets": "BETA", "start": 5, "duration": 3}
+    path = scenario_file(tmp, tfile, [crash], name="external-crash")
+    with pytest.raises(ScenarioError) as err:
+        load_scenario(path)
+    msg = str(err.value)
+    assert "faults[0].kind" in msg and "processes.BETA.pid_file" in msg and "processes.BETA.start_command" in msg
+    # Through the CLI: refused before anything starts (no run directory), exit status 2.
+    done = harness("run", str(path), "--out", str(tmp / "refused"), cwd=tmp)
+    assert done.returncode == 2 and "processes.BETA" in done.stderr, done.stderr
+    assert not (tmp / "refused").exists()
+
+
+def test_process_control_in_the_target_allows_the_fault(own_system: tuple[Path, Path]) -> None:
+    tmp, tfile = own_system
+    data = yaml.safe_load(tfile.read_text())
+    data["processes"] = {"BETA": {"pid_file": str(tmp / "beta.pid"), "start_command": "true"}}
+    allowed = tmp / "target-with-processes.yaml"
+    allowed.write_text(yaml.safe_dump(data))
+    pause = {"kind": "pause", "targets": "BETA", "start": 5, "duration": 3}
+    crash = {"kind": "crash", "targets": "BETA", "start": 9, "duration": 3}
+    scenario = load_scenario(scenario_file(tmp, allowed, [pause, crash], name="external-allowed"))
+    assert scenario.backend == "external" and scenario.bank_codes == list(CODES)
+    power = {"kind": "power_loss", "targets": "BETA", "start": 5, "duration": 3}
+    with pytest.raises(ScenarioError, match=r"faults\[0\]\.kind: power_loss"):
+        load_scenario(scenario_file(tmp, allowed, [power], name="external-power"))
+
+
+def test_a_target_without_links_is_refused_naming_the_field(tmp_path: Path) -> None:
+    direct = {name: f"127.0.0.1:{9000 + i}" for i, name in enumerate(("switch", *CODES))}
+    links = {"customers->ACME": {"listen": "127.0.0.1:9300", "upstream": direct["ACME"]}}
+    tfile = target_file(tmp_path, direct, links)
+    with pytest.raises(ScenarioError, match=r"target: .*links\.ACME->switch") as err:
+        load_scenario(scenario_file(tmp_path, tfile, []))
+    assert "listen" in str(err.value) and "upstream" in str(err.value)
+    bad = target_file(tmp_path, direct, {"switch->ZZZZ": {"listen": "127.0.0.1:1", "upstream": "127.0.0.1:2"}})
+    with pytest.raises(targets.TargetError, match=r"links: \['switch->ZZZZ'\] are not links"):
+        targets.load(bad)
