@@ -150,8 +150,9 @@ def sampler_for(bed: Testbed | ExternalTestbed, rundir: RunDir, scenario: Scenar
     """The live consistency sampler of a testbed (payments younger than a customer timeout are in flight)."""
     direct = bed.direct_urls
     switch_url = direct.pop("switch")
+    offers = scenario.external.offers if scenario.external is not None else snapshot.everything
     return ConsistencySampler(
-        switch_url, direct, rundir.consistency, grace_s=scenario.topology.customer_timeout_s + 1.0
+        switch_url, direct, rundir.consistency, grace_s=scenario.topology.customer_timeout_s + 1.0, offers=offers
     )
 
 
@@ -240,7 +241,7 @@ def finish_run(bed: Testbed | ExternalTestbed, rundir: RunDir, scenario: Scenari
         target = scenario.external
         if target is None or target.offers("settlement"):
             settle_all(switch_url)
-        offers = target.offers if target is not None else (lambda _: True)
+        offers = target.offers if target is not None else snapshot.everything
         ledgers.save(snapshot.take_stable(switch_url, bank_urls, offers=offers), rundir.ledgers)
     rundir.environment.write_text(json.dumps(environment(bed.versions()), indent=2))
     return left
@@ -380,6 +381,10 @@ def console_summary(outcome: RunOutcome) -> str:
         + ("not known" if view is None else f"{view['lost_acknowledged']:,}"),
     ]
     lines += evidence_lines(r.get("evidence"))
+    by_reason: dict[str, list[str]] = {}
+    for check_name, why in ((rec or {}).get("not_applicable") or {}).items():
+        by_reason.setdefault(why, []).append(check_name)
+    lines += [f"{'N/A':<13} {', '.join(names)}: {why}" for why, names in by_reason.items()]
     checks = r.get("checks")
     if checks:
         for v in checks.values():

@@ -181,7 +181,7 @@ class Target(_Strict):
 
     def offers(self, capability: str) -> bool:
         """Whether the target offers an optional capability (the required ones it must)."""
-        return self.capabilities is None or capability in self.capabilities
+        return capability not in OPTIONAL_CAPABILITIES or self.capabilities is None or capability in self.capabilities
 
     def missing_links(self) -> list[str]:
         """The links a chaos run needs that `links:` does not give (every one is needed: all traffic

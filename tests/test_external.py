@@ -206,3 +206,104 @@ def test_a_target_without_links_is_refused_naming_the_field(tmp_path: Path) -> N
     bad = target_file(tmp_path, direct, {"switch->ZZZZ": {"listen": "127.0.0.1:1", "upstream": "127.0.0.1:2"}})
     with pytest.raises(targets.TargetError, match=r"links: \['switch->ZZZZ'\] are not links"):
         targets.load(bad)
+
+
+# -- checks that need a capability the target lacks: not applicable, not failed -----------------------
+
+
+def _books(broken: bool) -> dict[str, Any]:
+    """One committed payment ACME -> BETA; `broken`: ACME debited twice (a duplicate effect, money lost)."""
+    common = {"payment_id": "p1", "fingerprint": "f1", "debtor_account": "0100000001", "creditor_account": "0200000001",
+              "amount": 100, "reason": None}  # fmt: skip
+    debits = [{"entry_id": 1, "payment_id": "p1", "account": "0100000001", "kind": "DEBIT", "amount": 100, "at": 1.0}]
+    if broken:
+        debits.append({**debits[0], "entry_id": 2})
+    return {
+        "taken_at": 9.0,
+        "switch": {
+            "transfers": [{**common, "debtor_bank": "ACME", "creditor_bank": "BETA", "status": "ACSC", "window_id": 1,
+                           "received_at": 1.0, "decided_at": 1.1}],
+            "participants": [
+                {"bank": "ACME", "net_debit_cap": 10_000, "position": 100, "reserved": 0, "peak_exposure": 100,
+                 "settlement_balance": 0, "closed_credit": 0},
+                {"bank": "BETA", "net_debit_cap": 10_000, "position": -100, "reserved": 0, "peak_exposure": 0,
+                 "settlement_balance": 0, "closed_credit": 0},
+            ],
+            "windows": [{"window_id": 1, "state": "OPEN", "opened_at": 0.0, "closed_at": None, "settled_at": None,
+                         "net_positions": {}}],
+            "movements": [],
+        },
+        "banks": {
+            "ACME": {"payments": [{**common, "creditor_bank": "BETA", "status": "ACSC", "created_at": 1.0,
+                                   "decided_at": 1.2}], "credits": [],
+                     "accounts": [{"account": "0100000001", "balance": 800 if broken else 900}], "entries": debits},
+            "BETA": {"payments": [], "credits": [{**common, "debtor_bank": "ACME", "status": "ACCP", "received_at": 1.1}],
+                     "accounts": [{"account": "0200000001", "balance": 1100}],
+                     "entries": [{"entry_id": 1, "payment_id": "p1", "account": "0200000001", "kind": "CREDIT",
+                                  "amount": 100, "at": 1.1}]},
+        },
+    }  # fmt: skip
+
+
+def _without(snap: dict[str, Any], capability: str) -> dict[str, Any]:
+    from harness.observe.snapshot import BANK_READS, SWITCH_READS
+
+    out = json.loads(json.dumps(snap))
+    for key, (cap, _) in SWITCH_READS.items():
+        if cap == capability:
+            del out["switch"][key]
+    for books in out["banks"].values():
+        for key, (cap, _) in BANK_READS.items():
+            if cap == capability:
+                del books[key]
+    out["not_offered"] = [capability]
+    return out
+
+
+def test_checks_needing_a_capability_the_target_lacks_are_not_applicable() -> None:
+    from harness.checkers.reconcile import reconcile
+
+    clean = reconcile(_books(broken=False), 2000, 0)
+    assert clean.ok and not clean.not_applicable
+    # The broken books are caught when the target offers bank_books ...
+    caught = reconcile(_books(broken=True), 2000, 0)
+    assert caught.counts()["duplicate_effect"] == 1
+    assert {b.name: b.ok for b in caught.books}["conservation"] is False
+    # ... and without it those checks are not applicable (with the reason), not failed; the others still run.
+    blind = reconcile(_without(_books(broken=True), "bank_books"), 2000, 0)
+    assert blind.ok and blind.anomaly_count == 0
+    assert "conservation" not in {b.name for b in blind.books}
+    assert blind.not_applicable["conservation"] == "not applicable: the target does not offer bank_books"
+    assert "duplicate_effects" in blind.not_applicable
+    assert {b.name for b in blind.books} >= {"positions_match_transfers", "settlement_windows"}
+    no_settlement = reconcile(_without(_books(broken=False), "settlement"), 2000, 0)
+    assert no_settlement.ok
+    assert {"settlement_windows", "committed_in_a_window", "positions_match_transfers"} <= set(
+        no_settlement.not_applicable
+    )
+    assert {b.name for b in no_settlement.books} >= {"conservation", "net_debit_cap_respected"}
+
+
+def test_a_target_without_the_optional_reads_is_judged_on_the_rest(own_system: tuple[Path, Path]) -> None:
+    """`capabilities: []`: the harness never asks for /accounts, /entries, /participants or settlement;
+    those checks are not applicable, and the three-way reconciliation still runs."""
+    tmp, tfile = own_system
+    data = yaml.safe_load(tfile.read_text())
+    data["capabilities"] = []
+    bare = tmp / "target-bare.yaml"
+    bare.write_text(yaml.safe_dump(data))
+    path = scenario_file(tmp, bare, [], name="external-bare")
+    text = yaml.safe_load(path.read_text())
+    text["load"]["duration"] = 8
+    path.write_text(yaml.safe_dump(text))
+    done = harness("run", str(path), "--out", str(tmp / "bare-runs"), cwd=tmp)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "N/A" in done.stdout and "the target does not offer bank_books" in done.stdout, done.stdout
+    [run_dir] = list((tmp / "bare-runs").iterdir())
+    ledgers = json.loads((run_dir / "ledgers.json").read_text())
+    assert ledgers["not_offered"] == ["bank_books", "positions", "settlement"]
+    assert set(ledgers["switch"]) == {"transfers"} and set(ledgers["banks"]["ACME"]) == {"payments", "credits"}
+    rec = json.loads((run_dir / "result.json").read_text())["consistency"]["reconciliation"]
+    assert rec["payments"] > 30 and rec["anomaly_count"] == 0
+    assert {"conservation", "settlement_windows", "net_debit_cap_respected"} <= set(rec["not_applicable"])
+    assert rec["books"] == []

@@ -34,8 +34,13 @@ BANK_READS = {
 }
 
 
-def _all(capability: str) -> bool:
+def everything(capability: str) -> bool:
     return True
+
+
+def required_only(capability: str) -> bool:
+    """Only the required reads (payments, credits, transfers): enough to count what is pending."""
+    return capability in ("switch_reads", "bank_reads")
 
 
 class LedgerSource(Protocol):
@@ -52,7 +57,7 @@ def _get(url: str, timeout_s: float = 30.0) -> Any:
 class HttpLedgerSource:
     """The contract's read API of a switch and its banks (the mock's, or an external target's)."""
 
-    def __init__(self, switch_url: str, bank_urls: dict[str, str], offers: Offers = _all) -> None:
+    def __init__(self, switch_url: str, bank_urls: dict[str, str], offers: Offers = everything) -> None:
         self.switch_url = switch_url
         self.bank_urls = bank_urls
         self.offers = offers
@@ -73,7 +78,7 @@ class HttpLedgerSource:
         return snap
 
 
-def take(switch_url: str, bank_urls: dict[str, str], offers: Offers = _all) -> Snapshot:
+def take(switch_url: str, bank_urls: dict[str, str], offers: Offers = everything) -> Snapshot:
     """Fetch the switch's and every bank's books over their read endpoints."""
     return HttpLedgerSource(switch_url, bank_urls, offers).take()
 
@@ -92,7 +97,9 @@ def opening_money(snap: Snapshot) -> dict[str, int | None]:
     return {"customer_money": customer, "settlement_money": settlement}
 
 
-def take_stable(switch_url: str, bank_urls: dict[str, str], attempts: int = 20, offers: Offers = _all) -> Snapshot:
+def take_stable(
+    switch_url: str, bank_urls: dict[str, str], attempts: int = 20, offers: Offers = everything
+) -> Snapshot:
     """A snapshot that two consecutive reads agree on.
 
     Each ledger is read over several HTTP calls, one service after another, so a payment still
