@@ -162,12 +162,15 @@ def collect(scenario: Scenario, run_dir: Path, progress: Progress = print) -> No
     rundir = RunDir(run_dir)
     system = system_for(scenario)
     name = scenario.name
-    _say(progress, f"[{name}] starting Toxiproxy, the switch and {len(system.banks)} banks ({scenario.backend}) ...")
+    if scenario.external is None:
+        _say(
+            progress, f"[{name}] starting Toxiproxy, the switch and {len(system.banks)} banks ({scenario.backend}) ..."
+        )
     with contextlib.ExitStack() as stack:
         bed: Testbed | ExternalTestbed
         if scenario.external is not None:
             system.save(rundir.system)  # for the load and the checkers; the system is already running
-            _say(progress, f"[{name}] external target {scenario.external.name}: Toxiproxy listens on")
+            _say(progress, f"[{name}] starting Toxiproxy for target {scenario.external.name!r}; its listeners:")
             for line in link_plan(scenario.external):
                 _say(progress, f"[{name}]   {line}")
             bed = stack.enter_context(ExternalTestbed(scenario.external, run_dir))

@@ -308,3 +308,24 @@ def test_a_target_without_the_optional_reads_is_judged_on_the_rest(own_system: t
     assert rec["payments"] > 30 and rec["anomaly_count"] == 0
     assert {"conservation", "settlement_windows", "net_debit_cap_respected"} <= set(rec["not_applicable"])
     assert rec["books"] == []
+
+
+def test_the_example_chaos_target_matches_its_mock_configuration() -> None:
+    """targets/mock-chaos.json dials through exactly the listeners targets/mock-chaos.yaml opens, and the
+    example scenario beside them loads (its `target:` is found beside it)."""
+    from mock_switch.config import SystemConfig
+
+    t = targets.load(ROOT / "targets" / "mock-chaos.yaml")
+    system = SystemConfig.load(ROOT / "targets" / "mock-chaos.json")
+    assert t.missing_links() == [] and t.codes == [b.code for b in system.banks]
+    listens = {"switch": system.switch.listen, **{b.code: b.listen for b in system.banks}}
+    for name, addr in t.links.items():
+        caller, _, callee = name.partition("->")
+        assert addr.upstream == listens[callee], name
+        if caller == "switch":
+            assert system.switch.bank_urls[callee] == f"http://{addr.listen}", name
+        elif caller != "customers":
+            assert system.bank(caller).switch_url == f"http://{addr.listen}", name
+    assert t.load.accounts == system.banks[0].accounts
+    scenario = load_scenario(ROOT / "targets" / "mock-chaos-latency.yaml")
+    assert scenario.backend == "external" and scenario.external == t
