@@ -8,8 +8,10 @@ links, drives the load through them, injects a link fault, and reconciles from t
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
@@ -89,10 +91,16 @@ def own_system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path,
                        "--data-dir", str(tmp / name)]  # fmt: skip
             group = 0 if not procs else procs[0].pid  # their own group, led by the switch
             procs.append(subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, process_group=group))
+        for name, proc in zip(("switch", *CODES), procs, strict=True):
+            (tmp / f"{name}.pid").write_text(f"{proc.pid}\n")  # as a service manager would
         for name, addr in direct.items():
             eventually(lambda url=f"http://{addr}": _up(url), timeout=60, what=f"{name} at {addr}")
         yield tmp, target_file(tmp, direct, links)
     finally:
+        restarted = [int((tmp / f"{c}.pid").read_text()) for c in CODES if (tmp / f"{c}.pid").exists()]
+        for pid in set(restarted) - {p.pid for p in procs}:  # started again by a start_command
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
         if procs:
             signal_group(procs[0].pid, signal.SIGTERM)
             for p in procs:
@@ -329,3 +337,35 @@ def test_the_example_chaos_target_matches_its_mock_configuration() -> None:
     assert t.load.accounts == system.banks[0].accounts
     scenario = load_scenario(ROOT / "targets" / "mock-chaos-latency.yaml")
     assert scenario.backend == "external" and scenario.external == t
+
+
+def test_process_faults_act_through_the_target_pid_file_and_start_command(own_system: tuple[Path, Path]) -> None:
+    """pause (SIGSTOP/SIGCONT to the pid in the pid file) and crash (kill -9, then the start command)
+    of BETA, a service the harness did not start; the books stay consistent."""
+    tmp, tfile = own_system
+    data = yaml.safe_load(tfile.read_text())
+    pid_file = tmp / "BETA.pid"
+    before = int(pid_file.read_text())
+    command = [sys.executable, "-m", "mock_switch", "bank", "BETA", "--config", str(tmp / "system.json"),
+               "--data-dir", str(tmp / "BETA")]  # fmt: skip
+    start = f"echo $$ > {shlex.quote(str(pid_file))}; exec {shlex.join(command)} >> {shlex.quote(str(tmp / 'beta.log'))} 2>&1"
+    data["processes"] = {"BETA": {"pid_file": str(pid_file), "start_command": start}}
+    controlled = tmp / "target-controlled.yaml"
+    controlled.write_text(yaml.safe_dump(data))
+    faults = [
+        {"name": "pause-beta", "kind": "pause", "targets": "BETA", "start": 4, "duration": 3},
+        {"name": "crash-beta", "kind": "crash", "targets": "BETA", "start": 9, "duration": 3},
+    ]
+    path = scenario_file(tmp, controlled, faults, name="external-process")
+    done = harness("run", str(path), "--out", str(tmp / "process-runs"), cwd=tmp)
+    assert done.returncode == 0, done.stdout + done.stderr
+    after = int(pid_file.read_text())
+    assert after != before  # the crash killed the first BETA; the start command started another
+    os.kill(after, 0)  # and it runs
+    [run_dir] = list((tmp / "process-runs").iterdir())
+    result = json.loads((run_dir / "result.json").read_text())
+    windows = {w["fault"]: w for w in result["evidence"]["windows"]}
+    assert windows["pause-beta"]["observable_effect"] and windows["crash-beta"]["observable_effect"], windows
+    rec = result["consistency"]["reconciliation"]
+    assert not any(rec["anomalies"].values()) and rec["ok"], rec
+    assert result["consistency"]["customer_view"]["lost_acknowledged"] == 0

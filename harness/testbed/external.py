@@ -27,6 +27,15 @@ from harness.target import Target
 from harness.testbed.proxies import ToxiproxyError, ToxiproxyServer
 
 
+def _zombie(pid: int) -> bool:
+    """A killed process its parent has not reaped yet still takes signal 0: it is dead all the same."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False  # no /proc (or gone): signal 0 said enough
+    return stat.rpartition(")")[2].split()[:1] == ["Z"]
+
+
 def link_plan(target: Target) -> list[str]:
     """One line per link: what dials the listener, and what the user must configure for it."""
     lines = []
@@ -65,12 +74,13 @@ class ExternalServices:
 
     def _alive(self, name: str) -> bool:
         try:
-            os.kill(self._pid(name), 0)
+            pid = self._pid(name)
+            os.kill(pid, 0)
         except (ProcessLookupError, TestbedError):
             return False
         except PermissionError:
             return True
-        return True
+        return not _zombie(pid)
 
     def kill(self, name: str) -> None:
         with contextlib.suppress(ProcessLookupError):
