@@ -348,7 +348,8 @@ def test_process_faults_act_through_the_target_pid_file_and_start_command(own_sy
     before = int(pid_file.read_text())
     command = [sys.executable, "-m", "mock_switch", "bank", "BETA", "--config", str(tmp / "system.json"),
                "--data-dir", str(tmp / "BETA")]  # fmt: skip
-    start = f"echo $$ > {shlex.quote(str(pid_file))}; exec {shlex.join(command)} >> {shlex.quote(str(tmp / 'beta.log'))} 2>&1"
+    log = shlex.quote(str(tmp / "beta.log"))
+    start = f"echo $$ > {shlex.quote(str(pid_file))}; exec {shlex.join(command)} >> {log} 2>&1"
     data["processes"] = {"BETA": {"pid_file": str(pid_file), "start_command": start}}
     controlled = tmp / "target-controlled.yaml"
     controlled.write_text(yaml.safe_dump(data))
