@@ -14,6 +14,7 @@ import importlib.metadata as md
 import json
 import platform
 import shlex
+import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -120,7 +121,11 @@ def in_doubt_grace_s(scenario: Scenario) -> float:
 
 def run(scenario: Scenario, out_root: Path, progress: Progress = print) -> RunOutcome:
     rundir = RunDir.new(out_root, scenario.name)
-    rundir.scenario.write_text(dump(scenario))
+    if scenario.target_path is not None:  # the run directory keeps the target it ran against
+        shutil.copyfile(scenario.target_path, rundir.target)
+        rundir.scenario.write_text(dump(scenario, target=rundir.target.name))
+    else:
+        rundir.scenario.write_text(dump(scenario))
     rundir.command.write_text(reproduce_command(scenario) + "\n")
     collect(scenario, rundir.path, progress)
     return check(rundir.path, progress)
@@ -244,8 +249,11 @@ def finish_run(bed: Testbed | ExternalTestbed, rundir: RunDir, scenario: Scenari
         target = scenario.external
         if target is None or target.offers("settlement"):
             settle_all(switch_url)
-        offers = target.offers if target is not None else snapshot.everything
-        ledgers.save(snapshot.take_stable(switch_url, bank_urls, offers=offers), rundir.ledgers)
+        if target is None:
+            taken = snapshot.take_stable(switch_url, bank_urls)
+        else:  # the reads it offers, through the contract's read API
+            taken = snapshot.take_stable(switch_url, bank_urls, offers=target.offers)
+        ledgers.save(taken, rundir.ledgers)
     rundir.environment.write_text(json.dumps(environment(bed.versions()), indent=2))
     return left
 

@@ -173,6 +173,11 @@ class Scenario(_Strict):
         return self._target
 
     @property
+    def target_path(self) -> Path | None:
+        """Where the target file was found (absolute)."""
+        return self._target_path
+
+    @property
     def bank_codes(self) -> list[str]:
         return self._target.codes if self._target is not None else self.topology.bank_codes
 
@@ -194,7 +199,7 @@ class Scenario(_Strict):
                 f"target: a scenario with a target runs on backend external, not {self.backend}; drop backend"
             )
         path = Path(self.target)
-        if not path.is_absolute() and not path.exists() and self.source:
+        if not path.is_absolute() and self.source:  # beside the scenario first (a run directory's copy)
             beside = Path(self.source).parent / path
             path = beside if beside.exists() else path
         try:
@@ -366,20 +371,21 @@ def load(path: Path) -> Scenario:
     return parse(data, str(path))
 
 
-def as_data(scenario: Scenario) -> dict[str, Any]:
+def as_data(scenario: Scenario, target: str | None = None) -> dict[str, Any]:
     """The scenario as plain data that validates again: every default written out, except the other
-    load model's fields (which a scenario may not hold: see LoadSpec)."""
+    load model's fields (which a scenario may not hold: see LoadSpec). `target`: where the copy will
+    find its target file (default: where this one found it)."""
     data = scenario.model_dump(mode="json", exclude_defaults=False)
-    if scenario._target_path is not None:  # a run directory's copy must find it from anywhere
-        data["target"] = str(scenario._target_path)
+    if scenario.target_path is not None:
+        data["target"] = target or str(scenario.target_path)
     for name in CLOSED_ONLY if scenario.load.model == "open" else OPEN_ONLY:
         data["load"].pop(name, None)
     return data
 
 
-def dump(scenario: Scenario) -> str:
+def dump(scenario: Scenario, target: str | None = None) -> str:
     """The scenario as run (scenario.yaml of a run directory)."""
-    return yaml.safe_dump(as_data(scenario), sort_keys=False)
+    return yaml.safe_dump(as_data(scenario, target), sort_keys=False)
 
 
 def load_recorded(path: Path) -> Scenario:

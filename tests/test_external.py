@@ -173,6 +173,11 @@ def test_a_scenario_runs_against_an_external_target(own_system: tuple[Path, Path
     ledgers = json.loads((run_dir / "ledgers.json").read_text())
     assert sorted(ledgers["banks"]) == sorted(CODES)
     assert "KES" in (run_dir / "system.json").read_text()
+    # The run directory keeps the target it ran against: it is checked again from its files alone.
+    assert yaml.safe_load((run_dir / "scenario.yaml").read_text())["target"] == "target.yaml"
+    assert (run_dir / "target.yaml").read_text() == tfile.read_text()
+    again = harness("check", str(run_dir), cwd=ROOT)
+    assert again.returncode == 0, again.stdout + again.stderr
 
 
 def test_a_process_fault_without_process_control_is_refused_at_load(own_system: tuple[Path, Path]) -> None:
