@@ -60,9 +60,14 @@ def target_file(tmp: Path, direct: dict[str, str], links: dict[str, dict[str, st
 
 @pytest.fixture(scope="module")
 def own_system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Path]]:
+    with started(tmp_path_factory.mktemp("external"), "robust") as system:
+        yield system
+
+
+@contextlib.contextmanager
+def started(tmp: Path, resilience: str) -> Iterator[tuple[Path, Path]]:
     """Switch + 3 banks started like a user's own system, dialling each other through the listener
     addresses of its target file (which the harness's Toxiproxy will open). Yields (tmp, target file)."""
-    tmp = tmp_path_factory.mktemp("external")
     direct = {name: f"127.0.0.1:{free_port()}" for name in ("switch", *CODES)}
     links = {}
     for name in link_names(CODES):
@@ -71,12 +76,12 @@ def own_system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path,
     config = {
         "currency": "KES",
         "switch": {
-            "listen": direct["switch"], "payee_timeout_s": 1.0,
+            "listen": direct["switch"], "payee_timeout_s": 1.0, "resilience": resilience,
             "bank_urls": {c: f"http://{links[f'switch->{c}']['listen']}" for c in CODES},
         },
         "banks": [
             {"code": c, "listen": direct[c], "switch_url": f"http://{links[f'{c}->switch']['listen']}",
-             "accounts": ACCOUNTS, "switch_timeout_s": 2.5, "customer_timeout_s": 3.0}
+             "accounts": ACCOUNTS, "switch_timeout_s": 2.5, "customer_timeout_s": 3.0, "resilience": resilience}
             for c in CODES
         ],
         "status_query": {"initial_s": 0.05, "max_s": 0.5},
@@ -178,6 +183,19 @@ def test_a_scenario_runs_against_an_external_target(own_system: tuple[Path, Path
     assert (run_dir / "target.yaml").read_text() == tfile.read_text()
     again = harness("check", str(run_dir), cwd=ROOT)
     assert again.returncode == 0, again.stdout + again.stderr
+
+
+def test_the_reconciliation_from_the_read_api_catches_a_target_that_creates_money(tmp_path: Path) -> None:
+    """The same run against naive components (the switch aborts on its payee timeout, the payee has
+    credited): the checkers, reading the target's read API, find the anomalies and the run fails."""
+    with started(tmp_path, "naive") as (tmp, tfile):
+        path = scenario_file(tmp, tfile, [LATENCY], name="external-naive")
+        done = harness("run", str(path), "--out", str(tmp / "runs"), cwd=tmp)
+    assert done.returncode == 1, done.stdout + done.stderr
+    [run_dir] = list((tmp / "runs").iterdir())
+    rec = json.loads((run_dir / "result.json").read_text())["consistency"]["reconciliation"]
+    assert rec["anomaly_count"] > 0 and not rec["ok"], rec
+    assert "anomalies" in done.stdout
 
 
 def test_a_process_fault_without_process_control_is_refused_at_load(own_system: tuple[Path, Path]) -> None:
