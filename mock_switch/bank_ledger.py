@@ -12,6 +12,7 @@ from enum import StrEnum
 from typing import Any
 
 from mock_switch.api import CreditRequest, PaymentRequest
+from mock_switch.bugs import one_in
 from mock_switch.codes import Reason, Status
 from mock_switch.config import SystemConfig, party
 from mock_switch.store import Store
@@ -118,6 +119,7 @@ class BankLedger:
         self.store = store
         self.db = store.conn
         self.code = code
+        self.bug = config.bug  # a deliberately broken variant (mock_switch/bugs.py); None in real runs
         self._seed(config)
 
     def _seed(self, config: SystemConfig) -> None:
@@ -253,6 +255,9 @@ class BankLedger:
                 return Receive.REPLAY, existing
             acct = self._account(req.creditor_account)
             reason = Reason.AC01 if acct is None else Reason.AC06 if acct["blocked"] else None
+            if reason is None and self.bug == "lost-credit" and one_in(req.payment_id, 10):
+                # BUG(lost-credit): answer ACCP, write nothing
+                return Receive.CREDITED, Credit(req.payment_id, fingerprint, Status.ACCP, None)
             db.execute(
                 "INSERT INTO credits(payment_id, fingerprint, debtor_bank, debtor_account,"
                 " creditor_account, amount, status, reason, received_at)"
