@@ -18,6 +18,7 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
+from itertools import pairwise
 from typing import Any
 
 from harness.errors import HarnessError
@@ -121,7 +122,7 @@ def replay(snap: Snapshot, opening_settlement: Mapping[str, int] | None = None, 
     windows = {int(w["window_id"]): w for w in sw["windows"]}
     order = sorted(windows)
     # A window stopped taking transfers when the next one opened (closed_at is when it froze).
-    close_at = {wid: float(windows[nxt]["opened_at"]) for wid, nxt in zip(order, order[1:], strict=False)}
+    close_at = {wid: float(windows[nxt]["opened_at"]) for wid, nxt in pairwise(order)}
     transfers = [t for t in sw["transfers"] if t["fingerprint"] is not None]  # not status-query tombstones
 
     events: list[tuple[float, int, int, str, Any]] = []
@@ -153,7 +154,8 @@ def replay(snap: Snapshot, opening_settlement: Mapping[str, int] | None = None, 
         frozen = w["closed_at"] if w["state"] in ("CLOSED", "SETTLED") else None
         if t["decided_at"] is not None and frozen is not None and t["decided_at"] > frozen:
             window_problems.append(
-                f"{t['payment_id']}: decided {t['decided_at'] - frozen:.3f} s after window {wid} froze its net positions"
+                f"{t['payment_id']}: decided {t['decided_at'] - frozen:.3f} s after window {wid} froze its net"
+                " positions"
             )
     for wid, at in close_at.items():
         add(at, _CLOSE, "close", wid)

@@ -26,6 +26,7 @@ stress was not exercised fails with the reason.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from itertools import pairwise
 from typing import Any
 
 from harness.history import STATUS_QUERY
@@ -61,7 +62,7 @@ def stress_record(
     sw = snap["switch"]
     transfers = [t for t in sw["transfers"] if t["fingerprint"] is not None]
     windows = sorted(sw["windows"], key=lambda w: w["window_id"])
-    close_at = {w["window_id"]: nxt["opened_at"] for w, nxt in zip(windows, windows[1:], strict=False)}
+    close_at = {w["window_id"]: nxt["opened_at"] for w, nxt in pairwise(windows)}
     record: dict[str, dict[str, Any]] = {}
 
     # -- net debit cap ----------------------------------------------------------------------------
@@ -78,9 +79,9 @@ def stress_record(
     for m in sw["movements"]:
         bank, at = m["bank"], m["at"]
         # A negative amount: the bank paid in, its position fell by as much (headroom freed).
-        if m["amount"] < 0 and bank in first_am23 and first_am23[bank] < at:
-            if any(r > at for r in reserved_at.get(bank, ())):
-                refills += 1
+        freed = m["amount"] < 0 and bank in first_am23 and first_am23[bank] < at
+        if freed and any(r > at for r in reserved_at.get(bank, ())):
+            refills += 1
     record["net_debit_cap"] = {
         "am23": len(am23),
         "am23_during_faults": len(am23_in_fault),
