@@ -25,6 +25,7 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from harness.checkers.reconcile import Anomaly, reconcile
+from harness.checkers.replay import replay
 from harness.ledgers import Snapshot
 from harness.testbed.system import build_system
 from mock_switch import bank_ledger, switch_ledger
@@ -590,6 +591,16 @@ class LedgerMachine(RuleBasedStateMachine):
             assert p["position"] <= p["net_debit_cap"], p
             assert p["peak_exposure"] <= p["net_debit_cap"], p
             assert p["reserved"] >= 0, p
+
+    @invariant()
+    def replayed_books_agree(self) -> None:
+        """The switch's books rebuilt from its transfer records (harness/checkers/replay.py) hold at
+        every step, and the peak it recorded is exactly the rebuilt one: the replay has no false
+        positive on any sequence of the real ledger's operations."""
+        found = replay(self.snapshot(), {b.code: b.settlement_balance for b in SYSTEM.banks})
+        assert found.ok, found.failing()
+        for e in found.exposure.values():
+            assert e.peak_at_reservation == e.peak_recorded, e
 
     @invariant()
     def one_effect_per_payment(self) -> None:
