@@ -18,6 +18,8 @@ Bug = Literal[
     "close-early",
     "double-settle",
     "lost-credit",
+    "position-drift",
+    "lost-ack",
 ]
 
 # name -> (the invariant it breaks, what the code does wrong)
@@ -49,6 +51,14 @@ BUGS: dict[str, tuple[str, str]] = {
     "lost-credit": (
         "three-way reconciliation",
         "the payee bank answers ACCP for one credit in ten but its write is lost (no credit, no entry)",
+    ),
+    "position-drift": (
+        "positions",
+        "for one committed transfer in ten the switch forgets to lower the payee bank's position",
+    ),
+    "lost-ack": (
+        "customer view (acknowledged payments)",
+        "the payer bank tells the customer ACSC for one payment in ten that the switch rejected (and reversed)",
     ),
 }
 

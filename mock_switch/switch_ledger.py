@@ -13,6 +13,7 @@ from enum import StrEnum
 from typing import Any
 
 from mock_switch.api import Refused, TransferRequest
+from mock_switch.bugs import one_in
 from mock_switch.codes import Reason, Status
 from mock_switch.config import SystemConfig
 from mock_switch.store import Store
@@ -235,10 +236,11 @@ class SwitchLedger:
                 "UPDATE participants SET reserved = reserved - ?, position = position + ? WHERE bank = ?",
                 (t.amount, t.amount, t.debtor_bank),
             )
-            db.execute(
-                "UPDATE participants SET position = position - ? WHERE bank = ?",
-                (t.amount, t.creditor_bank),
-            )
+            if not (self.bug == "position-drift" and one_in(payment_id, 10)):  # BUG(position-drift)
+                db.execute(
+                    "UPDATE participants SET position = position - ? WHERE bank = ?",
+                    (t.amount, t.creditor_bank),
+                )
             self._window_figures(t.window_id, t.debtor_bank or "", pending=-t.amount, net=t.amount)
             self._window_figures(t.window_id, t.creditor_bank or "", net=-t.amount)
             self._finish_closing(t.window_id, now)

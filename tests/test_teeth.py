@@ -86,6 +86,10 @@ def scripted_day(tmp: Path, bug: str | None) -> dict[str, Any]:
         kind, pid = begin(25_000, payee="BNKC")
         if kind is Begin.RESERVED:
             ledger.commit(pid, tick())
+    for _ in range(12):  # small payments, one by one (p0011 to p0022: p0018 and p0020 are "one in ten")
+        kind, pid = begin(1_000, payee="BNKC")
+        assert kind is Begin.RESERVED
+        ledger.commit(pid, tick())
     ledger.close_window(tick())
     ledger.settle_window(2, tick())
     return {
@@ -115,11 +119,16 @@ CAUGHT_BY = {
     "phantom-reservation": {"books: reservations_match_pending", "ledger_replay: end_state_matches_replay"},
     "close-early": {"books: settlement_windows", "ledger_replay: windows_rebuilt_from_transfers"},
     "double-settle": {"ledger_replay: settlement_rebuilt_from_movements"},
+    "position-drift": {
+        "books: positions_match_transfers",
+        "books: positions_sum_to_zero",
+        "ledger_replay: end_state_matches_replay",
+    },
 }
 
 
 def test_every_variant_is_listed_here() -> None:
-    assert set(BUGS) == {*CAUGHT_BY, "lost-credit"}
+    assert set(BUGS) == {*CAUGHT_BY, "lost-credit", "lost-ack"}
 
 
 def test_the_unbroken_books_pass_every_replay_check(tmp_path: Path) -> None:
@@ -172,6 +181,20 @@ def test_lost_credit_answers_accp_and_writes_nothing(tmp_path: Path) -> None:
         },
     }
     assert reconcile(snap).counts()["debit_without_credit"] == 1
+
+
+def test_lost_ack_is_what_customer_view_catches() -> None:
+    """lost-ack lives in the bank's HTTP answer (mock_switch/bank.py), so its real run is in the
+    teeth table; here, the check it must trip: a customer told ACSC of a payment that did not settle."""
+    from harness.checkers.consistency import customer_view
+    from harness.checkers.reconcile import Reconciliation
+
+    rec = Reconciliation(failed_ids={"p1"}, settled_ids={"p2"})
+    ops = [
+        {"id": "p1", "outcome": "ok", "complete": T0, "status": "ACSC"},
+        {"id": "p2", "outcome": "ok", "complete": T0, "status": "ACSC"},
+    ]
+    assert customer_view(ops, rec).lost_acknowledged == ["p1"]
 
 
 def test_an_older_snapshot_fails_clearly() -> None:
