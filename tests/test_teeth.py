@@ -302,6 +302,8 @@ def test_teeth_real_run(tmp_path: Path, variant: str) -> None:
 
     (row,) = run_teeth([variant], tmp_path, lambda s, out: run(s, out, progress=None).result)
     result = json.loads((Path(row.run_dir) / "result.json").read_text())
+    page = (Path(row.run_dir) / "report.html").read_text()
+    assert 'id="stress-record"' in page and "cap_held_at_every_instant" in page
     if variant == ROBUST:
         assert row.verdict == "pass", result["failures"]
         assert result["stress"]["net_debit_cap"]["stressed"] and result["stress"]["settlement_window"]["stressed"]
