@@ -35,7 +35,9 @@ CREATE TABLE IF NOT EXISTS payments (
     status TEXT NOT NULL CHECK (status IN ('PDNG', 'ACSC', 'RJCT')),
     reason TEXT,
     created_at REAL NOT NULL,
-    decided_at REAL
+    decided_at REAL,
+    -- on a "not received" tombstone: when a copy of the payment first arrived after that answer
+    late_at REAL
 );
 CREATE TABLE IF NOT EXISTS credits (
     payment_id TEXT PRIMARY KEY,
@@ -46,7 +48,9 @@ CREATE TABLE IF NOT EXISTS credits (
     amount INTEGER,
     status TEXT NOT NULL CHECK (status IN ('ACCP', 'RJCT')),
     reason TEXT,
-    received_at REAL NOT NULL
+    received_at REAL NOT NULL,
+    -- on a "not received" tombstone: when the credit first arrived after that answer (refused)
+    late_at REAL
 );
 CREATE TABLE IF NOT EXISTS entries (
     entry_id INTEGER PRIMARY KEY,
@@ -88,6 +92,7 @@ class Payment:
     reason: Reason | None
     created_at: float
     decided_at: float | None
+    late_at: float | None = None
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> Payment:
@@ -155,6 +160,10 @@ class BankLedger:
             existing = self.payment(req.payment_id)
             if existing is not None:
                 if existing.fingerprint is None:
+                    db.execute(
+                        "UPDATE payments SET late_at = coalesce(late_at, ?) WHERE payment_id = ?",
+                        (now, req.payment_id),
+                    )
                     return Originate.LATE, existing
                 if existing.fingerprint != fingerprint:
                     return Originate.DUPLICATE, existing
@@ -249,6 +258,10 @@ class BankLedger:
             existing = self.credit(req.payment_id)
             if existing is not None:
                 if existing.fingerprint is None:
+                    db.execute(
+                        "UPDATE credits SET late_at = coalesce(late_at, ?) WHERE payment_id = ?",
+                        (now, req.payment_id),
+                    )
                     return Receive.LATE, existing
                 if existing.fingerprint != fingerprint:
                     return Receive.DUPLICATE, existing

@@ -52,6 +52,8 @@ CREATE TABLE IF NOT EXISTS transfers (
     window_id INTEGER REFERENCES windows(window_id),
     received_at REAL NOT NULL,
     decided_at REAL,
+    -- on a "not received" tombstone: when a copy of the transfer first arrived after that answer
+    late_at REAL,
     CHECK (status != 'ACSC' OR window_id IS NOT NULL)
 );
 CREATE INDEX IF NOT EXISTS transfers_by_window ON transfers(window_id, status);
@@ -105,6 +107,7 @@ class Transfer:
     window_id: int | None
     received_at: float
     decided_at: float | None
+    late_at: float | None = None
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> Transfer:
@@ -170,6 +173,10 @@ class SwitchLedger:
             existing = self.get(req.payment_id)
             if existing is not None:
                 if existing.fingerprint is None:
+                    db.execute(
+                        "UPDATE transfers SET late_at = coalesce(late_at, ?) WHERE payment_id = ?",
+                        (now, req.payment_id),
+                    )
                     return Begin.LATE, existing
                 if existing.fingerprint != fingerprint:
                     return Begin.DUPLICATE, existing

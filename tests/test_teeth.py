@@ -227,6 +227,35 @@ def test_stress_record_of_the_scripted_day(tmp_path: Path) -> None:
     assert line.startswith("stress: the scenario declares it stresses net_debit_cap") and "am23_during_faults 0" in line
 
 
+def test_a_credit_after_its_status_query_is_recorded_and_counted(tmp_path: Path) -> None:
+    bank = BankLedger(Store(tmp_path / "b.db", bank_ledger.SCHEMA, "os"), system(None), "BNKB")
+    req = CreditRequest(
+        payment_id="p0001", debtor_bank="BNKA", debtor_account="0100000001",
+        creditor_account="0200000001", amount=100, currency="NGN",
+    )  # fmt: skip
+    assert bank.credit_status_query("p0001", remember_not_received=True, now=T0) is not None  # AG09, remembered
+    assert bank.receive_credit(req, req.fingerprint(), T0 + 1)[0] is Receive.LATE
+    bank.store.commit()
+    (tombstone,) = bank.credits()
+    assert tombstone["fingerprint"] is None and tombstone["late_at"] == T0 + 1
+    transfer = {
+        "payment_id": "p0001", "fingerprint": "f", "status": "RJCT", "reason": "AB05", "amount": 100,
+        "debtor_bank": "BNKA", "creditor_bank": "BNKB", "window_id": 1, "received_at": T0 - 1, "decided_at": T0 + 2,
+    }  # fmt: skip
+    books = {"payments": [], "credits": bank.credits(), "accounts": [], "entries": []}
+    snap = {
+        "switch": {"transfers": [transfer], "windows": [], "movements": [], "participants": []},
+        "banks": {"BNKB": books},
+    }
+    late = stress_record(snap, [], [], payee_timeout_s=1.0)["late_credit"]
+    assert late["credits_after_status_query"] == 1 and late["not_received_for_a_sent_credit"] == 1
+    assert late["stressed"]
+    # A snapshot from before `late_at`: nothing proven, nothing claimed.
+    books["credits"] = [{k: v for k, v in c.items() if k != "late_at"} for c in books["credits"]]
+    old = stress_record(snap, [], [], payee_timeout_s=1.0)["late_credit"]
+    assert old["credits_after_status_query"] is None and not old["stressed"]
+
+
 def test_a_kill_with_transfers_in_flight_is_counted(tmp_path: Path) -> None:
     snap = scripted_day(tmp_path, None)
     window = snap["switch"]["windows"][0]

@@ -12,9 +12,10 @@ from the records alone (ledgers.json, faults.jsonl, history.jsonl), what the run
 - `in_doubt`: transfers the switch decided only after the payee's deadline (the forward call had
   timed out, so a robust switch resolved them by status query to the payee), and customers' status
   queries that got a definitive answer.
-- `late_credit`: payments the switch had reserved (so sent to the payee) for which the payee bank
-  holds a "not received" (AG09) answer to a status query: the status query reached the payee before
-  the credit, which then arrived late or not at all. The records cannot tell those two apart.
+- `late_credit`: credits that reached the payee bank after it had answered a status query for them
+  "not received" (AG09), as recorded on that answer's tombstone (`late_at`); likewise transfers at
+  the switch and payments at the payer bank. Also: credits the switch had sent that the payee
+  answered "not received" for (arrived late or never).
 - `crash_in_flight`: kill -9, SIGTERM or restart faults that found payments in flight in the killed
   service's own ledger (the switch: transfers reserved, not decided; a bank: payments it had debited
   and not finalised), and how many.
@@ -39,7 +40,7 @@ STRESS_KINDS: dict[str, str] = {
     "net_debit_cap": "the cap reached (AM23) while a fault was active, and headroom freed by a settlement",
     "settlement_window": "a settlement window closed with transfers reserved in it still in flight",
     "in_doubt": "a transfer decided only after the payee's deadline (resolved by status query)",
-    "late_credit": "a status query answered 'not received' by the payee before the switch's credit reached it",
+    "late_credit": "a credit that reached the payee after its status query was answered 'not received'",
     "crash_in_flight": "a service killed (crash, stop or restart) with payments in flight in its ledger",
 }
 
@@ -128,15 +129,30 @@ def stress_record(
         "stressed": bool(late_decided),
     }
 
-    # -- credits after their status query ---------------------------------------------------------
+    # -- messages after their status query -------------------------------------------------------
+    # `late_at` on a "not received" tombstone: a copy arrived after that answer (and was refused).
+    # Older snapshots lack it: then nothing is proven (None), whatever the tombstones suggest.
     sent = {t["payment_id"]: t for t in transfers if t["window_id"] is not None}
-    late = 0
-    for code, books in snap["banks"].items():
-        for c in books["credits"]:
-            t = sent.get(c["payment_id"])
-            if c["fingerprint"] is None and t is not None and t["creditor_bank"] == code:
-                late += 1
-    record["late_credit"] = {"not_received_before_credit": late, "stressed": late > 0}
+    not_received = 0
+    tombstones = [
+        *(("credit", c) for books in snap["banks"].values() for c in books["credits"] if c["fingerprint"] is None),
+        *(("payment", p) for books in snap["banks"].values() for p in books["payments"] if p["fingerprint"] is None),
+        *(("transfer", t) for t in sw["transfers"] if t["fingerprint"] is None),
+    ]
+    recorded = all("late_at" in row for _, row in tombstones)
+    late = {"credit": 0, "payment": 0, "transfer": 0}
+    for kind, row in tombstones:
+        if kind == "credit" and row["payment_id"] in sent:
+            not_received += 1
+        if row.get("late_at") is not None:
+            late[kind] += 1
+    record["late_credit"] = {
+        "credits_after_status_query": late["credit"] if recorded else None,
+        "transfers_after_status_query": late["transfer"] if recorded else None,
+        "payments_after_status_query": late["payment"] if recorded else None,
+        "not_received_for_a_sent_credit": not_received,
+        "stressed": recorded and late["credit"] > 0,
+    }
 
     # -- kills with payments in flight ------------------------------------------------------------
     kills = []
