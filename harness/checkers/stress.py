@@ -72,16 +72,19 @@ def stress_record(
     first_am23: dict[str, float] = {}
     for t in am23:
         first_am23[t["debtor_bank"]] = min(first_am23.get(t["debtor_bank"], t["received_at"]), t["received_at"])
-    reserved_at: dict[str, list[float]] = {}
+    last_reserved: dict[str, float] = {}  # each bank's last reservation
+    by_window: dict[int, list[Mapping[str, Any]]] = {}
     for t in transfers:
         if t["window_id"] is not None:
-            reserved_at.setdefault(t["debtor_bank"], []).append(t["received_at"])
+            bank = t["debtor_bank"]
+            last_reserved[bank] = max(last_reserved.get(bank, t["received_at"]), t["received_at"])
+            by_window.setdefault(t["window_id"], []).append(t)
     refills = 0
     for m in sw["movements"]:
         bank, at = m["bank"], m["at"]
         # A negative amount: the bank paid in, its position fell by as much (headroom freed).
         freed = m["amount"] < 0 and bank in first_am23 and first_am23[bank] < at
-        if freed and any(r > at for r in reserved_at.get(bank, ())):
+        if freed and last_reserved.get(bank, at) > at:
             refills += 1
     record["net_debit_cap"] = {
         "am23": len(am23),
@@ -97,8 +100,8 @@ def stress_record(
     for wid, at in close_at.items():
         n = sum(
             1
-            for t in transfers
-            if t["window_id"] == wid and (t["decided_at"] is None or t["decided_at"] > at) and t["received_at"] <= at
+            for t in by_window.get(wid, ())
+            if (t["decided_at"] is None or t["decided_at"] > at) and t["received_at"] <= at
         )
         closed_in_flight += n > 0
         in_flight_at_close += n
