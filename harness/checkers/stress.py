@@ -9,9 +9,10 @@ from the records alone (ledgers.json, faults.jsonl, history.jsonl), what the run
 - `settlement_window`: windows closed with transfers reserved in them still in flight (they went
   CLOSING: decided after the next window opened), how many such transfers, and how many closes fell
   inside a fault.
-- `in_doubt`: transfers the switch decided only after the payee's deadline (the forward call had
-  timed out, so a robust switch resolved them by status query to the payee), and customers' status
-  queries that got a definitive answer.
+- `in_doubt`: transfers the switch decided only after the payee's deadline (what the records prove;
+  the usual cause is a forward call that timed out, resolved by status query to the payee, but a
+  stalled switch deciding late counts too), and customers' status queries that got a definitive
+  answer.
 - `late_credit`: credits that reached the payee bank after it had answered a status query for them
   "not received" (AG09), as recorded on that answer's tombstone (`late_at`); likewise transfers at
   the switch and payments at the payer bank. Also: credits the switch had sent that the payee
