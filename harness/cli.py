@@ -181,6 +181,10 @@ def doctor(args: argparse.Namespace) -> int:
 
     problem = engine_problem()  # the backend talks to the engine through the SDK, not the docker CLI
     print(f"docker engine {'reachable' if problem is None else problem + ' (only needed for --backend docker)'}")
+    from harness.testbed import powerloss
+
+    why = powerloss.problem()  # a C compiler builds the recorder on first use
+    print(f"power loss    {'can be built' if why is None else why + ' (only needed for power_loss faults)'}")
     print("verdict       " + ("ready" if ok else "something is missing (see above)"))
     return 0 if ok else 1
 
@@ -272,6 +276,16 @@ def down(args: argparse.Namespace) -> int:
     return 0
 
 
+def conform_cmd(args: argparse.Namespace) -> int:
+    from harness import target
+    from harness.conform import suite
+
+    tgt = target.load(args.target)
+    checks = suite.run(tgt)
+    print(suite.table(checks, tgt))
+    return 1 if suite.failed(checks) else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="harness", description="Chaos-testing harness for payment switches.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -310,6 +324,8 @@ def main(argv: list[str] | None = None) -> int:
     dn = sub.add_parser("down", help="stop what `harness up` started")
     dn.add_argument("--out", type=Path, default=Path("reports/runs"))
     dn.add_argument("--all", action="store_true", help="also remove what dead docker runs left behind")
+    cf = sub.add_parser("conform", help="check a running switch and banks against the participant contract")
+    cf.add_argument("target", type=Path, help="target file naming the switch and each bank (see docs/contract.md)")
     from harness.web.ui import add_parser as add_ui_parser
 
     add_ui_parser(sub)
@@ -317,7 +333,7 @@ def main(argv: list[str] | None = None) -> int:
     commands = {
         "demo": demo, "run": run_cmd, "check": check_cmd, "report": report_cmd, "baseline": baseline_cmd,
         "doctor": doctor, "list": list_cmd, "up": up, "down": down, "ui": ui_cmd, "images": images_cmd,
-        "teeth": teeth_cmd,
+        "teeth": teeth_cmd, "conform": conform_cmd,
     }  # fmt: skip
     from harness.errors import HarnessError
 

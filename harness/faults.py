@@ -21,11 +21,11 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 FaultKind = Literal[
     "latency", "bandwidth", "timeout", "reset_peer", "slow_close", "slicer", "limit_data",
-    "down", "partition", "crash", "pause", "stop", "restart", "disconnect",
+    "down", "partition", "crash", "pause", "stop", "restart", "disconnect", "power_loss",
 ]  # fmt: skip
 Targets = Literal["links", "services"]
 # How the nemesis does it; each one is an apply/heal pair in harness/nemesis/injector.py.
-Mechanism = Literal["toxic", "link_down", "signal", "kill", "stop", "restart", "disconnect"]
+Mechanism = Literal["toxic", "link_down", "signal", "kill", "stop", "restart", "disconnect", "power_loss"]
 
 
 @dataclass(frozen=True)
@@ -79,6 +79,10 @@ KINDS: dict[str, KindInfo] = _table(
     # instead: the same isolation.
     KindInfo("disconnect", "services", "disconnect",
              "off the network (docker) or every Toxiproxy link down (local); back when healed", state="disconnected"),
+    # The service runs under harness/testbed/powerloss.py's layer (local backend, a C compiler needed).
+    KindInfo("power_loss", "services", "power_loss",
+             "kill -9 and what it wrote but never fsynced is lost (local); restarted when healed",
+             state="powered off"),
 )  # fmt: skip
 
 # What a fault of each target type may name, for people (`harness list`).
@@ -220,6 +224,12 @@ def schedule_conflict(faults: Sequence[FaultSpec], links: list[str], services: l
 
 def _named(fault: FaultSpec) -> str:
     return f" {fault.name!r}" if fault.name else ""
+
+
+def losing_power(faults: Iterable[FaultSpec]) -> list[str]:
+    """The services a schedule's power_loss faults target: the testbed starts them under the
+    power-loss layer (harness/testbed/powerloss.py)."""
+    return sorted({t for f in faults if KINDS[f.kind].mechanism == "power_loss" for t in f.targets})
 
 
 def catalogue() -> list[dict[str, Any]]:

@@ -6,6 +6,8 @@ expected, what was measured, the run directory and the command that reproduces i
 
 Tests marked `docker` (every `backend: docker` scenario, and the docker backend's own tests) skip,
 with the reason, when no Docker engine answers; with HARNESS_REQUIRE_DOCKER=1 (CI) they fail instead.
+Scenarios with a power_loss fault (marked `powerloss`) skip likewise when the power-loss layer cannot
+be built here (no C compiler); with HARNESS_REQUIRE_POWERLOSS=1 (CI) they fail instead.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from harness.faults import losing_power
 from harness.procs import sigterm_unwinds
 from harness.scenario import Scenario, ScenarioError, load
 
@@ -29,6 +32,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "scenario: a chaos scenario run against the mock payment system")
     config.addinivalue_line("markers", "docker: needs a Docker engine (backend: docker)")
+    config.addinivalue_line("markers", "powerloss: needs the power-loss layer (a C compiler, testbed/powerloss.py)")
     # A CI timeout sends SIGTERM: pytest then unwinds as on Ctrl-C, so a running scenario heals its
     # faults and stops its services in its finally blocks instead of dying with them applied.
     sigterm_unwinds()
@@ -62,6 +66,8 @@ def pytest_collect_file(parent: pytest.Collector, file_path: Path) -> pytest.Col
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:
+    if item.get_closest_marker("powerloss") is not None:
+        _need_power_loss_layer()
     if item.get_closest_marker("docker") is None:
         return
     from harness.testbed.containers import engine_problem
@@ -74,6 +80,17 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     pytest.skip(f"backend docker: {problem} (set HARNESS_REQUIRE_DOCKER=1 to fail instead)")
 
 
+def _need_power_loss_layer() -> None:
+    from harness.testbed.powerloss import problem
+
+    why = problem()
+    if why is None:
+        return
+    if os.environ.get("HARNESS_REQUIRE_POWERLOSS") == "1":
+        pytest.fail(f"HARNESS_REQUIRE_POWERLOSS=1 and {why}", pytrace=False)
+    pytest.skip(f"power_loss fault: {why} (set HARNESS_REQUIRE_POWERLOSS=1 to fail instead)")
+
+
 class ScenarioFile(pytest.File):
     def collect(self) -> Iterator[pytest.Item]:
         try:
@@ -84,6 +101,8 @@ class ScenarioFile(pytest.File):
         item.add_marker(pytest.mark.scenario)
         if scenario.backend == "docker":
             item.add_marker(pytest.mark.docker)
+        if losing_power(scenario.faults):
+            item.add_marker(pytest.mark.powerloss)
         yield item
 
 

@@ -110,6 +110,10 @@ class RunDir:
     def data(self) -> Path:
         return self.path / "data"
 
+    def undo_log(self, name: str) -> Path:
+        """A service's undo log under the power-loss layer (harness/testbed/powerloss.py)."""
+        return self.path / "powerloss" / f"{name}.undo"
+
     def require(self, *files: Path) -> None:
         """Raise a RunDirError naming what is missing (a killed run leaves a partial directory)."""
         if not self.path.is_dir():

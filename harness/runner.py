@@ -23,6 +23,7 @@ from typing import Any
 
 from harness import __version__, ledgers
 from harness.checkers.run import check_inputs, load_inputs
+from harness.faults import losing_power
 from harness.fmt import fmt_measured, fmt_time_to_consistency, shown_verdict
 from harness.load.control import LoadRun, start_load
 from harness.nemesis import SchedulePlayer
@@ -134,7 +135,7 @@ def collect(scenario: Scenario, run_dir: Path, progress: Progress = print) -> No
     name = scenario.name
     _say(progress, f"[{name}] starting Toxiproxy, the switch and {len(system.banks)} banks ({scenario.backend}) ...")
     with contextlib.ExitStack() as stack:
-        bed = stack.enter_context(make_testbed(system, run_dir, scenario.backend))
+        bed = stack.enter_context(make_testbed(system, run_dir, scenario.backend, losing_power(scenario.faults)))
         sampler = sampler_for(bed, rundir, scenario)
         sampler.start()
         stack.callback(sampler.stop)
@@ -275,16 +276,8 @@ def by_demand_label(a: dict[str, Any]) -> str:
 
 
 def demand_lines(a: dict[str, Any]) -> list[str]:
-    """Availability by demand per phase, the generator's warnings, and the name enquiries' own line."""
+    """The generator's warnings, and the name enquiries' own line."""
     lines = []
-    demand = a.get("by_demand") or {}
-    if demand and (a.get("load") or {}).get("model") == "open":
-        lines.append(
-            "by demand     arrivals per phase of their scheduled time: "
-            + ", ".join(
-                f"{p} {fmt_pct(d['success_ratio'])} of {d['arrivals']:,}" for p, d in demand.items() if d["arrivals"]
-            )
-        )
     load = a.get("load") or {}
     if load.get("not_sent") or load.get("in_flight_bound"):
         lines.append(
@@ -322,7 +315,12 @@ def console_summary(outcome: RunOutcome) -> str:
         "availability  not known"
         if not a
         else f"availability  {fmt_pct(a.get('overall', {}).get('success_ratio'), 3)} overall{by_demand_label(a)};"
-        " phases: " + ", ".join(f"{k} {fmt_pct(v.get('success_ratio'))}" for k, v in a.get("phases", {}).items()),
+        " phases (each payment where it was asked): "
+        + ", ".join(
+            f"{k} {fmt_pct(v.get('success_ratio'))} of {v.get('operations', 0):,}"
+            for k, v in a.get("phases", {}).items()
+            if v.get("operations")
+        ),
         *demand_lines(a),
         f"recovery      time to recover {ttr}; time to consistency {ttc}",
         "settlement    not known"

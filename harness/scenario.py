@@ -177,6 +177,11 @@ class Scenario(_Strict):
                 expand_targets(fault, topo.link_names, topo.service_names)
             except ValueError as exc:
                 raise ValueError(f"{where}.targets: {exc}") from None
+            if fault.kind == "power_loss" and self.backend != "local":
+                raise ValueError(
+                    f"{where}.kind: power_loss needs the local backend (its layer records what each service"
+                    " writes); set backend: local or choose crash"
+                )
             if fault.end > self.load.duration:
                 raise ValueError(
                     f"{where} ends at {fault.end:g}s, after the load stops at {self.load.duration:g}s;"

@@ -130,18 +130,23 @@ def test_timeout_fault_detect_and_recover() -> None:
     (f,) = s["faults"]
     assert f["healed"] and f["apply"] == pytest.approx(10 - 0.05) and f["heal"] == pytest.approx(20 - 0.05)
     assert f["time_to_detect_s"] == pytest.approx(3.0, abs=1.0)
-    assert s["phases"]["baseline"]["success_ratio"] == 1.0
-    assert s["phases"]["fault"]["success_ratio"] < 0.1
-    assert s["phases"]["fault"]["errors"] == {
-        "timeout": s["phases"]["fault"]["operations"] - s["phases"]["fault"]["good"]
+    by_completion = s["phases_by_completion"]
+    assert by_completion["baseline"]["success_ratio"] == 1.0
+    assert by_completion["fault"]["success_ratio"] < 0.1
+    assert by_completion["fault"]["errors"] == {
+        "timeout": by_completion["fault"]["operations"] - by_completion["fault"]["good"]
     }
+    # By demand the fault phase is exactly the 100 payments asked while it was on, none served.
+    assert (s["phases"]["fault"]["operations"], s["phases"]["fault"]["good"]) == (100, 0)
+    assert s["phases"]["baseline"]["success_ratio"] == 1.0
     # Payments sent just before the heal time out after it: recovery waits for those stragglers. The
     # last one (sent at 19.9) times out at 22.9; the next answer, at 22.95, is the recovery.
     assert s["time_to_recover_s"] == pytest.approx(2.95, abs=1e-6)
     assert s["resolution_s"]["time_to_recover_s"] == pytest.approx(0.05, abs=1e-6)
     assert s["recoveries"][0]["recovered"] == pytest.approx(s["recoveries"][0]["heal"] + s["time_to_recover_s"])
-    assert s["phases"]["recovery"]["success_ratio"] < 1.0
-    assert s["phases"]["steady"]["success_ratio"] == 1.0 and s["phases"]["steady"]["operations"] > 150
+    assert by_completion["recovery"]["success_ratio"] < 1.0
+    assert by_completion["steady"]["success_ratio"] == 1.0 and by_completion["steady"]["operations"] > 150
+    assert s["phases"]["recovery"]["success_ratio"] == 1.0  # asked after the heal: all served
     assert verdict(s, "time_to_recover_s")["ok"] and s["ok"]
     # Seconds 14-19 after the start see only timeouts.
     assert all(b["success_ratio"] == 0.0 for b in s["per_second"] if 14 <= b["t"] < 20)
@@ -476,8 +481,28 @@ def test_properties(ops: Any, windows: Any, flaps: list[float], data: st.DataObj
     for o in history:
         seg = next(g for g in result.timeline if g.start <= o["complete"] < g.end or g is result.timeline[-1])
         by_phase.setdefault(seg.phase, []).append(o["latency_ms"])
-    for phase, stats in result.phases.items():
+    for phase, stats in result.phases_by_completion.items():
         lats = sorted(by_phase.get(phase, []))
+        assert (stats.operations, stats.p50_ms, stats.p999_ms) == (
+            len(lats),
+            percentile(lats, 0.5),
+            percentile(lats, 0.999),
+        )
+    # By demand: each in the phase its invoke falls in, or the fault's when one was applied in flight.
+    applies = [f["at"] for f in faults if f["event"] == "apply"]
+    by_demand: dict[str, list[float]] = {}
+    for o in history:
+        seg = next((g for g in result.timeline if g.start <= o["invoke"] < g.end), None)
+        phase = (
+            seg.phase
+            if seg
+            else (result.timeline[0] if o["invoke"] < result.timeline[0].start else result.timeline[-1]).phase
+        )
+        if any(o["invoke"] < a <= o["complete"] for a in applies):
+            phase = "fault"
+        by_demand.setdefault(phase, []).append(o["latency_ms"])
+    for phase, stats in result.phases.items():
+        lats = sorted(by_demand.get(phase, []))
         assert (stats.operations, stats.p50_ms, stats.p999_ms) == (
             len(lats),
             percentile(lats, 0.5),
@@ -516,10 +541,36 @@ def test_demand_places_each_arrival_by_its_scheduled_time() -> None:
         else:
             history.append(op(n, t))
     s = check_availability(history, fault("freeze", 5, 9)).summary()
-    assert s["by_demand"]["fault"] == {"arrivals": 40, "good": 0, "success_ratio": 0.0}
-    assert s["by_demand"]["baseline"]["arrivals"] == 50 and s["by_demand"]["baseline"]["success_ratio"] == 1.0
-    assert s["phases"]["fault"]["operations"] == 0  # by completion nothing finished inside the freeze
-    assert sum(d["arrivals"] for d in s["by_demand"].values()) == s["overall"]["operations"] == 200
+    assert (s["phases"]["fault"]["operations"], s["phases"]["fault"]["good"]) == (40, 0)
+    assert s["phases"]["baseline"]["operations"] == 50 and s["phases"]["baseline"]["success_ratio"] == 1.0
+    assert s["phases_by_completion"]["fault"]["operations"] == 0  # nothing finished inside the freeze
+    assert sum(d["operations"] for d in s["phases"].values()) == s["overall"]["operations"] == 200
+    # The verdicts judge the demand: the baseline's 50 arrivals, all served.
+    baseline = next(v for v in s["verdicts"] if v["name"] == "success_ratio.baseline")
+    assert baseline["measured"] == 1.0
+
+
+def test_a_payment_in_flight_when_a_fault_is_applied_is_the_faults() -> None:
+    """Asked in the baseline, answered late because the fault began meanwhile: it is the fault's,
+    so a baseline verdict is not spent by payments the fault decided, and steady is judged on
+    payments asked after recovery."""
+    history = [op(n, n / 10) for n in range(50)]  # baseline, 10 a second, answered in 1 ms
+    history.append({**op(50, 4.95, 3000.0, "unknown", error="timeout")})  # in flight at the apply (5 s)
+    history += [op(n, n / 10) for n in range(51, 200) if not 50 <= n < 90]  # nothing asked during the fault
+    s = check_availability(history, fault("crash", 5, 9)).summary()
+    assert s["phases"]["baseline"]["operations"] == 50 and s["phases"]["baseline"]["success_ratio"] == 1.0
+    assert (s["phases"]["fault"]["operations"], s["phases"]["fault"]["good"]) == (1, 0)
+    assert s["phases_by_completion"]["baseline"]["operations"] == 50  # completed at 7.95 s, inside the fault
+    assert all(v["ok"] for v in s["verdicts"] if v["name"].startswith("success_ratio")), s["verdicts"]
+
+
+def test_a_null_phase_expectation_makes_no_verdict() -> None:
+    slo = SLO(phase_targets={"baseline": PhaseTarget(judged=False), "steady": PhaseTarget(judged=False)})
+    history = [op(n, n / 10, 3000.0 if n < 40 else 1.0) for n in range(200)]  # baseline over the SLO
+    s = check_availability(history, fault("f", 5, 6), slo).summary()
+    names = {v["name"] for v in s["verdicts"]}
+    assert "success_ratio.baseline" not in names and "success_ratio.steady" not in names, names
+    assert s["phases"]["baseline"]["success_ratio"] < 0.5  # measured all the same
 
 
 def test_arrivals_never_sent_are_unavailable_at_their_scheduled_time() -> None:

@@ -273,6 +273,10 @@ class FakeServices:
     def start_service(self, name: str) -> None:
         self._do("start", name, "running")
 
+    def power_loss(self, name: str) -> dict[str, object]:
+        self._do("power_loss", name, "powered off")
+        return {"changes": 2, "bytes": 8192, "files": {"x.db-wal": 2}}
+
 
 @pytest.fixture
 def rig(tmp_path: Path) -> tuple[Nemesis, FakeProxy, FakeServices]:
@@ -302,6 +306,16 @@ def test_every_kind_applies_and_heals_back_to_where_it_started(
     nemesis.heal("f")
     assert (proxy.state(), services.states) == before
     assert nemesis.active == {} and events(nemesis) == [("apply", "f"), ("heal", "f")]
+
+
+def test_a_power_loss_says_what_it_took(rig: tuple[Nemesis, FakeProxy, FakeServices]) -> None:
+    nemesis, _, services = rig
+    nemesis.apply(fault("power_loss", ["BNKA", "BNKB"]))
+    assert services.states["BNKA"] == services.states["BNKB"] == "powered off"
+    applied = read_timeline(nemesis.timeline_path)[0]
+    assert applied["lost"] == {s: {"changes": 2, "bytes": 8192, "files": {"x.db-wal": 2}} for s in ("BNKA", "BNKB")}
+    nemesis.heal("f")
+    assert services.calls[-2:] == [("restart", "BNKA"), ("restart", "BNKB")]
 
 
 def test_a_toxic_that_fails_on_the_second_target_is_removed_from_the_first(

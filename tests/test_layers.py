@@ -48,6 +48,8 @@ RANKS: dict[str, int] = {
     "harness.report": 2,
     # The live side: watches a running testbed and judges it with the checkers while the run goes.
     "harness.observe": 3,
+    # The conformance run: checks a live target against the contract (data) without faults.
+    "harness.conform": 3,
     # The runner composes every part into one run.
     "harness.runner": 4,
     # Front ends: browsers (web: the chaos session, its control API, `harness ui` / `up`) and CI

@@ -100,7 +100,7 @@ def test_harness_up_builds_the_same_system_as_a_scripted_run(monkeypatch: pytest
     class Stop(Exception):
         pass
 
-    def fake_testbed(system: Any, run_dir: Path, backend: str) -> Any:
+    def fake_testbed(system: Any, run_dir: Path, backend: str, power_loss: Any = ()) -> Any:
         seen["system"] = system
         raise Stop
 

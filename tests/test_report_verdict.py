@@ -186,6 +186,17 @@ def test_reconciliation_breaks_are_one_count_in_banner_scorecard_console_and_sui
     assert report.index_model(run_dir.parent.parent, run_dir.parent)["rows"][0]["latest"]["breaks"] == 13
 
 
+def test_the_suite_page_names_the_load_model_of_each_availability(run_dir: Path) -> None:
+    result, _ = checked(run_dir)
+    describe = result["availability"]["load"]["describe"]
+    index = report.write_index(run_dir.parent.parent, run_dir.parent)
+    suite = section(index.read_text(), 'id="suite"')
+    assert f'<span class="small load-model">{describe}</span>' in suite, text_of(suite)
+    # A result from before the open model: closed-loop customers, and the page says so.
+    del result["availability"]["load"]
+    assert report.run_summary(result)["load_model"] == "closed model"
+
+
 def test_a_baseline_saved_before_breaks_were_counted_is_counted_the_same_way(tmp_path: Path) -> None:
     old = {"anomalies": 12, "books_failing": ["conservation"], "verdict": "fail"}
     (tmp_path / report.BASELINES_FILE).write_text(json.dumps({"x": old}))

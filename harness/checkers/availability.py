@@ -5,8 +5,8 @@ Pure functions over a history (`history.jsonl`) and a fault timeline (`faults.js
 run can be re-checked later. An operation is *good* when it is a definitive answer (ACSC, or a
 business reject) within the latency SLO; everything else spends error budget.
 
-Every operation is placed in time by its COMPLETE time, everywhere (buckets, phases, time to
-detect): an outcome only exists once the customer has it, and the history is appended in that
+Time is read by COMPLETE time for the buckets, the phase timeline, time to detect and time to
+recover: an outcome only exists once the customer has it, and the history is appended in that
 order. Bucketing by invoke time would book a 10 s timeout against the second it was sent, so a
 timeout fault would show a time to detect of ~0 s although no customer knew anything for 10 s, and
 the seconds just after a heal would look clean while customers were still hanging. By completion,
@@ -14,6 +14,12 @@ time to detect is when the first customer actually got a bad answer, recovery wa
 stragglers, and a second's bucket is final once that second has passed (a live view agrees with a
 re-check). The price: a slow operation counts in the second it finished, and a bucket's count is
 the completion rate, which drops to zero while customers hang; that is the signal we want.
+
+The per-phase figures that the SLO verdicts judge are by DEMAND: each payment counts in the phase
+it was asked in (its invoke time, the open model's scheduled arrival), so a frozen switch shows as
+its whole demand unanswered rather than as the few answers that came back during the freeze; a
+payment in flight when a fault was applied counts in `fault` (the fault decided its answer). The
+same payments by completion are kept beside them (`phases_by_completion`); overall both are one set.
 
 Phases: `baseline` until the first apply, `fault` while any fault is active, then `recovery` from
 the heal until `recovery_window_s` consecutive seconds each at least the baseline ratio minus a
@@ -60,10 +66,12 @@ DETECT_RESOLUTION_S = 0.0  # time to detect: an apply and a completion, both rec
 
 @dataclass(frozen=True, slots=True)
 class PhaseTarget:
-    """Per-phase override of the SLO targets (None: no verdict for that figure in that phase)."""
+    """Per-phase override of the SLO targets (None: the SLO's own target, if it sets one for that
+    phase). `judged=False`: no success-ratio verdict in that phase at all (a `null` expectation)."""
 
     success_ratio: float | None = None
     p99_ms: float | None = None
+    judged: bool = True
 
 
 @dataclass(frozen=True)
@@ -104,6 +112,8 @@ class SLO:
 
     def ratio_target(self, phase: str) -> float | None:
         override = self.phase_targets.get(phase)
+        if override is not None and not override.judged:
+            return None
         if override is not None and override.success_ratio is not None:
             return override.success_ratio
         return self.success_ratio if phase in ("baseline", "steady") else None
@@ -135,7 +145,7 @@ class Stats:
 
     @property
     def throughput(self) -> float | None:
-        """Operations per second (completions)."""
+        """Operations per second of the phase (arrivals by demand; completions by completion)."""
         return self.operations / self.duration_s if self.duration_s > 0 else None
 
 
@@ -195,7 +205,13 @@ class Availability:
     start: float | None  # first completion (epoch seconds); offsets in the summary are from here
     end: float | None  # last completion
     overall: Stats
+    # Per phase, by demand: each payment in the phase it was asked in (its invoke time; the open
+    # model's scheduled arrival), or in `fault` when a fault was applied while it was in flight. The
+    # SLO verdicts judge these. Overall both placements are the same set.
     phases: dict[str, Stats]
+    # The same payments placed by completion, the placement of the buckets, time to detect and
+    # time to recover (see the module's docstring).
+    phases_by_completion: dict[str, Stats]
     timeline: list[Segment]
     faults: list[FaultWindow]
     recoveries: list[Recovery]
@@ -206,9 +222,6 @@ class Availability:
     per_second: list[Bucket]
     verdicts: list[Verdict]
     warnings: list[str]
-    # Per phase: (operations, good) with each operation placed by its INVOKE time (open model: the
-    # scheduled arrival), i.e. the demand of that phase and how much of it was served.
-    by_demand: dict[str, tuple[int, int]] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -256,6 +269,7 @@ class Availability:
             "duration_s": round(self.overall.duration_s, 3),
             "overall": stats(self.overall),
             "phases": {name: stats(s) for name, s in self.phases.items()},
+            "phases_by_completion": {name: stats(s) for name, s in self.phases_by_completion.items()},
             "baseline_ratio": _round(self.baseline_ratio, 6),
             "recovery_threshold": _round(self.recovery_threshold, 6),
             "time_to_recover_s": _round(self.time_to_recover_s, 3),
@@ -294,13 +308,6 @@ class Availability:
                 for v in self.verdicts
             ],
             "warnings": self.warnings,
-            # Demand per phase: arrivals placed by when they were scheduled (`invoke`), and how many
-            # were served (definitive within the SLO, whenever the answer came). `phases` places the
-            # same operations by completion; overall the two are the same set.
-            "by_demand": {
-                p: {"arrivals": n, "good": g, "success_ratio": _round(g / n if n else None, 6)}
-                for p, (n, g) in self.by_demand.items()
-            },
             "per_second": [
                 {
                     "t": b.t,
@@ -544,16 +551,10 @@ def check_availability(
             )
         )
 
-    # Demand per phase: each operation in the phase its invoke time falls in (before the first
-    # completion: the first phase; after the last: the last one).
-    seg_starts = [s.start for s in timeline]
-    demand = {p: [0, 0] for p in PHASES}
-    for i, o in enumerate(ops):
-        invoke = o.get("invoke")
-        at = float(invoke) if isinstance(invoke, int | float) else completes[i]
-        counts = demand[timeline[max(0, bisect_right(seg_starts, at) - 1)].phase]
-        counts[0] += 1
-        counts[1] += state[i] == _GOOD
+    # Demand per phase (the judged figures): each payment in the phase its invoke time (the open
+    # model's scheduled arrival) falls in, except that one still in flight when a fault was applied
+    # is the fault's: the fault decided its answer, not the phase it was asked in.
+    demand_phases = _by_demand(ops, completes, timeline, [w.apply for w in windows], durations, lats, state, keys)
 
     healed = bool(periods) and periods[-1][1] != math.inf
     ttr = recoveries[-1].time_to_recover_s if healed else None
@@ -572,7 +573,8 @@ def check_availability(
         start=t0,
         end=t_end,
         overall=overall,
-        phases=phases,
+        phases=demand_phases,
+        phases_by_completion=phases,
         timeline=timeline,
         faults=measured,
         recoveries=recoveries,
@@ -581,10 +583,52 @@ def check_availability(
         time_to_recover_s=ttr,
         time_to_recover_resolution_s=ttr_resolution,
         per_second=per_second,
-        verdicts=_verdicts(slo, phases, bool(periods), ttr),
+        verdicts=_verdicts(slo, demand_phases, bool(periods), ttr),
         warnings=warnings,
-        by_demand={p: (n, g) for p, (n, g) in demand.items()},
     )
+
+
+def _by_demand(
+    ops: Sequence[Mapping[str, Any]],
+    completes: Sequence[float],
+    timeline: Sequence[Segment],
+    applies: Iterable[float],
+    durations: Mapping[str, float],
+    lats: Sequence[float],
+    state: bytearray,
+    keys: Sequence[str | None],
+) -> dict[str, Stats]:
+    """Per-phase figures with each operation in the phase it was asked in (before the first
+    completion: the first phase), or in `fault` when a fault was applied between its invoke and
+    its completion. A phase's duration is its span on the timeline, as by completion."""
+    seg_starts = [s.start for s in timeline]
+    apply_times = sorted(applies)
+    members: dict[str, list[int]] = {p: [] for p in PHASES}
+    for i, o in enumerate(ops):
+        invoke = o.get("invoke")
+        at = float(invoke) if isinstance(invoke, int | float) else completes[i]
+        phase = timeline[max(0, bisect_right(seg_starts, at) - 1)].phase
+        if phase != "fault":
+            k = bisect_right(apply_times, at)
+            if k < len(apply_times) and apply_times[k] <= completes[i]:
+                phase = "fault"
+        members[phase].append(i)
+    out: dict[str, Stats] = {}
+    for p, idx in members.items():
+        ordered = sorted(lats[i] for i in idx)
+        states = Counter(state[i] for i in idx)
+        out[p] = Stats(
+            duration_s=durations[p],
+            operations=len(idx),
+            good=states[_GOOD],
+            slow=states[_SLOW],
+            errors=_errors(Counter(keys[i] for i in idx)),
+            p50_ms=percentile(ordered, 0.50),
+            p95_ms=percentile(ordered, 0.95),
+            p99_ms=percentile(ordered, 0.99),
+            p999_ms=percentile(ordered, 0.999),
+        )
+    return out
 
 
 def _sorted_by_complete(ops: list[Mapping[str, Any]]) -> tuple[list[Mapping[str, Any]], list[float]]:
@@ -696,6 +740,7 @@ def _empty(slo: SLO, windows: list[FaultWindow], warnings: list[str]) -> Availab
         end=None,
         overall=nothing,
         phases=dict.fromkeys(PHASES, nothing),
+        phases_by_completion=dict.fromkeys(PHASES, nothing),
         timeline=[],
         faults=windows,
         recoveries=[],

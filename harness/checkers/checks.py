@@ -63,9 +63,9 @@ def slo_of(scenario: Scenario) -> SLO:
     ae = scenario.expect.availability
     phases: dict[str, PhaseTarget] = {}
     if ae.baseline_success_ratio is None:
-        phases["baseline"] = PhaseTarget(success_ratio=0.0)  # null in the scenario: no baseline verdict
+        phases["baseline"] = PhaseTarget(judged=False)  # null in the scenario: no baseline verdict
     if ae.steady_success_ratio is None:
-        phases["steady"] = PhaseTarget(success_ratio=0.0)  # no floor after the faults
+        phases["steady"] = PhaseTarget(judged=False)  # no floor after the faults
     elif ae.steady_success_ratio != ae.baseline_success_ratio:
         phases["steady"] = PhaseTarget(success_ratio=ae.steady_success_ratio)
     return SLO(

@@ -79,6 +79,14 @@ class CounterSource(Protocol):
 
 
 @runtime_checkable
+class PowerControl(Protocol):
+    """A backend that can cut a service's power: kill -9 and lose what it never fsynced (the local
+    backend, for services started under harness/testbed/powerloss.py's layer). Returns what was lost."""
+
+    def power_loss(self, name: str, /) -> Mapping[str, object]: ...
+
+
+@runtime_checkable
 class NetworkControl(Protocol):
     """A backend with a network of its own to take a service off (docker); others fall back to Toxiproxy."""
 
@@ -108,6 +116,7 @@ class Nemesis:
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _timeline: TimelineWriter = field(init=False)
     _counters: CounterWriter | None = field(init=False, default=None)
+    _lost: dict[str, Mapping[str, object]] = field(init=False, default_factory=dict)  # the last power loss's
 
     def __post_init__(self) -> None:
         self._timeline = TimelineWriter(self.timeline_path)
@@ -236,7 +245,10 @@ class Nemesis:
         return []
 
     def _how(self, fault: FaultSpec, targets: list[str]) -> dict[str, Any]:
-        """What the apply line says about how a disconnect was done (the backend decides)."""
+        """What the apply line says about how a disconnect was done (the backend decides), or what a
+        power loss undid per service."""
+        if KINDS[fault.kind].mechanism == "power_loss":
+            return {"lost": {t: self._lost.pop(t, {}) for t in targets}}
         if KINDS[fault.kind].mechanism != "disconnect":
             return {}
         if self._has_network():
@@ -275,6 +287,14 @@ class Nemesis:
 
     def _kill(self, fault: FaultSpec, service: str) -> None:
         self.services.kill(service)
+
+    def _power_loss(self, fault: FaultSpec, service: str) -> None:
+        if not isinstance(self.services, PowerControl):
+            raise FaultError(
+                f"this backend ({type(self.services).__name__}) cannot cut a service's power",
+                fix="power_loss faults run on the local backend (backend: local)",
+            )
+        self._lost[service] = self.services.power_loss(service)
 
     def _restart(self, fault: FaultSpec, service: str) -> None:
         self.services.restart(service)
@@ -317,6 +337,7 @@ _MECHANISMS: dict[Mechanism, tuple[Step, Step]] = {
     "stop": (Nemesis._stop, Nemesis._start),
     "restart": (Nemesis._restart, Nemesis._start),
     "disconnect": (Nemesis._disconnect, Nemesis._connect),
+    "power_loss": (Nemesis._power_loss, Nemesis._restart),
 }
 
 

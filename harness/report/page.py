@@ -228,6 +228,9 @@ def run_summary(result: Mapping[str, Any]) -> dict[str, Any]:
         "verdict": result["verdict"],
         "expects_anomalies": bool(result["scenario"].get("expects_anomalies", False)),
         "availability": overall.get("success_ratio"),
+        # Which load produced it: an open model's figure is against demand, a closed model's
+        # undercounts outages; results from before the open model were closed-loop.
+        "load_model": (avail.get("load") or {}).get("describe") or ("closed model" if avail else None),
         "operations": overall.get("operations", 0),
         "good": overall.get("good"),
         "worst_p99_ms": max(p99s) if p99s else None,

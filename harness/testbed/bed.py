@@ -16,6 +16,7 @@ from harness.links import Link
 from harness.nemesis import Nemesis
 from harness.procs import OWNER_ENV, owner_token
 from harness.rundir import RunDir
+from harness.testbed import powerloss
 from harness.testbed.local import LocalTopology, TopologyError
 from harness.testbed.proxies import ToxiproxyError, ToxiproxyServer
 from harness.testbed.system import route_through, with_fresh_ports
@@ -30,19 +31,23 @@ class Testbed:
     # Local processes need the guardian; containers are found by their labels instead.
     guarded = True
 
-    def __init__(self, system: SystemConfig, run_dir: Path) -> None:
+    def __init__(self, system: SystemConfig, run_dir: Path, power_loss: list[str] | None = None) -> None:
+        """`power_loss`: services to start under the power-loss layer (they can take a power_loss fault)."""
         self.run_dir = run_dir
+        self.power_loss = list(power_loss or [])
         self._guardian: subprocess.Popen[bytes] | None = None
         self._unrouted = system
         self.toxiproxy = ToxiproxyServer(RunDir(run_dir).log("toxiproxy"))
         self.system, self.links = route_through(system)
-        self.topology = LocalTopology(self.system, run_dir)
+        self.topology = LocalTopology(self.system, run_dir, self.power_loss)
         self.nemesis = Nemesis(
             self.toxiproxy, self.links, self.topology, RunDir(run_dir).faults, RunDir(run_dir).proxy_counters
         )
 
     def start(self) -> None:
         try:
+            if self.power_loss:
+                powerloss.library()  # refused before anything starts when it cannot be built here
             self._start_guardian()
             self.prepare()
             self.toxiproxy.start()
@@ -90,7 +95,7 @@ class Testbed:
         self.system, links = route_through(self._unrouted)
         self.links.clear()
         self.links.update(links)  # the nemesis holds this dict
-        self.topology = LocalTopology(self.system, self.run_dir)
+        self.topology = LocalTopology(self.system, self.run_dir, self.power_loss)
         self.nemesis.services = self.topology
         return True
 

@@ -15,7 +15,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -29,6 +29,7 @@ from harness.procs import owned_env
 # harness/cli.py import build_system, harness/web/ui.py free_port); new code imports them from
 # harness.testbed.system and harness.procs.
 from harness.rundir import RunDir
+from harness.testbed.powerloss import Dropped, PowerLossLayer
 from harness.testbed.system import build_system as build_system
 from mock_switch.config import SystemConfig
 
@@ -45,6 +46,7 @@ class ServiceProcess:
     log_path: Path
     proc: subprocess.Popen[bytes] | None = None
     starts: int = 0
+    layer: PowerLossLayer | None = None  # its data directory can lose power (a power_loss fault)
     _log: Any = field(default=None, repr=False)
 
     @property
@@ -60,13 +62,16 @@ class ServiceProcess:
         self._log = self.log_path.open("ab")
         self._log.write(f"--- start #{self.starts + 1} at {time.time():.3f}\n".encode())
         self._log.flush()
+        env = owned_env()  # findable by the guardian and `harness down --all` if the harness dies
+        if self.layer is not None:
+            env.update(self.layer.env())
         self.proc = subprocess.Popen(
             [*self.argv, "--parent-pid", str(os.getpid())],
             stdout=self._log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,  # our own process group: signals go to the service only
-            env=owned_env(),  # findable by the guardian and `harness down --all` if the harness dies
+            env=env,
         )
         self.starts += 1
 
@@ -100,6 +105,20 @@ class ServiceProcess:
             self.proc.wait()
         self._close_log()
 
+    def power_loss(self) -> Dropped:
+        """kill -9, and what it wrote but never fsynced is gone (the power-loss layer's undo)."""
+        if self.layer is None:
+            raise TopologyError(
+                f"{self.name} was not started under the power-loss layer, so it cannot lose power;"
+                " a scripted run starts under it the services its power_loss faults target, `harness ui`"
+                " and `up` every service when the layer can be built here"
+            )
+        self.kill()
+        dropped = self.layer.drop_unsynced()
+        with self.log_path.open("a") as log:
+            log.write(f"--- power loss at {time.time():.3f}: {dropped.summary()}\n")
+        return dropped
+
     def stop(self, grace_s: float = 5.0) -> None:
         """SIGTERM, then SIGKILL if it has not exited within the grace period."""
         if self.proc is None:
@@ -124,7 +143,8 @@ class ServiceProcess:
 class LocalTopology:
     """The mock payment system as local processes. Use as a context manager."""
 
-    def __init__(self, system: SystemConfig, run_dir: Path) -> None:
+    def __init__(self, system: SystemConfig, run_dir: Path, power_loss: Iterable[str] = ()) -> None:
+        """`power_loss`: the services to start under the power-loss layer (harness/testbed/powerloss.py)."""
         self.system = system
         self.run_dir = run_dir
         rundir = RunDir(run_dir)
@@ -146,6 +166,13 @@ class LocalTopology:
                 bank.listen,
                 rundir.log(bank.code),
             )
+        self.power_loss_services = sorted(set(power_loss))
+        unknown = [name for name in self.power_loss_services if name not in self.services]
+        if unknown:
+            raise TopologyError(f"power-loss layer asked for {unknown}; the services are {list(self.services)}")
+        for name in self.power_loss_services:
+            self.services[name].layer = PowerLossLayer(rundir.data / name, rundir.undo_log(name))
+        self.dropped: dict[str, list[dict[str, object]]] = {}  # per service, what each power loss undid
 
     @property
     def switch(self) -> ServiceProcess:
@@ -176,6 +203,12 @@ class LocalTopology:
 
     def kill(self, name: str) -> None:
         self.services[name].kill()
+
+    def power_loss(self, name: str) -> dict[str, object]:
+        """kill -9 and lose the unsynced writes; what was undone (for the fault timeline)."""
+        dropped = self.services[name].power_loss().as_dict()
+        self.dropped.setdefault(name, []).append(dropped)
+        return dropped
 
     def signal(self, name: str, sig: signal.Signals) -> None:
         self.services[name].signal(sig)

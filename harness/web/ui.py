@@ -33,7 +33,7 @@ from harness.procs import end_stragglers, free_port, process_start, signal_group
 from harness.rundir import PROJECT_ROOT, RunDir, write_up_state
 from harness.runner import system_for
 from harness.scenario import Scenario, TopologySpec
-from harness.testbed import Testbed, make_testbed
+from harness.testbed import Testbed, make_testbed, powerloss
 from harness.web.control import ControlServer
 from harness.web.session import LOOPBACK, SESSION_NAME, ChaosSession, session_scenario
 
@@ -75,7 +75,8 @@ def up(args: argparse.Namespace) -> int:
     """`harness up`: the topology and the control API until Ctrl-C, for Locust or curl by hand."""
     scenario = session_scenario(TopologySpec(banks=args.banks))
     run_dir = (args.out / time.strftime("up-%Y%m%d-%H%M%S")).resolve()
-    bed = make_testbed(system_for(scenario), run_dir, scenario.backend)
+    losing = powerloss.interactive(scenario.backend, scenario.topology.service_names)
+    bed = make_testbed(system_for(scenario), run_dir, scenario.backend, power_loss=losing)
     sigterm_unwinds()  # `harness down` and service managers send SIGTERM: leave as cleanly as on Ctrl-C
     with contextlib.ExitStack() as stack:
         try:
@@ -106,7 +107,8 @@ def ui(args: argparse.Namespace) -> int:
     scenario = scenario.model_copy(update={"backend": args.backend})  # the report names the backend used
     run_dir = (args.out / f"{SESSION_NAME}-{time.strftime('%Y%m%d-%H%M%S')}").resolve()
     try:
-        bed = make_testbed(system_for(scenario), run_dir, args.backend)
+        losing = powerloss.interactive(args.backend, scenario.topology.service_names)
+        bed = make_testbed(system_for(scenario), run_dir, args.backend, power_loss=losing)
     except Exception as exc:  # e.g. no Docker engine answers: say so, no traceback
         print(f"harness ui: {exc}", file=sys.stderr)
         return 2
