@@ -267,6 +267,16 @@ def test_a_kill_with_transfers_in_flight_is_counted(tmp_path: Path) -> None:
     ]
     rec = stress_record(snap, faults, [], payee_timeout_s=1.0)["crash_in_flight"]
     assert pending and rec["kills"] == 1 and rec["payments_in_flight_at_kills"] >= 1 and rec["stressed"]
+    # The payee bank killed then: the switch's credits to it were on their way (banks' books are empty here).
+    snap["banks"] = {"BNKB": {"payments": [], "credits": [], "accounts": [], "entries": []}}
+    for f in faults:
+        f.update(kind="power_loss", targets=["BNKB"])
+    rec = stress_record(snap, faults, [], payee_timeout_s=1.0)["crash_in_flight"]
+    assert rec["per_kill"][0]["service"] == "BNKB" and rec["payments_in_flight_at_kills"] >= 1
+    # A kill when nothing was in flight proves nothing.
+    for f in faults:
+        f["at"] = T0 - 10 if f["event"] == "apply" else T0 - 9
+    assert not stress_record(snap, faults, [], payee_timeout_s=1.0)["crash_in_flight"]["stressed"]
 
 
 def test_stress_kinds_are_one_list() -> None:

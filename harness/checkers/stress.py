@@ -17,9 +17,10 @@ from the records alone (ledgers.json, faults.jsonl, history.jsonl), what the run
   "not received" (AG09), as recorded on that answer's tombstone (`late_at`); likewise transfers at
   the switch and payments at the payer bank. Also: credits the switch had sent that the payee
   answered "not received" for (arrived late or never).
-- `crash_in_flight`: kill -9, SIGTERM or restart faults that found payments in flight in the killed
-  service's own ledger (the switch: transfers reserved, not decided; a bank: payments it had debited
-  and not finalised), and how many.
+- `crash_in_flight`: kill -9, SIGTERM, restart or power-loss faults that found payments in flight
+  (the switch: transfers reserved, not decided; a bank: payments it had debited and not finalised,
+  and the switch's transfers to it not yet decided), and how many. A power cut may undo rows it
+  caught in flight: those are not counted, the records no longer show them.
 
 A scenario names what it means to stress (`expect.stress`); a consistent scenario whose declared
 stress was not exercised fails with the reason.
@@ -45,7 +46,7 @@ STRESS_KINDS: dict[str, str] = {
     "crash_in_flight": "a service killed (crash, stop or restart) with payments in flight in its ledger",
 }
 
-KILLS = ("crash", "stop", "restart")
+KILLS = ("crash", "stop", "restart", "power_loss")
 
 
 def _in(at: float | None, windows: Sequence[tuple[float, float]]) -> bool:
@@ -173,12 +174,21 @@ def stress_record(
                     and (t["decided_at"] is None or t["decided_at"] > w.apply)
                 )
             elif service in snap["banks"]:
+                # Its customers' payments it had debited and not finalised, and the switch's
+                # transfers to it not yet decided (a credit on its way in or unanswered).
                 n = sum(
                     1
                     for p in snap["banks"][service]["payments"]
                     if p["fingerprint"] is not None
                     and p["created_at"] < w.apply
                     and (p["decided_at"] is None or p["decided_at"] > w.apply)
+                ) + sum(
+                    1
+                    for t in transfers
+                    if t["creditor_bank"] == service
+                    and t["window_id"] is not None
+                    and t["received_at"] < w.apply
+                    and (t["decided_at"] is None or t["decided_at"] > w.apply)
                 )
             else:
                 continue
