@@ -299,7 +299,8 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--bug", choices=list(BUGS), help="run a deliberately broken mock variant (harness teeth)")
     tt = sub.add_parser("teeth", help="run broken variants of the mock and show which check catches each")
     tt.add_argument("--variant", action="append", help="one variant (repeatable; default: all, then robust)")
-    tt.add_argument("--out", type=Path, default=Path("reports/runs"))
+    # Not reports/runs: broken variants are meant to fail, and the suite page is the real system's.
+    tt.add_argument("--out", type=Path, default=Path("reports/teeth"))
     im = sub.add_parser("images", help="docker backend: build the images (skipped when their inputs are unchanged)")
     im.add_argument("action", choices=["build"])
     im.add_argument("--offline", action="store_true", help="no registry: Debian base by debootstrap, no pulls")

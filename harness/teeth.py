@@ -23,6 +23,8 @@ from harness.scenario import (
     Scenario,
     SettlementAction,
     TopologySpec,
+    dump,
+    load,
 )
 from mock_switch.bugs import BUGS
 
@@ -129,7 +131,11 @@ def run_teeth(
     rows = []
     for name in variants(names):
         bug = None if name == ROBUST else name
-        scenario = teeth_scenario(bug)
+        # Written as a file beside the runs, so each run's `reproduce` command names it.
+        out.mkdir(parents=True, exist_ok=True)
+        path = out / f"{teeth_scenario(bug).name}.yaml"
+        path.write_text(dump(teeth_scenario(bug)))
+        scenario = load(path)
         result = run(scenario, out)
         by = caught_by(result)
         rows.append(
