@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from harness import links
 from harness.errors import ScenarioError as ScenarioError  # its home; importable from here as before
 from harness.faults import FAULT_KINDS, FaultSpec, expand_targets, name_problem, schedule_conflict
+from mock_switch.bugs import Bug
 from mock_switch.config import Resilience
 
 
@@ -33,6 +34,8 @@ class TopologySpec(_Strict):
     switch_timeout_s: float = Field(2.5, gt=0)
     customer_timeout_s: float = Field(3.0, gt=0)
     durability: Literal["fsync", "os"] = "fsync"
+    # A deliberately broken variant of the mock (mock_switch/bugs.py), for `harness teeth`.
+    bug: Bug | None = None
 
     @property
     def bank_codes(self) -> list[str]:
@@ -136,9 +139,15 @@ class ConsistencyExpectation(_Strict):
     no_acknowledged_payment_lost: bool = True
 
 
+# What a scenario may declare it puts under stress (harness/checkers/stress.py says what each takes).
+StressKind = Literal["net_debit_cap", "settlement_window", "in_doubt", "late_credit", "crash_in_flight"]
+
+
 class Expectations(_Strict):
     availability: AvailabilityExpectation = AvailabilityExpectation()
     consistency: ConsistencyExpectation = ConsistencyExpectation()
+    # A consistent scenario whose declared stress the run did not exercise fails with the reason.
+    stress: list[StressKind] = Field(default_factory=list)
 
 
 class Scenario(_Strict):

@@ -18,6 +18,8 @@ from harness.checkers.consistency import customer_view as compare_customer_view
 from harness.checkers.consistency import time_to_consistency as measure_time_to_consistency
 from harness.checkers.evidence import evidence as measure_evidence
 from harness.checkers.reconcile import Reconciliation, reconcile
+from harness.checkers.replay import replay
+from harness.checkers.stress import stress_record, unexercised
 from harness.fmt import fmt_duration
 from harness.history import NAME_ENQUIRY, Op, is_available, is_payment
 from harness.ledgers import Snapshot
@@ -278,6 +280,32 @@ def evidence(run: RunInputs) -> CheckVerdict:
     return CheckVerdict.judged([], evidence=measure_evidence(run.history, run.faults, run.proxy_counters, slo_ms))
 
 
+# -- independent checks and the stress record ---------------------------------------------------
+
+
+def ledger_replay(run: RunInputs) -> CheckVerdict:
+    """The switch's books rebuilt from its transfer records (harness/checkers/replay.py): exposure
+    against the cap at every instant, windows and settlement movements. Naive-component scenarios
+    expect breaks: there the figures are shown, not judged."""
+    opening = {b.code: b.settlement_balance for b in run.system.banks}
+    found = replay(run.ledgers, opening, currency=run.system.currency)
+    failures: list[str] = []
+    if run.scenario.expect.consistency.verdict == "consistent":
+        failures = [f"ledger replay: {c.name} ({c.detail})" for c in found.failing()]
+    return CheckVerdict.judged(failures, ledger_replay=found.summary())
+
+
+def stress(run: RunInputs) -> CheckVerdict:
+    """What the run put under stress (harness/checkers/stress.py); a consistent scenario fails when
+    a stress it declares (expect.stress) was not exercised."""
+    record = stress_record(run.ledgers, run.faults, run.history, run.system.switch.payee_timeout_s)
+    declared = list(run.scenario.expect.stress)
+    for kind, figures in record.items():
+        figures["declared"] = kind in declared
+    failures = unexercised(record, declared) if run.scenario.expect.consistency.verdict == "consistent" else []
+    return CheckVerdict.judged(failures, stress=record)
+
+
 # The run's checks, in the order their failures are listed.
 CHECKS: dict[str, Checker[RunInputs]] = {
     "availability": availability,
@@ -286,4 +314,6 @@ CHECKS: dict[str, Checker[RunInputs]] = {
     "time_to_consistency": time_to_consistency,
     "customer_view": customer_view,
     "evidence": evidence,
+    "ledger_replay": ledger_replay,
+    "stress": stress,
 }
