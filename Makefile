@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 TOOLS  := .tools/bin
 TOXIPROXY_VERSION := v2.12.0
 
-.PHONY: demo test setup tools lint typecheck unit scenarios docker-images docker-scenarios bench clean
+.PHONY: demo test setup tools lint typecheck unit scenarios docker-images docker-scenarios bench teeth clean
 
 demo: setup
 	$(BIN)/harness demo
@@ -58,6 +58,10 @@ docker-images: setup
 # Only the docker scenarios and the docker backend's tests.
 docker-scenarios: docker-images
 	$(BIN)/pytest scenarios/docker/ tests/test_docker_backend.py
+
+# Every broken variant of the mock against the teeth scenario, and the robust system (about 3 min).
+teeth: setup
+	$(BIN)/harness teeth
 
 bench: setup
 	$(BIN)/python benchmarks/switch_throughput.py --seconds 10

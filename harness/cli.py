@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from harness.procs import interrupted_exit, sigterm_unwinds
+from mock_switch.bugs import BUGS
 
 DEMO_SCENARIOS = (
     "scenarios/baseline.yaml",
@@ -57,6 +58,13 @@ def run_cmd(args: argparse.Namespace) -> int:
         return 2
     if args.backend:  # the same file runs on either backend; the run records the one really used
         scenarios = [s if s.external else s.model_copy(update={"backend": args.backend}) for s in scenarios]
+    if args.bug and any(s.external for s in scenarios):
+        print("harness: --bug breaks the bundled mock; a scenario with a target runs your own system", file=sys.stderr)
+        return 2
+    if args.bug:  # a deliberately broken mock (mock_switch/bugs.py), as `harness teeth` runs it
+        scenarios = [
+            s.model_copy(update={"topology": s.topology.model_copy(update={"bug": args.bug})}) for s in scenarios
+        ]
     failed = 0
     for scenario in scenarios:
         try:
@@ -113,6 +121,23 @@ def baseline_cmd(args: argparse.Namespace) -> int:
     print(f"baseline for {summary['scenario']}: {args.run_dir} (recorded in {args.reports / 'baselines.json'})")
     print(write_index(args.reports, args.reports / "runs"))
     return 0
+
+
+def teeth_cmd(args: argparse.Namespace) -> int:
+    """Run the teeth scenario against each broken variant of the mock (and the robust system): exit 0
+    when every variant is caught and the robust system passes."""
+    from harness.runner import run
+    from harness.teeth import run_teeth, table
+
+    try:
+        rows = run_teeth(args.variant, args.out, lambda s, out: run(s, out, progress=None).result)
+    except KeyboardInterrupt as exc:
+        print("\ninterrupted: faults healed, services and Locust stopped", file=sys.stderr)
+        return interrupted_exit(exc)
+    print(table(rows))
+    for r in rows:
+        print(f"{r.variant}: {r.run_dir}")
+    return 0 if all(r.as_expected for r in rows) else 1
 
 
 def check_cmd(args: argparse.Namespace) -> int:
@@ -288,6 +313,11 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("scenarios", nargs="+", help="scenario YAML files, e.g. scenarios/baseline.yaml")
     r.add_argument("--out", type=Path, default=Path("reports/runs"))
     r.add_argument("--backend", choices=["local", "docker"], help="overrides the scenario's `backend:`")
+    r.add_argument("--bug", choices=list(BUGS), help="run a deliberately broken mock variant (harness teeth)")
+    tt = sub.add_parser("teeth", help="run broken variants of the mock and show which check catches each")
+    tt.add_argument("--variant", action="append", help="one variant (repeatable; default: all, then robust)")
+    # Not reports/runs: broken variants are meant to fail, and the suite page is the real system's.
+    tt.add_argument("--out", type=Path, default=Path("reports/teeth"))
     im = sub.add_parser("images", help="docker backend: build the images (skipped when their inputs are unchanged)")
     im.add_argument("action", choices=["build"])
     im.add_argument("--offline", action="store_true", help="no registry: Debian base by debootstrap, no pulls")
@@ -323,7 +353,7 @@ def main(argv: list[str] | None = None) -> int:
     commands = {
         "demo": demo, "run": run_cmd, "check": check_cmd, "report": report_cmd, "baseline": baseline_cmd,
         "doctor": doctor, "list": list_cmd, "up": up, "down": down, "ui": ui_cmd, "images": images_cmd,
-        "conform": conform_cmd, "target-links": target_links_cmd,
+        "teeth": teeth_cmd, "conform": conform_cmd, "target-links": target_links_cmd,
     }  # fmt: skip
     from harness.errors import HarnessError
 

@@ -133,6 +133,11 @@ class Result(BaseModel):
     # Added later in v1 (absent, so None, in older files): what each fault window did, and which
     # had no observable effect (harness/checkers/evidence.py; docs/result-schema.md).
     evidence: dict[str, Any] | None = None
+    # Added later in v1 (absent, so None, in older files): the switch's books rebuilt from its
+    # transfer records (harness/checkers/replay.py), and what the run put under stress per
+    # invariant (harness/checkers/stress.py).
+    ledger_replay: dict[str, Any] | None = None
+    stress: dict[str, Any] | None = None
     environment: dict[str, Any] = Field(default_factory=dict)
     reproduce: str = ""
     run_dir: str = ""

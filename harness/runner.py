@@ -79,6 +79,7 @@ def system_for(scenario: Scenario) -> SystemConfig:
         switch_timeout_s=t.switch_timeout_s,
         customer_timeout_s=t.customer_timeout_s,
         durability=t.durability,
+        bug=t.bug,
         # Robust components resolve quickly once a fault heals: that is what time to consistency shows.
         status_query={"initial_s": 0.05, "max_s": 0.5},
     )

@@ -18,6 +18,7 @@ from harness.errors import ScenarioError as ScenarioError  # its home; importabl
 from harness.faults import FAULT_KINDS, KINDS, FaultSpec, expand_targets, name_problem, schedule_conflict
 from harness.target import Target, TargetError
 from harness.target import load as load_target
+from mock_switch.bugs import Bug
 from mock_switch.config import Resilience
 
 
@@ -35,6 +36,8 @@ class TopologySpec(_Strict):
     switch_timeout_s: float = Field(2.5, gt=0)
     customer_timeout_s: float = Field(3.0, gt=0)
     durability: Literal["fsync", "os"] = "fsync"
+    # A deliberately broken variant of the mock (mock_switch/bugs.py), for `harness teeth`.
+    bug: Bug | None = None
 
     @property
     def bank_codes(self) -> list[str]:
@@ -138,9 +141,15 @@ class ConsistencyExpectation(_Strict):
     no_acknowledged_payment_lost: bool = True
 
 
+# What a scenario may declare it puts under stress (harness/checkers/stress.py says what each takes).
+StressKind = Literal["net_debit_cap", "settlement_window", "in_doubt", "late_credit", "crash_in_flight"]
+
+
 class Expectations(_Strict):
     availability: AvailabilityExpectation = AvailabilityExpectation()
     consistency: ConsistencyExpectation = ConsistencyExpectation()
+    # A consistent scenario whose declared stress the run did not exercise fails with the reason.
+    stress: list[StressKind] = Field(default_factory=list)
 
 
 class Scenario(_Strict):
@@ -194,6 +203,11 @@ class Scenario(_Strict):
             if self.backend == "external":
                 raise ValueError("backend: external needs `target:`, the path of a target file (targets/*.yaml)")
             return
+        if self.topology.bug is not None:
+            raise ValueError(
+                "topology.bug: a broken variant applies to the bundled mock the harness starts, not to a target;"
+                " drop topology.bug or target"
+            )
         if self.backend != "external":
             raise ValueError(
                 f"target: a scenario with a target runs on backend external, not {self.backend}; drop backend"

@@ -26,6 +26,7 @@ from mock_switch.api import (
     read_body,
 )
 from mock_switch.bank_ledger import SCHEMA, BankLedger, Originate, Payment, Receive
+from mock_switch.bugs import one_in
 from mock_switch.codes import Reason, Status
 from mock_switch.config import SystemConfig
 from mock_switch.openapi import bank_document
@@ -103,6 +104,8 @@ class BankService(Service):
         p = self.ledger.payment(payment_id)
         assert p is not None
         await self.store.durable()
+        if self.config.bug == "lost-ack" and p.status is Status.RJCT and one_in(payment_id, 10):
+            return answer(payment_id, Status.ACSC, None)  # BUG(lost-ack): a rejection told as success
         return answer(payment_id, p.status, p.reason)
 
     async def _drive(self, p: Payment) -> None:

@@ -12,6 +12,7 @@ from enum import StrEnum
 from typing import Any
 
 from mock_switch.api import CreditRequest, PaymentRequest
+from mock_switch.bugs import one_in
 from mock_switch.codes import Reason, Status
 from mock_switch.config import SystemConfig, party
 from mock_switch.store import Store
@@ -34,7 +35,9 @@ CREATE TABLE IF NOT EXISTS payments (
     status TEXT NOT NULL CHECK (status IN ('PDNG', 'ACSC', 'RJCT')),
     reason TEXT,
     created_at REAL NOT NULL,
-    decided_at REAL
+    decided_at REAL,
+    -- on a "not received" tombstone: when a copy of the payment first arrived after that answer
+    late_at REAL
 );
 CREATE TABLE IF NOT EXISTS credits (
     payment_id TEXT PRIMARY KEY,
@@ -45,7 +48,9 @@ CREATE TABLE IF NOT EXISTS credits (
     amount INTEGER,
     status TEXT NOT NULL CHECK (status IN ('ACCP', 'RJCT')),
     reason TEXT,
-    received_at REAL NOT NULL
+    received_at REAL NOT NULL,
+    -- on a "not received" tombstone: when the credit first arrived after that answer (refused)
+    late_at REAL
 );
 CREATE TABLE IF NOT EXISTS entries (
     entry_id INTEGER PRIMARY KEY,
@@ -87,6 +92,7 @@ class Payment:
     reason: Reason | None
     created_at: float
     decided_at: float | None
+    late_at: float | None = None
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> Payment:
@@ -118,6 +124,7 @@ class BankLedger:
         self.store = store
         self.db = store.conn
         self.code = code
+        self.bug = config.bug  # a deliberately broken variant (mock_switch/bugs.py); None in real runs
         self._seed(config)
 
     def _seed(self, config: SystemConfig) -> None:
@@ -153,6 +160,10 @@ class BankLedger:
             existing = self.payment(req.payment_id)
             if existing is not None:
                 if existing.fingerprint is None:
+                    db.execute(
+                        "UPDATE payments SET late_at = coalesce(late_at, ?) WHERE payment_id = ?",
+                        (now, req.payment_id),
+                    )
                     return Originate.LATE, existing
                 if existing.fingerprint != fingerprint:
                     return Originate.DUPLICATE, existing
@@ -247,12 +258,19 @@ class BankLedger:
             existing = self.credit(req.payment_id)
             if existing is not None:
                 if existing.fingerprint is None:
+                    db.execute(
+                        "UPDATE credits SET late_at = coalesce(late_at, ?) WHERE payment_id = ?",
+                        (now, req.payment_id),
+                    )
                     return Receive.LATE, existing
                 if existing.fingerprint != fingerprint:
                     return Receive.DUPLICATE, existing
                 return Receive.REPLAY, existing
             acct = self._account(req.creditor_account)
             reason = Reason.AC01 if acct is None else Reason.AC06 if acct["blocked"] else None
+            if reason is None and self.bug == "lost-credit" and one_in(req.payment_id, 10):
+                # BUG(lost-credit): answer ACCP, write nothing
+                return Receive.CREDITED, Credit(req.payment_id, fingerprint, Status.ACCP, None)
             db.execute(
                 "INSERT INTO credits(payment_id, fingerprint, debtor_bank, debtor_account,"
                 " creditor_account, amount, status, reason, received_at)"

@@ -16,6 +16,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from mock_switch.bugs import Bug
+
 Resilience = Literal["robust", "naive"]
 Durability = Literal["fsync", "os"]
 
@@ -78,6 +80,8 @@ class SystemConfig(_Strict):
     # fsync: every acknowledged write survives power loss (group commit, synchronous=FULL).
     # os: survives a killed process but not a killed machine (synchronous=NORMAL).
     durability: Durability = "fsync"
+    # A deliberately broken variant (mock_switch/bugs.py), for `harness teeth` only; None: no bug.
+    bug: Bug | None = None
 
     @model_validator(mode="after")
     def _check(self) -> SystemConfig:

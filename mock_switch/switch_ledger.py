@@ -13,6 +13,7 @@ from enum import StrEnum
 from typing import Any
 
 from mock_switch.api import Refused, TransferRequest
+from mock_switch.bugs import one_in
 from mock_switch.codes import Reason, Status
 from mock_switch.config import SystemConfig
 from mock_switch.store import Store
@@ -51,6 +52,8 @@ CREATE TABLE IF NOT EXISTS transfers (
     window_id INTEGER REFERENCES windows(window_id),
     received_at REAL NOT NULL,
     decided_at REAL,
+    -- on a "not received" tombstone: when a copy of the transfer first arrived after that answer
+    late_at REAL,
     CHECK (status != 'ACSC' OR window_id IS NOT NULL)
 );
 CREATE INDEX IF NOT EXISTS transfers_by_window ON transfers(window_id, status);
@@ -104,6 +107,7 @@ class Transfer:
     window_id: int | None
     received_at: float
     decided_at: float | None
+    late_at: float | None = None
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> Transfer:
@@ -141,6 +145,7 @@ class SwitchLedger:
         self._seed(config, now)
         # Participants and their caps are written only by _seed: read them once, not per transfer.
         self._caps: dict[str, int] = dict(self.db.execute("SELECT bank, net_debit_cap FROM participants"))
+        self.bug = config.bug  # a deliberately broken variant (mock_switch/bugs.py); None in real runs
 
     def _seed(self, config: SystemConfig, now: float) -> None:
         """First start only: register participants and open window 1. Restarts keep the books."""
@@ -168,6 +173,10 @@ class SwitchLedger:
             existing = self.get(req.payment_id)
             if existing is not None:
                 if existing.fingerprint is None:
+                    db.execute(
+                        "UPDATE transfers SET late_at = coalesce(late_at, ?) WHERE payment_id = ?",
+                        (now, req.payment_id),
+                    )
                     return Begin.LATE, existing
                 if existing.fingerprint != fingerprint:
                     return Begin.DUPLICATE, existing
@@ -177,7 +186,15 @@ class SwitchLedger:
                 reason = Reason.AC01
             else:
                 exposure = self.exposure(req.debtor_bank)
-                if exposure + req.amount > self._caps[req.debtor_bank]:
+                admitted = exposure + req.amount
+                if self.bug == "cap-race":  # BUG(cap-race): reservations in flight are not counted
+                    exposure -= self.db.execute(
+                        "SELECT reserved FROM participants WHERE bank = ?", (req.debtor_bank,)
+                    ).fetchone()[0]
+                    admitted = exposure + req.amount
+                if self.bug == "peak-underreported":  # BUG(peak-underreported): the amount is left out
+                    admitted = exposure
+                if admitted > self._caps[req.debtor_bank]:
                     reason = Reason.AM23
             status = Status.RJCT if reason else Status.PDNG
             window_id = None if reason else self._open_window()
@@ -195,7 +212,7 @@ class SwitchLedger:
                 db.execute(
                     "UPDATE participants SET reserved = reserved + ?,"
                     " peak_exposure = max(peak_exposure, ?) WHERE bank = ?",
-                    (req.amount, exposure + req.amount, req.debtor_bank),
+                    (req.amount, admitted, req.debtor_bank),
                 )
                 self._window_figures(window_id, req.debtor_bank, pending=req.amount)
         transfer = Transfer(  # the row just inserted, not read back
@@ -226,10 +243,11 @@ class SwitchLedger:
                 "UPDATE participants SET reserved = reserved - ?, position = position + ? WHERE bank = ?",
                 (t.amount, t.amount, t.debtor_bank),
             )
-            db.execute(
-                "UPDATE participants SET position = position - ? WHERE bank = ?",
-                (t.amount, t.creditor_bank),
-            )
+            if not (self.bug == "position-drift" and one_in(payment_id, 10)):  # BUG(position-drift)
+                db.execute(
+                    "UPDATE participants SET position = position - ? WHERE bank = ?",
+                    (t.amount, t.creditor_bank),
+                )
             self._window_figures(t.window_id, t.debtor_bank or "", pending=-t.amount, net=t.amount)
             self._window_figures(t.window_id, t.creditor_bank or "", net=-t.amount)
             self._finish_closing(t.window_id, now)
@@ -246,10 +264,11 @@ class SwitchLedger:
                 "UPDATE transfers SET status = 'RJCT', reason = ?, decided_at = ? WHERE payment_id = ?",
                 (reason.value, now, payment_id),
             )
-            db.execute(
-                "UPDATE participants SET reserved = reserved - ? WHERE bank = ?",
-                (t.amount, t.debtor_bank),
-            )
+            if self.bug != "phantom-reservation":  # BUG(phantom-reservation): never released
+                db.execute(
+                    "UPDATE participants SET reserved = reserved - ? WHERE bank = ?",
+                    (t.amount, t.debtor_bank),
+                )
             self._window_figures(t.window_id, t.debtor_bank or "", pending=-t.amount)
             self._finish_closing(t.window_id, now)
         return replace(t, status=Status.RJCT, reason=reason, decided_at=now)
@@ -336,7 +355,7 @@ class SwitchLedger:
             window_id = self._open_window()
             db.execute("UPDATE windows SET state = 'CLOSING', closed_at = ? WHERE window_id = ?", (now, window_id))
             db.execute("INSERT INTO windows(state, opened_at) VALUES ('OPEN', ?)", (now,))
-            if self._in_flight(window_id) == 0:
+            if self._in_flight(window_id) == 0 or self.bug == "close-early":  # BUG(close-early)
                 self._freeze(window_id, now)
         return self.window(window_id)
 
@@ -359,10 +378,11 @@ class SwitchLedger:
                     "SELECT bank, net_position FROM window_positions WHERE window_id = ?",
                     (window_id,),
                 ).fetchall():
+                    moved = 2 * net if self.bug == "double-settle" else net  # BUG(double-settle)
                     db.execute(
                         "UPDATE participants SET settlement_balance = settlement_balance - ?,"
                         " position = position - ? WHERE bank = ?",
-                        (net, net, bank),
+                        (moved, net, bank),
                     )
                     db.execute(
                         "INSERT INTO settlement_movements(window_id, bank, amount, balance_after, at)"

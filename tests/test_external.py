@@ -172,6 +172,7 @@ def test_a_scenario_runs_against_an_external_target(own_system: tuple[Path, Path
     assert rec["payments"] > 100
     assert not any(rec["anomalies"].values()), rec["anomalies"]
     assert result["consistency"]["customer_view"]["lost_acknowledged"] == 0
+    assert all(c["ok"] for c in result["ledger_replay"]["checks"]), result["ledger_replay"]
     books = {b["name"]: b["ok"] for b in rec["books"]}
     assert books.get("conservation") is True, rec["books"]
     # Bank codes of the target, not the mock's defaults; reads through its read API.
@@ -339,6 +340,9 @@ def test_a_target_without_the_optional_reads_is_judged_on_the_rest(own_system: t
     assert rec["payments"] > 30 and rec["anomaly_count"] == 0
     assert {"conservation", "settlement_windows", "net_debit_cap_respected"} <= set(rec["not_applicable"])
     assert rec["books"] == []
+    result = json.loads((run_dir / "result.json").read_text())
+    assert result["ledger_replay"]["not_applicable"].endswith("does not offer positions, settlement")
+    assert result["checks"]["ledger_replay"]["verdict"] == "valid" and result["stress"] == {}
 
 
 def test_the_example_chaos_target_matches_its_mock_configuration() -> None:

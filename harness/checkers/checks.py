@@ -18,6 +18,8 @@ from harness.checkers.consistency import customer_view as compare_customer_view
 from harness.checkers.consistency import time_to_consistency as measure_time_to_consistency
 from harness.checkers.evidence import evidence as measure_evidence
 from harness.checkers.reconcile import Reconciliation, reconcile
+from harness.checkers.replay import replay
+from harness.checkers.stress import stress_record, unexercised
 from harness.fmt import fmt_duration
 from harness.history import NAME_ENQUIRY, Op, is_available, is_payment
 from harness.ledgers import Snapshot
@@ -279,6 +281,48 @@ def evidence(run: RunInputs) -> CheckVerdict:
     return CheckVerdict.judged([], evidence=measure_evidence(run.history, run.faults, run.proxy_counters, slo_ms))
 
 
+# -- independent checks and the stress record ---------------------------------------------------
+
+
+def _not_offered(run: RunInputs, *capabilities: str) -> str:
+    """'not applicable: the target does not offer settlement' when an external target lacks one of
+    the capabilities a check reads (ledgers.json `not_offered`), else ''."""
+    lacking = [c for c in capabilities if c in run.ledgers.get("not_offered", ())]
+    return f"not applicable: the target does not offer {', '.join(lacking)}" if lacking else ""
+
+
+def ledger_replay(run: RunInputs) -> CheckVerdict:
+    """The switch's books rebuilt from its transfer records (harness/checkers/replay.py): exposure
+    against the cap at every instant, windows and settlement movements. Naive-component scenarios
+    expect breaks: there the figures are shown, not judged."""
+    lacking = _not_offered(run, "positions", "settlement")
+    if lacking:
+        return CheckVerdict.judged([], ledger_replay={"not_applicable": lacking, "checks": []})
+    opening = {b.code: b.settlement_balance for b in run.system.banks}
+    if run.opening is not None and run.opening.get("settlement_origin") is not None:
+        opening = run.opening["settlement_origin"]  # an external target's, before any movement it recorded
+    found = replay(run.ledgers, opening, currency=run.system.currency)
+    failures: list[str] = []
+    if run.scenario.expect.consistency.verdict == "consistent":
+        failures = [f"ledger replay: {c.name} ({c.detail})" for c in found.failing()]
+    return CheckVerdict.judged(failures, ledger_replay=found.summary())
+
+
+def stress(run: RunInputs) -> CheckVerdict:
+    """What the run put under stress (harness/checkers/stress.py); a consistent scenario fails when
+    a stress it declares (expect.stress) was not exercised."""
+    declared = list(run.scenario.expect.stress)
+    lacking = _not_offered(run, "settlement")
+    if lacking:
+        failures = [f"stress: expect.stress {declared} cannot be measured, {lacking}"] if declared else []
+        return CheckVerdict.judged(failures, stress={})
+    record = stress_record(run.ledgers, run.faults, run.history, run.system.switch.payee_timeout_s)
+    for kind, figures in record.items():
+        figures["declared"] = kind in declared
+    failures = unexercised(record, declared) if run.scenario.expect.consistency.verdict == "consistent" else []
+    return CheckVerdict.judged(failures, stress=record)
+
+
 # The run's checks, in the order their failures are listed.
 CHECKS: dict[str, Checker[RunInputs]] = {
     "availability": availability,
@@ -287,4 +331,6 @@ CHECKS: dict[str, Checker[RunInputs]] = {
     "time_to_consistency": time_to_consistency,
     "customer_view": customer_view,
     "evidence": evidence,
+    "ledger_replay": ledger_replay,
+    "stress": stress,
 }

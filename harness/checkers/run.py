@@ -94,6 +94,8 @@ def check_inputs(
         ),
         faults=inputs.faults,
         evidence=figures.get("evidence"),
+        ledger_replay=figures.get("ledger_replay"),
+        stress=figures.get("stress"),
         environment=_json(rd.environment) if rd.environment.exists() else {},
         # No command.txt (a hand-made directory): the scenario file it holds re-runs it.
         reproduce=rd.command.read_text().strip()

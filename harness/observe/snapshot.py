@@ -83,7 +83,7 @@ def take(switch_url: str, bank_urls: dict[str, str], offers: Offers = everything
     return HttpLedgerSource(switch_url, bank_urls, offers).take()
 
 
-def opening_money(snap: Snapshot) -> dict[str, int | None]:
+def opening_money(snap: Snapshot) -> dict[str, Any]:
     """Customer money (balances + held in flight) and settlement money of a snapshot: None where the
     target does not offer the reads."""
     banks = snap["banks"].values()
@@ -94,7 +94,15 @@ def opening_money(snap: Snapshot) -> dict[str, int | None]:
         )
     participants = snap["switch"].get("participants")
     settlement = None if participants is None else sum(p["settlement_balance"] for p in participants)
-    return {"customer_money": customer, "settlement_money": settlement}
+    # Each bank's settlement balance before every movement its books hold: where the ledger replay
+    # starts rebuilding them from (the target may have settled windows before this run).
+    origin = None
+    movements = snap["switch"].get("movements")
+    if participants is not None and movements is not None:
+        origin = {p["bank"]: p["settlement_balance"] for p in participants}
+        for m in movements:
+            origin[m["bank"]] = origin.get(m["bank"], 0) - m["amount"]
+    return {"customer_money": customer, "settlement_money": settlement, "settlement_origin": origin}
 
 
 def take_stable(

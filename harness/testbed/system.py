@@ -27,7 +27,7 @@ def build_system(
     System-wide settings (durability, status_query, currency) and any BankConfig field
     (accounts=200, credit_delay_ms=..., switch_timeout_s=...) can be overridden."""
     codes = bank_codes(banks)
-    system_kw = {k: overrides.pop(k) for k in ("durability", "status_query", "currency") if k in overrides}
+    system_kw = {k: overrides.pop(k) for k in ("durability", "status_query", "currency", "bug") if k in overrides}
     switch_port = free_port()
     bank_ports = {code: free_port() for code in codes}
     return SystemConfig(
