@@ -57,7 +57,10 @@ def run_cmd(args: argparse.Namespace) -> int:
         print(f"harness: {exc}", file=sys.stderr)
         return 2
     if args.backend:  # the same file runs on either backend; the run records the one really used
-        scenarios = [s.model_copy(update={"backend": args.backend}) for s in scenarios]
+        scenarios = [s if s.external else s.model_copy(update={"backend": args.backend}) for s in scenarios]
+    if args.bug and any(s.external for s in scenarios):
+        print("harness: --bug breaks the bundled mock; a scenario with a target runs your own system", file=sys.stderr)
+        return 2
     if args.bug:  # a deliberately broken mock (mock_switch/bugs.py), as `harness teeth` runs it
         scenarios = [
             s.model_copy(update={"topology": s.topology.model_copy(update={"bug": args.bug})}) for s in scenarios
@@ -286,6 +289,20 @@ def conform_cmd(args: argparse.Namespace) -> int:
     return 1 if suite.failed(checks) else 0
 
 
+def target_links_cmd(args: argparse.Namespace) -> int:
+    from harness import target
+    from harness.testbed.external import link_plan
+
+    tgt = target.load(args.target)
+    missing = tgt.missing_links()
+    print(f"{tgt.name}: the harness's Toxiproxy listens on these addresses during a chaos run")
+    print("\n".join(link_plan(tgt)))
+    if missing:
+        print(f"missing from links: {', '.join(missing)} (every link needs listen and upstream; see docs/contract.md)")
+        return 1
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="harness", description="Chaos-testing harness for payment switches.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -327,6 +344,8 @@ def main(argv: list[str] | None = None) -> int:
     dn.add_argument("--all", action="store_true", help="also remove what dead docker runs left behind")
     cf = sub.add_parser("conform", help="check a running switch and banks against the participant contract")
     cf.add_argument("target", type=Path, help="target file naming the switch and each bank (see docs/contract.md)")
+    tl = sub.add_parser("target-links", help="the addresses a target's services must dial during a chaos run")
+    tl.add_argument("target", type=Path, help="target file with a `links:` section")
     from harness.web.ui import add_parser as add_ui_parser
 
     add_ui_parser(sub)
@@ -334,7 +353,7 @@ def main(argv: list[str] | None = None) -> int:
     commands = {
         "demo": demo, "run": run_cmd, "check": check_cmd, "report": report_cmd, "baseline": baseline_cmd,
         "doctor": doctor, "list": list_cmd, "up": up, "down": down, "ui": ui_cmd, "images": images_cmd,
-        "teeth": teeth_cmd, "conform": conform_cmd,
+        "teeth": teeth_cmd, "conform": conform_cmd, "target-links": target_links_cmd,
     }  # fmt: skip
     from harness.errors import HarnessError
 

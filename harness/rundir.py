@@ -84,6 +84,16 @@ class RunDir:
     def ledgers(self) -> Path:
         return self.path / "ledgers.json"
 
+    @property
+    def target(self) -> Path:
+        """An external run's target file, as it was (its scenario.yaml names it)."""
+        return self.path / "target.yaml"
+
+    @property
+    def opening(self) -> Path:
+        """An external run's money before the load (harness/runner.py record_opening)."""
+        return self.path / "opening.json"
+
     # What the checkers and the report write.
     @property
     def result(self) -> Path:

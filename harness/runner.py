@@ -14,6 +14,7 @@ import importlib.metadata as md
 import json
 import platform
 import shlex
+import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -35,9 +36,11 @@ from harness.result import reconciliation_breaks, write_result
 from harness.rundir import RunDir
 from harness.scenario import Scenario, dump
 from harness.scenario import load as load_scenario
+from harness.target import Target
 from harness.testbed import Testbed, make_testbed
+from harness.testbed.external import ExternalTestbed, link_plan
 from harness.testbed.system import build_system
-from mock_switch.config import SystemConfig
+from mock_switch.config import BankConfig, SwitchConfig, SystemConfig
 
 Progress = Callable[[str], None] | None
 LOCUST_BOOT_S = 4.0
@@ -63,6 +66,8 @@ class RunOutcome:
 
 
 def system_for(scenario: Scenario) -> SystemConfig:
+    if scenario.external is not None:
+        return external_system(scenario, scenario.external)
     t = scenario.topology
     return build_system(
         banks=t.banks,
@@ -80,6 +85,31 @@ def system_for(scenario: Scenario) -> SystemConfig:
     )
 
 
+def external_system(scenario: Scenario, target: Target) -> SystemConfig:
+    """system.json of an external run: what the load and the report need (bank codes, accounts the
+    customers pay between, timeouts, currency). Nothing is started from it."""
+    t = scenario.topology
+
+    def hostport(url: str) -> str:
+        return url.split("://", 1)[1].split("/", 1)[0]
+
+    return SystemConfig(
+        currency=target.currency,
+        switch=SwitchConfig(listen=hostport(target.switch.url), payee_timeout_s=t.payee_timeout_s),
+        banks=[
+            BankConfig(
+                code=p.code,
+                listen=hostport(p.url),
+                switch_url=target.switch.url,
+                accounts=target.load.accounts,
+                switch_timeout_s=t.switch_timeout_s,
+                customer_timeout_s=t.customer_timeout_s,
+            )
+            for p in target.participants
+        ],
+    )
+
+
 def in_doubt_grace_s(scenario: Scenario) -> float:
     """How long a run waits after the last heal for pending payments to be decided.
 
@@ -92,7 +122,11 @@ def in_doubt_grace_s(scenario: Scenario) -> float:
 
 def run(scenario: Scenario, out_root: Path, progress: Progress = print) -> RunOutcome:
     rundir = RunDir.new(out_root, scenario.name)
-    rundir.scenario.write_text(dump(scenario))
+    if scenario.target_path is not None:  # the run directory keeps the target it ran against
+        shutil.copyfile(scenario.target_path, rundir.target)
+        rundir.scenario.write_text(dump(scenario, target=rundir.target.name))
+    else:
+        rundir.scenario.write_text(dump(scenario))
     rundir.command.write_text(reproduce_command(scenario) + "\n")
     collect(scenario, rundir.path, progress)
     return check(rundir.path, progress)
@@ -118,12 +152,13 @@ def _say(progress: Progress, msg: str) -> None:
         progress(msg)
 
 
-def sampler_for(bed: Testbed, rundir: RunDir, scenario: Scenario) -> ConsistencySampler:
+def sampler_for(bed: Testbed | ExternalTestbed, rundir: RunDir, scenario: Scenario) -> ConsistencySampler:
     """The live consistency sampler of a testbed (payments younger than a customer timeout are in flight)."""
     direct = bed.direct_urls
     switch_url = direct.pop("switch")
+    offers = scenario.external.offers if scenario.external is not None else snapshot.everything
     return ConsistencySampler(
-        switch_url, direct, rundir.consistency, grace_s=scenario.topology.customer_timeout_s + 1.0
+        switch_url, direct, rundir.consistency, grace_s=scenario.topology.customer_timeout_s + 1.0, offers=offers
     )
 
 
@@ -133,9 +168,21 @@ def collect(scenario: Scenario, run_dir: Path, progress: Progress = print) -> No
     rundir = RunDir(run_dir)
     system = system_for(scenario)
     name = scenario.name
-    _say(progress, f"[{name}] starting Toxiproxy, the switch and {len(system.banks)} banks ({scenario.backend}) ...")
+    if scenario.external is None:
+        _say(
+            progress, f"[{name}] starting Toxiproxy, the switch and {len(system.banks)} banks ({scenario.backend}) ..."
+        )
     with contextlib.ExitStack() as stack:
-        bed = stack.enter_context(make_testbed(system, run_dir, scenario.backend, losing_power(scenario.faults)))
+        bed: Testbed | ExternalTestbed
+        if scenario.external is not None:
+            system.save(rundir.system)  # for the load and the checkers; the system is already running
+            _say(progress, f"[{name}] starting Toxiproxy for target {scenario.external.name!r}; its listeners:")
+            for line in link_plan(scenario.external):
+                _say(progress, f"[{name}]   {line}")
+            bed = stack.enter_context(ExternalTestbed(scenario.external, run_dir))
+            record_opening(bed, rundir, scenario.external)
+        else:
+            bed = stack.enter_context(make_testbed(system, run_dir, scenario.backend, losing_power(scenario.faults)))
         sampler = sampler_for(bed, rundir, scenario)
         sampler.start()
         stack.callback(sampler.stop)
@@ -167,6 +214,15 @@ def collect(scenario: Scenario, run_dir: Path, progress: Progress = print) -> No
         sampler.stop()
 
 
+def record_opening(bed: ExternalTestbed, rundir: RunDir, target: Target) -> None:
+    """opening.json: the target's money before the load (its books may hold earlier runs'), which
+    the conservation checks compare the end against. Read through the contract's read API."""
+    urls = bed.direct_urls
+    before = snapshot.take_stable(urls["switch"], {c: urls[c] for c in target.codes}, offers=target.offers)
+    opening = snapshot.opening_money(before)
+    rundir.opening.write_text(json.dumps(opening))
+
+
 def _first_answer(load: LoadRun, rundir: RunDir, timeout_s: float = 30.0) -> float:
     by = time.time() + timeout_s
     while load.operations() == 0 and load.running() and time.time() < by:
@@ -176,7 +232,7 @@ def _first_answer(load: LoadRun, rundir: RunDir, timeout_s: float = 30.0) -> flo
     return time.time()
 
 
-def finish_run(bed: Testbed, rundir: RunDir, scenario: Scenario, sampler: ConsistencySampler) -> int:
+def finish_run(bed: Testbed | ExternalTestbed, rundir: RunDir, scenario: Scenario, sampler: ConsistencySampler) -> int:
     """Bring a run to rest and write what the checkers read: heal every fault, wait for in-doubt
     payments (in_doubt_grace_s), take the last consistency sample, settle every window, snapshot
     the ledgers (ledgers.json) and record the environment (environment.json).
@@ -191,8 +247,14 @@ def finish_run(bed: Testbed, rundir: RunDir, scenario: Scenario, sampler: Consis
     with sampler.held():
         with contextlib.suppress(OSError):
             sampler.sample_now()
-        settle_all(switch_url)
-        ledgers.save(snapshot.take_stable(switch_url, bank_urls), rundir.ledgers)
+        target = scenario.external
+        if target is None or target.offers("settlement"):
+            settle_all(switch_url)
+        if target is None:
+            taken = snapshot.take_stable(switch_url, bank_urls)
+        else:  # the reads it offers, through the contract's read API
+            taken = snapshot.take_stable(switch_url, bank_urls, offers=target.offers)
+        ledgers.save(taken, rundir.ledgers)
     rundir.environment.write_text(json.dumps(environment(bed.versions()), indent=2))
     return left
 
@@ -331,6 +393,10 @@ def console_summary(outcome: RunOutcome) -> str:
         + ("not known" if view is None else f"{view['lost_acknowledged']:,}"),
     ]
     lines += evidence_lines(r.get("evidence"))
+    by_reason: dict[str, list[str]] = {}
+    for check_name, why in ((rec or {}).get("not_applicable") or {}).items():
+        by_reason.setdefault(why, []).append(check_name)
+    lines += [f"{'N/A':<13} {', '.join(names)}: {why}" for why, names in by_reason.items()]
     checks = r.get("checks")
     if checks:
         for v in checks.values():

@@ -11,11 +11,13 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
 
 from harness import links
 from harness.errors import ScenarioError as ScenarioError  # its home; importable from here as before
-from harness.faults import FAULT_KINDS, FaultSpec, expand_targets, name_problem, schedule_conflict
+from harness.faults import FAULT_KINDS, KINDS, FaultSpec, expand_targets, name_problem, schedule_conflict
+from harness.target import Target, TargetError
+from harness.target import load as load_target
 from mock_switch.bugs import Bug
 from mock_switch.config import Resilience
 
@@ -153,7 +155,9 @@ class Expectations(_Strict):
 class Scenario(_Strict):
     name: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$")
     description: str = ""
-    backend: Literal["local", "docker"] = "local"
+    backend: Literal["local", "docker", "external"] = "local"
+    # A target file (harness/target.py): run against a system the harness did not start (backend external).
+    target: str | None = None
     seed: int = 1
     topology: TopologySpec = TopologySpec()
     load: LoadSpec = LoadSpec()
@@ -161,9 +165,74 @@ class Scenario(_Strict):
     settlement: list[SettlementAction] = Field(default_factory=list)
     expect: Expectations = Expectations()
     source: str | None = Field(None, exclude=True)
+    _target: Target | None = PrivateAttr(None)
+    _target_path: Path | None = PrivateAttr(None)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _external_backend(cls, data: Any) -> Any:
+        # A scenario naming a target runs on the external testbed; `backend:` need not say so.
+        if isinstance(data, dict) and data.get("target") and "backend" not in data:
+            return {**data, "backend": "external"}
+        return data
+
+    @property
+    def external(self) -> Target | None:
+        """The target file's contents when the scenario names one (backend external)."""
+        return self._target
+
+    @property
+    def target_path(self) -> Path | None:
+        """Where the target file was found (absolute)."""
+        return self._target_path
+
+    @property
+    def bank_codes(self) -> list[str]:
+        return self._target.codes if self._target is not None else self.topology.bank_codes
+
+    @property
+    def link_names(self) -> list[str]:
+        return links.link_names(self.bank_codes)
+
+    @property
+    def service_names(self) -> list[str]:
+        return ["switch", *self.bank_codes]
+
+    def _check_target(self) -> None:
+        if self.target is None:
+            if self.backend == "external":
+                raise ValueError("backend: external needs `target:`, the path of a target file (targets/*.yaml)")
+            return
+        if self.topology.bug is not None:
+            raise ValueError(
+                "topology.bug: a broken variant applies to the bundled mock the harness starts, not to a target;"
+                " drop topology.bug or target"
+            )
+        if self.backend != "external":
+            raise ValueError(
+                f"target: a scenario with a target runs on backend external, not {self.backend}; drop backend"
+            )
+        path = Path(self.target)
+        if not path.is_absolute() and self.source:  # beside the scenario first (a run directory's copy)
+            beside = Path(self.source).parent / path
+            path = beside if beside.exists() else path
+        try:
+            found = load_target(path)
+        except TargetError as exc:
+            raise ValueError(f"target: {exc}") from None
+        missing = found.missing_links()
+        if missing:
+            raise ValueError(
+                f"target: {path} gives no links.{missing[0]} (missing: {missing}); a chaos run sends all traffic"
+                " through Toxiproxy, so every link needs `listen` (the harness's listener) and `upstream`"
+                " (the service) in the target file"
+            )
+        self._target = found
+        self._target_path = path.resolve()
 
     @model_validator(mode="after")
     def _check(self) -> Scenario:
+        self._check_target()
         topo = self.topology
         if not topo.payee_timeout_s < topo.switch_timeout_s:
             raise ValueError(
@@ -174,9 +243,13 @@ class Scenario(_Strict):
         for i, fault in enumerate(self.faults):
             where = f"faults[{i}]"
             try:
-                expand_targets(fault, topo.link_names, topo.service_names)
+                expanded = expand_targets(fault, self.link_names, self.service_names)
             except ValueError as exc:
                 raise ValueError(f"{where}.targets: {exc}") from None
+            if self._target is not None and KINDS[fault.kind].targets == "services":
+                for service in expanded:
+                    if problem := self._target.process_fault_problem(fault.kind, service):
+                        raise ValueError(f"{where}.kind: {problem}; or choose a link fault")
             if fault.kind == "power_loss" and self.backend != "local":
                 raise ValueError(
                     f"{where}.kind: power_loss needs the local backend (its layer records what each service"
@@ -192,16 +265,16 @@ class Scenario(_Strict):
             if fault.name and names.count(fault.name) > 1:
                 raise ValueError(f"{where}.name: {fault.name!r} is used twice; fault names must be unique")
         # Toxics on one link may overlap (Toxiproxy stacks them); two faults on one service may not.
-        overlap = schedule_conflict(self.faults, topo.link_names, topo.service_names)
+        overlap = schedule_conflict(self.faults, self.link_names, self.service_names)
         if overlap:
             raise ValueError(overlap)
         for i, action in enumerate(self.settlement):
             if action.at > self.load.duration:
                 raise ValueError(f"settlement[{i}].at: {action.at:g}s is after the load stops")
         if self.load.payer_banks:
-            unknown = sorted(set(self.load.payer_banks) - set(topo.bank_codes))
+            unknown = sorted(set(self.load.payer_banks) - set(self.bank_codes))
             if unknown:
-                raise ValueError(f"load.payer_banks: {unknown} are not banks; banks are {topo.bank_codes}")
+                raise ValueError(f"load.payer_banks: {unknown} are not banks; banks are {self.bank_codes}")
         return self
 
     def named_faults(self) -> list[FaultSpec]:
@@ -312,18 +385,21 @@ def load(path: Path) -> Scenario:
     return parse(data, str(path))
 
 
-def as_data(scenario: Scenario) -> dict[str, Any]:
+def as_data(scenario: Scenario, target: str | None = None) -> dict[str, Any]:
     """The scenario as plain data that validates again: every default written out, except the other
-    load model's fields (which a scenario may not hold: see LoadSpec)."""
+    load model's fields (which a scenario may not hold: see LoadSpec). `target`: where the copy will
+    find its target file (default: where this one found it)."""
     data = scenario.model_dump(mode="json", exclude_defaults=False)
+    if scenario.target_path is not None:
+        data["target"] = target or str(scenario.target_path)
     for name in CLOSED_ONLY if scenario.load.model == "open" else OPEN_ONLY:
         data["load"].pop(name, None)
     return data
 
 
-def dump(scenario: Scenario) -> str:
+def dump(scenario: Scenario, target: str | None = None) -> str:
     """The scenario as run (scenario.yaml of a run directory)."""
-    return yaml.safe_dump(as_data(scenario), sort_keys=False)
+    return yaml.safe_dump(as_data(scenario, target), sort_keys=False)
 
 
 def load_recorded(path: Path) -> Scenario:

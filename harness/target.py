@@ -24,6 +24,19 @@ naming the file, the field and the fix.
       amount: 100                # minor units, for the payments that should succeed
       over_cap_amount: 500000    # optional: affordable, but over the payer bank's net debit cap (AM23)
       timeout_s: 10
+
+For chaos scenarios against the target (a scenario's `target:`, harness/testbed/external.py), also:
+
+    links:                       # every link, each a Toxiproxy listener the harness creates
+      customers->ACME: {listen: "127.0.0.1:9201", upstream: "127.0.0.1:9001"}  # the load dials listen
+      ACME->switch:    {listen: "127.0.0.1:9202", upstream: "127.0.0.1:9000"}  # configure ACME to dial listen
+      switch->ACME:    {listen: "127.0.0.1:9203", upstream: "127.0.0.1:9001"}  # configure the switch to dial it
+      ...
+    processes:                   # optional: only these services can take process faults
+      switch: {pid_file: /run/switch.pid, start_command: "systemctl start my-switch"}
+    load:
+      accounts: 100              # the load pays between accounts NN00000000 .. (NN: position in participants, from 01)
+    capabilities: [bank_books, positions, settlement]  # optional ones offered (default: all of them)
 """
 
 from __future__ import annotations
@@ -34,6 +47,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from harness.errors import HarnessError
+from harness.links import link_names
 from mock_switch.api import ACCOUNT, BANK, CURRENCY, PartyId
 
 TARGET_VERSIONS = ("1.0",)
@@ -75,6 +89,50 @@ class ConformSettings(_Strict):
     timeout_s: float = Field(10.0, gt=0, le=120)
 
 
+def _host_port(value: str) -> str:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"{value!r} must be HOST:PORT, e.g. 127.0.0.1:9201 (no http://)")
+    return value
+
+
+class LinkAddress(_Strict):
+    """One link of the target: the harness's Toxiproxy listens on `listen` and forwards to `upstream`."""
+
+    listen: str
+    upstream: str
+
+    _check = field_validator("listen", "upstream")(_host_port)
+
+
+# Process faults and what each needs from `processes.<service>` (the others cannot be done to a
+# system the harness did not start).
+PROCESS_NEEDS: dict[str, tuple[str, ...]] = {
+    "pause": ("pid_file",),
+    "crash": ("pid_file", "start_command"),
+    "stop": ("pid_file", "start_command"),
+    "restart": ("pid_file", "start_command"),
+}
+NEVER_EXTERNAL = {
+    "power_loss": "power_loss needs the local backend's layer under a service the harness started",
+}
+
+
+class ProcessControl(_Strict):
+    """How the harness can act on a service's process: signals go to the pid in `pid_file` (read at
+    each fault); `start_command` (run with sh) starts it again after a crash, stop or restart."""
+
+    pid_file: str | None = None
+    start_command: str | None = None
+
+
+class LoadSettings(_Strict):
+    accounts: int = Field(100, ge=1, le=10**8)
+
+
+OPTIONAL_CAPABILITIES = ("bank_books", "positions", "settlement")
+
+
 class Target(_Strict):
     contract: str = "1.0"
     name: str = Field(min_length=1)
@@ -82,6 +140,10 @@ class Target(_Strict):
     switch: SwitchTarget
     participants: list[Participant]
     conform: ConformSettings = ConformSettings()
+    links: dict[str, LinkAddress] = Field(default_factory=dict)
+    processes: dict[str, ProcessControl] = Field(default_factory=dict)
+    load: LoadSettings = LoadSettings()
+    capabilities: list[str] | None = None  # the optional capabilities offered; None: all of them
 
     @model_validator(mode="after")
     def _check(self) -> Target:
@@ -93,7 +155,54 @@ class Target(_Strict):
         dupes = sorted({c for c in codes if codes.count(c) > 1})
         if dupes:
             raise ValueError(f"participants: bank codes must be unique, repeated: {dupes}")
+        known = link_names(codes)
+        unknown = [name for name in self.links if name not in known]
+        if unknown:
+            raise ValueError(f"links: {unknown} are not links of these banks; links are {known}")
+        services = ["switch", *codes]
+        strangers = [name for name in self.processes if name not in services]
+        if strangers:
+            raise ValueError(f"processes: {strangers} are not services; services are {services}")
+        if self.capabilities is not None:
+            wrong = [c for c in self.capabilities if c not in OPTIONAL_CAPABILITIES]
+            if wrong:
+                raise ValueError(
+                    f"capabilities: {wrong} are not optional capabilities; they are {OPTIONAL_CAPABILITIES}"
+                )
         return self
+
+    @property
+    def codes(self) -> list[str]:
+        return [p.code for p in self.participants]
+
+    @property
+    def services(self) -> list[str]:
+        return ["switch", *self.codes]
+
+    def offers(self, capability: str) -> bool:
+        """Whether the target offers an optional capability (the required ones it must)."""
+        return capability not in OPTIONAL_CAPABILITIES or self.capabilities is None or capability in self.capabilities
+
+    def missing_links(self) -> list[str]:
+        """The links a chaos run needs that `links:` does not give (every one is needed: all traffic
+        goes through Toxiproxy)."""
+        return [name for name in link_names(self.codes) if name not in self.links]
+
+    def process_fault_problem(self, kind: str, service: str) -> str | None:
+        """Why a process fault of `kind` cannot be done to `service` of this target, or None."""
+        if kind in NEVER_EXTERNAL:
+            return NEVER_EXTERNAL[kind]
+        needs = PROCESS_NEEDS.get(kind)
+        if needs is None:  # disconnect: every link of the service down, through Toxiproxy
+            return None
+        control = self.processes.get(service)
+        lacking = [n for n in needs if control is None or getattr(control, n) is None]
+        if lacking:
+            return (
+                f"a {kind} fault needs {' and '.join(f'processes.{service}.{n}' for n in lacking)} in the"
+                " target file (the harness did not start it, so it cannot signal or start it otherwise)"
+            )
+        return None
 
     def bank(self, code: str) -> Participant:
         for p in self.participants:

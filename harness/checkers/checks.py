@@ -42,17 +42,18 @@ class RunInputs:
     # proxy_counters.jsonl: Toxiproxy's byte counters at each apply and heal (none in older runs)
     proxy_counters: list[dict[str, Any]] = field(default_factory=list)
     load_figures: dict[str, Any] | None = None  # load.json: the open-model generator's figures
+    # opening.json of an external run: its money before the load (its books may hold earlier runs')
+    opening: dict[str, Any] | None = None
 
     @cached_property
     def reconciliation(self) -> Reconciliation:
         """Three checks judge the same reconciliation: it is computed once. When it raises, each of
         them raises too and is unknown (cached_property caches only a value)."""
-        return reconcile(
-            self.ledgers,
-            self.system.total_customer_money(),
-            self.system.total_settlement_money(),
-            currency=self.system.currency,
-        )
+        if self.opening is not None:
+            customer, settlement = self.opening.get("customer_money"), self.opening.get("settlement_money")
+        else:
+            customer, settlement = self.system.total_customer_money(), self.system.total_settlement_money()
+        return reconcile(self.ledgers, customer, settlement, currency=self.system.currency)
 
 
 # -- availability ---------------------------------------------------------------------------------
@@ -283,11 +284,23 @@ def evidence(run: RunInputs) -> CheckVerdict:
 # -- independent checks and the stress record ---------------------------------------------------
 
 
+def _not_offered(run: RunInputs, *capabilities: str) -> str:
+    """'not applicable: the target does not offer settlement' when an external target lacks one of
+    the capabilities a check reads (ledgers.json `not_offered`), else ''."""
+    lacking = [c for c in capabilities if c in run.ledgers.get("not_offered", ())]
+    return f"not applicable: the target does not offer {', '.join(lacking)}" if lacking else ""
+
+
 def ledger_replay(run: RunInputs) -> CheckVerdict:
     """The switch's books rebuilt from its transfer records (harness/checkers/replay.py): exposure
     against the cap at every instant, windows and settlement movements. Naive-component scenarios
     expect breaks: there the figures are shown, not judged."""
+    lacking = _not_offered(run, "positions", "settlement")
+    if lacking:
+        return CheckVerdict.judged([], ledger_replay={"not_applicable": lacking, "checks": []})
     opening = {b.code: b.settlement_balance for b in run.system.banks}
+    if run.opening is not None and run.opening.get("settlement_origin") is not None:
+        opening = run.opening["settlement_origin"]  # an external target's, before any movement it recorded
     found = replay(run.ledgers, opening, currency=run.system.currency)
     failures: list[str] = []
     if run.scenario.expect.consistency.verdict == "consistent":
@@ -298,8 +311,12 @@ def ledger_replay(run: RunInputs) -> CheckVerdict:
 def stress(run: RunInputs) -> CheckVerdict:
     """What the run put under stress (harness/checkers/stress.py); a consistent scenario fails when
     a stress it declares (expect.stress) was not exercised."""
-    record = stress_record(run.ledgers, run.faults, run.history, run.system.switch.payee_timeout_s)
     declared = list(run.scenario.expect.stress)
+    lacking = _not_offered(run, "settlement")
+    if lacking:
+        failures = [f"stress: expect.stress {declared} cannot be measured, {lacking}"] if declared else []
+        return CheckVerdict.judged(failures, stress={})
+    record = stress_record(run.ledgers, run.faults, run.history, run.system.switch.payee_timeout_s)
     for kind, figures in record.items():
         figures["declared"] = kind in declared
     failures = unexercised(record, declared) if run.scenario.expect.consistency.verdict == "consistent" else []

@@ -59,6 +59,8 @@ class Reconciliation:
     anomalies: dict[str, list[PaymentView]] = field(default_factory=dict)
     books: list[BooksCheck] = field(default_factory=list)
     totals: dict[str, int] = field(default_factory=dict)
+    # Checks a target cannot be judged on (it does not offer the capability they read): name -> why.
+    not_applicable: dict[str, str] = field(default_factory=dict)
     settled_ids: set[str] = field(default_factory=set, repr=False)  # money moved, cleanly
     failed_ids: set[str] = field(default_factory=set, repr=False)  # no money moved, cleanly
 
@@ -84,6 +86,7 @@ class Reconciliation:
             "examples": {k: [asdict(v) for v in vs[:examples]] for k, vs in self.anomalies.items() if vs},
             "books": [asdict(b) for b in self.books],
             "totals": self.totals,
+            "not_applicable": self.not_applicable,
         }
 
 
@@ -138,7 +141,7 @@ def reconcile(
         theirs = {c["payment_id"]: c for c in books["credits"] if c["fingerprint"] is not None}
         credits.update(theirs)
         payee_of.update(dict.fromkeys(theirs, code))
-        for kind, n, pid in _duplicate_effects(books["entries"]):
+        for kind, n, pid in _duplicate_effects(books.get("entries", [])):
             anomalies[Anomaly.DUPLICATE_EFFECT.value].append(PaymentView(pid, code, None, f"{kind} x{n}", "", "", None))
 
     ids = payments.keys() | transfers.keys() | credits.keys()
@@ -186,7 +189,40 @@ def reconcile(
     result.books = check_books(
         snap, transfers, opening_customer_money, opening_settlement_money, result.totals, currency
     )
+    missing = set(snap.get("not_offered", ()))
+    if missing:
+        result.not_applicable = not_applicable(missing)
+        result.books = [b for b in result.books if b.name not in result.not_applicable]
+        for key in ("customer_balances", "held_in_flight", "opening_customer_money", "conservation_delta"):
+            if "bank_books" in missing:
+                result.totals.pop(key, None)
+        if "positions" in missing:
+            result.totals.pop("settlement_balances", None)
     return result
+
+
+# The optional contract capabilities (harness/contract.py) each check reads, beyond the required ones.
+CHECK_NEEDS: dict[str, tuple[str, ...]] = {
+    "duplicate_effects": ("bank_books",),
+    "conservation": ("bank_books",),
+    "settlement_money_conserved": ("positions",),
+    "positions_match_transfers": ("positions", "settlement"),
+    "reservations_match_pending": ("positions",),
+    "positions_sum_to_zero": ("positions",),
+    "closed_credit_matches_windows": ("positions", "settlement"),
+    "net_debit_cap_respected": ("positions",),
+    "committed_in_a_window": ("settlement",),
+    "settlement_windows": ("settlement",),
+}
+
+
+def not_applicable(missing: set[str]) -> dict[str, str]:
+    """The checks that cannot be judged without the `missing` capabilities, each with the reason."""
+    return {
+        check: f"not applicable: the target does not offer {', '.join(c for c in needs if c in missing)}"
+        for check, needs in CHECK_NEEDS.items()
+        if missing.intersection(needs)
+    }
 
 
 def check_books(
@@ -204,8 +240,8 @@ def check_books(
         return "{" + ", ".join(f"{bank}: {money(v)}" for bank, v in by_bank.items()) + "}"
 
     checks: list[BooksCheck] = []
-    sw = snap["switch"]
-    customer = sum(a["balance"] for b in snap["banks"].values() for a in b["accounts"])
+    sw = {"participants": [], "windows": [], "movements": [], **snap["switch"]}  # a target's missing reads: none
+    customer = sum(a["balance"] for b in snap["banks"].values() for a in b.get("accounts", []))
     held = sum(p["amount"] for b in snap["banks"].values() for p in b["payments"] if p["status"] == "PDNG")
     totals["customer_balances"] = customer
     totals["held_in_flight"] = held

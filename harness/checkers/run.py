@@ -57,6 +57,7 @@ def load_inputs(run_dir: Path | RunDir) -> RunInputs:
         samples=read_jsonl(rd.consistency) if rd.consistency.exists() else [],
         proxy_counters=read_counters(rd.proxy_counters),  # none: no Toxiproxy evidence, history only
         load_figures=loadfile.read(rd.load_figures),
+        opening=_json(rd.opening) if rd.opening.exists() else None,  # an external run's opening money
     )
 
 

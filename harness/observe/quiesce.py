@@ -51,7 +51,7 @@ def wait_in_doubt(switch_url: str, bank_urls: dict[str, str], grace_s: float) ->
     left = -1
     while True:
         with contextlib.suppress(OSError):  # a service restarting after a crash: ask again
-            left = pending(snapshot.take(switch_url, bank_urls))
+            left = pending(snapshot.take(switch_url, bank_urls, snapshot.required_only))
         if left == 0 or time.monotonic() >= deadline:
             return left
         time.sleep(POLL_S)

@@ -20,9 +20,12 @@ from harness.observe import snapshot
 
 
 class ConsistencySampler(threading.Thread):
-    def __init__(self, switch_url: str, bank_urls: dict[str, str], out: Path, grace_s: float, every_s: float = 2.0):
+    def __init__(
+        self, switch_url: str, bank_urls: dict[str, str], out: Path, grace_s: float, every_s: float = 2.0,
+        offers: snapshot.Offers = snapshot.everything,
+    ) -> None:  # fmt: skip
         super().__init__(name="consistency-sampler", daemon=True)
-        self.switch_url, self.bank_urls = switch_url, bank_urls
+        self.switch_url, self.bank_urls, self.offers = switch_url, bank_urls, offers
         self.out, self.grace_s, self.every_s = out, grace_s, every_s
         self.stop_event = threading.Event()
         self.samples: list[dict[str, Any]] = []
@@ -41,7 +44,7 @@ class ConsistencySampler(threading.Thread):
     def sample_now(self) -> dict[str, Any]:
         """One sample, now; inside held(), or through sample()."""
         at = time.time()
-        snap = snapshot.take(self.switch_url, self.bank_urls)
+        snap = snapshot.take(self.switch_url, self.bank_urls, self.offers)
         rec = reconcile(snap, settled_before=at - self.grace_s)
         line = {
             "at": at,

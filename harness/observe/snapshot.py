@@ -1,13 +1,52 @@
-"""Read every ledger of the running system into one snapshot (harness/ledgers.py owns its file)."""
+"""Read every ledger of the running system into one snapshot (harness/ledgers.py owns its file).
+
+The snapshot is taken through a `LedgerSource`: `HttpLedgerSource` reads the participant contract's
+read API (harness/contract.py; the bundled mock is its reference implementation), the same for the
+mock the harness started and for an external target. A read of an optional capability the target
+does not offer is left out, and the snapshot's `not_offered` names the capability: the checks that
+need it are then "not applicable" rather than failed.
+"""
 
 from __future__ import annotations
 
 import json
 import time
 import urllib.request
-from typing import Any
+from collections.abc import Callable
+from typing import Any, Protocol
 
 from harness.ledgers import Snapshot
+
+Offers = Callable[[str], bool]  # whether the target offers an optional capability
+
+# Snapshot key -> (the contract capability it belongs to, the read path).
+SWITCH_READS = {
+    "transfers": ("switch_reads", "/transfers"),
+    "participants": ("positions", "/participants"),
+    "windows": ("settlement", "/settlement/windows"),
+    "movements": ("settlement", "/settlement/movements"),
+}
+BANK_READS = {
+    "payments": ("bank_reads", "/payments"),
+    "credits": ("bank_reads", "/credits"),
+    "accounts": ("bank_books", "/accounts"),
+    "entries": ("bank_books", "/entries"),
+}
+
+
+def everything(capability: str) -> bool:
+    return True
+
+
+def required_only(capability: str) -> bool:
+    """Only the required reads (payments, credits, transfers): enough to count what is pending."""
+    return capability in ("switch_reads", "bank_reads")
+
+
+class LedgerSource(Protocol):
+    """Where the checkers' snapshot comes from."""
+
+    def take(self) -> Snapshot: ...
 
 
 def _get(url: str, timeout_s: float = 30.0) -> Any:
@@ -15,37 +54,69 @@ def _get(url: str, timeout_s: float = 30.0) -> Any:
         return json.loads(resp.read())
 
 
-def take(switch_url: str, bank_urls: dict[str, str]) -> Snapshot:
+class HttpLedgerSource:
+    """The contract's read API of a switch and its banks (the mock's, or an external target's)."""
+
+    def __init__(self, switch_url: str, bank_urls: dict[str, str], offers: Offers = everything) -> None:
+        self.switch_url = switch_url
+        self.bank_urls = bank_urls
+        self.offers = offers
+
+    def take(self) -> Snapshot:
+        offered = self.offers
+        snap: Snapshot = {
+            "taken_at": time.time(),
+            "switch": {key: _get(self.switch_url + path) for key, (cap, path) in SWITCH_READS.items() if offered(cap)},
+            "banks": {
+                code: {key: _get(url + path) for key, (cap, path) in BANK_READS.items() if offered(cap)}
+                for code, url in self.bank_urls.items()
+            },
+        }
+        missing = sorted({cap for cap, _ in (*SWITCH_READS.values(), *BANK_READS.values()) if not offered(cap)})
+        if missing:
+            snap["not_offered"] = missing
+        return snap
+
+
+def take(switch_url: str, bank_urls: dict[str, str], offers: Offers = everything) -> Snapshot:
     """Fetch the switch's and every bank's books over their read endpoints."""
-    return {
-        "taken_at": time.time(),
-        "switch": {
-            "transfers": _get(switch_url + "/transfers"),
-            "participants": _get(switch_url + "/participants"),
-            "windows": _get(switch_url + "/settlement/windows"),
-            "movements": _get(switch_url + "/settlement/movements"),
-        },
-        "banks": {
-            code: {
-                "payments": _get(url + "/payments"),
-                "credits": _get(url + "/credits"),
-                "accounts": _get(url + "/accounts"),
-                "entries": _get(url + "/entries"),
-            }
-            for code, url in bank_urls.items()
-        },
-    }
+    return HttpLedgerSource(switch_url, bank_urls, offers).take()
 
 
-def take_stable(switch_url: str, bank_urls: dict[str, str], attempts: int = 20) -> Snapshot:
+def opening_money(snap: Snapshot) -> dict[str, Any]:
+    """Customer money (balances + held in flight) and settlement money of a snapshot: None where the
+    target does not offer the reads."""
+    banks = snap["banks"].values()
+    customer = None
+    if all("accounts" in b for b in banks):
+        customer = sum(a["balance"] for b in banks for a in b["accounts"]) + sum(
+            p["amount"] for b in banks for p in b["payments"] if p["status"] == "PDNG"
+        )
+    participants = snap["switch"].get("participants")
+    settlement = None if participants is None else sum(p["settlement_balance"] for p in participants)
+    # Each bank's settlement balance before every movement its books hold: where the ledger replay
+    # starts rebuilding them from (the target may have settled windows before this run).
+    origin = None
+    movements = snap["switch"].get("movements")
+    if participants is not None and movements is not None:
+        origin = {p["bank"]: p["settlement_balance"] for p in participants}
+        for m in movements:
+            origin[m["bank"]] = origin.get(m["bank"], 0) - m["amount"]
+    return {"customer_money": customer, "settlement_money": settlement, "settlement_origin": origin}
+
+
+def take_stable(
+    switch_url: str, bank_urls: dict[str, str], attempts: int = 20, offers: Offers = everything
+) -> Snapshot:
     """A snapshot that two consecutive reads agree on.
 
     Each ledger is read over several HTTP calls, one service after another, so a payment still
     moving while we read (a debit between a bank's payments and its accounts) would show as money
     lost or created. Reading until nothing changes makes the checkers judge a settled state."""
-    previous = take(switch_url, bank_urls)
+    source = HttpLedgerSource(switch_url, bank_urls, offers)
+    previous = source.take()
     for _ in range(attempts):
-        current = take(switch_url, bank_urls)
+        current = source.take()
         if _books(current) == _books(previous):
             return current
         previous = current

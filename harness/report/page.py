@@ -301,9 +301,9 @@ def scorecard(
                 fmt_pct(ratio, 3),
             )
         )
-    if ledgers is not None:
+    if ledgers is not None and "windows" in ledgers["switch"]:  # a target without settlement has none
         windows = ledgers["switch"]["windows"]
-        with_transfers = [w for w in windows if w["transfer_count"]]
+        with_transfers = [w for w in windows if w.get("transfer_count", 1)]
         unsettled = [w for w in with_transfers if w["state"] != "SETTLED"]
         context.append(
             _row(
@@ -884,7 +884,7 @@ def anomaly_examples(result: Mapping[str, Any], payments: Sequence[Mapping[str, 
 def settlement_windows(ledgers: Mapping[str, Any] | None) -> list[dict[str, Any]]:
     if ledgers is None:
         return []
-    return sorted(ledgers["switch"]["windows"], key=lambda w: w["window_id"])
+    return sorted(ledgers["switch"].get("windows", []), key=lambda w: w["window_id"])
 
 
 # -- the suite page -------------------------------------------------------------------------------

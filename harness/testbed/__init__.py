@@ -28,6 +28,11 @@ def make_testbed(
             f"power_loss faults on {', '.join(losing)}: the {backend} backend has no power-loss layer",
             fix="run this scenario with --backend local",
         )
+    if backend == "external":  # a system someone else started: harness/testbed/external.py, from a target file
+        raise TestbedError(
+            "the external backend needs a scenario naming a target file (`target:`); it has no services to start",
+            fix="run the scenario with `harness run SCENARIO`",
+        )
     if backend == "docker":
         from harness.testbed.containers import DockerTestbed
 
