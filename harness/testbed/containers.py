@@ -464,6 +464,7 @@ class DockerTestbed(Testbed):
 
     def __init__(self, system: SystemConfig, run_dir: Path, client: DockerClient | None = None) -> None:
         # Not Testbed.__init__: it would prepare local processes.
+        self.power_loss: list[str] = []  # containers have no power-loss layer (make_testbed refuses one)
         self.run_dir = run_dir
         self._guardian = None
         self.client = client or docker_client()
