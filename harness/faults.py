@@ -12,6 +12,7 @@ the Toxiproxy client or the Docker SDK.
 
 from __future__ import annotations
 
+import math
 import random
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -185,7 +186,8 @@ class FaultSpec(BaseModel):
         kills = self.attributes.get("kills", defaults["kills"])
         down_ms = self.attributes.get("down_ms", defaults["down_ms"])
         seed = self.attributes.get("seed", defaults["seed"])
-        slot = self.duration / kills
+        # Held until healed by hand (the chaos panel: infinite duration): slots of twice what a kill needs.
+        slot = self.duration / kills if math.isfinite(self.duration) else 2 * crash_loop_slot_s(down_ms)
         room = max(0.0, slot - crash_loop_slot_s(down_ms))
         rng = random.Random(f"{seed}:{target}")  # a str seed is hashed the same in every process
         return [i * slot + rng.uniform(0, room) for i in range(kills)]

@@ -56,12 +56,14 @@ HUNTING = HUNT_S > 0
 EXAMPLES = int(os.environ.get("HARNESS_CHAOS_EXAMPLES", "100000" if HUNTING else "2"))
 REPLAYS = int(os.environ.get("HARNESS_CHAOS_REPLAYS", "3" if HUNTING else "2"))
 # Real runs a search may spend, searching and shrinking together (each is ~25 s).
-RUN_BUDGET = int(os.environ.get("HARNESS_CHAOS_RUNS", "40" if HUNTING else "8"))
+RUN_BUDGET = int(os.environ.get("HARNESS_CHAOS_RUNS", "40" if HUNTING else "6"))
 CONFIRM = 3 if HUNTING else 1  # runs of a written replay file
 # Faults end by 13 s. Against robust components the load outlasts the last heal by at least 7 s
 # (plus Locust's boot): room for the availability check's recovery (3 consecutive good seconds
 # after restarts that take up to 4 s on a busy machine), which a robust system must reach after any
-# schedule. The naive search judges only the books, so its runs stop sooner.
+# schedule. (With the former 12 s of load, a switch crash healed at 10 s left 3 to 4 s of answers:
+# result.json said FAIL, "did not recover", in 2 of 2 runs while this test, reading only anomalies
+# and lost payments, passed.) The naive search judges only the books, so its runs stop sooner.
 LOAD_S = {"robust": 20.0, "naive": 14.0}
 RATE = 60.0  # arrivals per second
 TOPOLOGY_BANKS = 3

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import importlib.util
+import math
 import random
 import signal
 import sys
@@ -63,6 +64,12 @@ def test_a_crash_loop_plans_one_seeded_kill_per_slot_with_room_to_restart() -> N
     assert len(plan) == 3
     for i, at in enumerate(plan):  # slot i is [5i, 5i + 5): the kill leaves 1 s dead + 2 s restart in it
         assert 5 * i <= at <= 5 * i + 5 - 3
+
+
+def test_a_crash_loop_held_until_healed_by_hand_still_kills() -> None:
+    plan = loop(duration=math.inf, kills=3, down_ms=1000).crash_loop_plan("BNKB")
+    assert len(plan) == 3 and all(math.isfinite(at) for at in plan)
+    assert all(b - a >= 3 for a, b in zip(plan, plan[1:], strict=False)), "room to restart between kills"
 
 
 @pytest.mark.parametrize(
