@@ -161,6 +161,7 @@ class Trial:
     """One schedule's real runs (at most REPLAYS, stopping at the first failing one)."""
 
     runs: list[tuple[Path, list[str]]] = field(default_factory=list)
+    error: Exception | None = None  # a run that could not complete (the harness raised)
 
     @property
     def failed(self) -> bool:
@@ -202,15 +203,21 @@ class Search:
             if not self.may_run():
                 return False  # budget spent: keep the smallest failing schedule found so far
             trial = self.trials[key] = Trial()
-            for _ in range(self.replays):
-                outcome = run(scenario_for(schedule, self.resilience), self.out, progress=None)
+            try:
+                for _ in range(self.replays):
+                    outcome = run(scenario_for(schedule, self.resilience), self.out, progress=None)
+                    self.runs += 1
+                    trial.runs.append((outcome.run_dir, self.judge(outcome)))
+                    if trial.failed:
+                        break
+            except Exception as exc:  # no verdict: the same error for this schedule every time it is asked
                 self.runs += 1
-                trial.runs.append((outcome.run_dir, self.judge(outcome)))
-                if trial.failed:
-                    break
+                trial.error = exc
             if trial.failed and self.runs_at_first_failure is None:
                 self.runs_at_first_failure = self.runs
             self._log(schedule, trial)
+        if trial.error is not None:
+            raise trial.error
         return trial.failed
 
     def failures(self) -> int:
@@ -222,12 +229,15 @@ class Search:
             "faults": [f.model_dump(mode="json") for f in schedule],
             "runs": [{"run_dir": str(d), "failures": p} for d, p in trial.runs],
             "failed": trial.failed,
+            "error": None if trial.error is None else f"{type(trial.error).__name__}: {trial.error}",
         }
         if self.log is not None:
             self.log.parent.mkdir(parents=True, exist_ok=True)
             with self.log.open("a") as f:
                 f.write(json.dumps(line) + "\n")
         verdict = "FAILED: " + "; ".join(trial.failing_run()[1]) if trial.failed else "passed"
+        if trial.error is not None:
+            verdict = f"ERROR (no verdict): {type(trial.error).__name__}: {trial.error}"
         print(f"[{self.resilience}] schedule {len(self.trials)} ({len(trial.runs)} runs) {verdict}:"
               f" {[f.name for f in schedule]}", flush=True)  # fmt: skip
 

@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import importlib.util
+import itertools
 import math
 import random
 import signal
@@ -69,7 +70,7 @@ def test_a_crash_loop_plans_one_seeded_kill_per_slot_with_room_to_restart() -> N
 def test_a_crash_loop_held_until_healed_by_hand_still_kills() -> None:
     plan = loop(duration=math.inf, kills=3, down_ms=1000).crash_loop_plan("BNKB")
     assert len(plan) == 3 and all(math.isfinite(at) for at in plan)
-    assert all(b - a >= 3 for a, b in zip(plan, plan[1:], strict=False)), "room to restart between kills"
+    assert all(b - a >= 3 for a, b in itertools.pairwise(plan)), "room to restart between kills"
 
 
 @pytest.mark.parametrize(
@@ -228,3 +229,24 @@ def test_a_search_spends_at_most_its_budget(tmp_path: Path, monkeypatch: pytest.
     search = chaos.Search("robust", tmp_path, chaos.failed_checks, replays=2, run_budget=5, shrink_budget=5)
     assert search.minimal_failure(50) is None
     assert search.runs <= 5 + 1 and search.failures() == 0  # the last schedule's replays may end past it
+
+
+def test_a_run_that_raises_raises_the_same_for_its_schedule_every_time(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The harness failing (e.g. Toxiproxy missing) is no verdict: the search stops with that error,
+    never a "flaky" one, however many times Hypothesis asks about the schedule."""
+    calls = []
+
+    def fake_run(scenario: Any, out: Path, progress: Any = None) -> RunOutcome:
+        calls.append(scenario)
+        if len(calls) == 1:
+            raise RuntimeError("toxiproxy-server not found")
+        return outcome(out, {"availability": []})
+
+    monkeypatch.setattr(chaos, "run", fake_run)
+    search = chaos.Search("robust", tmp_path, chaos.failed_checks, replays=2, run_budget=20, shrink_budget=20)
+    with pytest.raises(RuntimeError, match="toxiproxy-server not found"):
+        search.minimal_failure(5)
+    first = next(iter(search.trials.values()))
+    assert first.error is not None and not first.runs
