@@ -203,22 +203,35 @@ class Search:
             if not self.may_run():
                 return False  # budget spent: keep the smallest failing schedule found so far
             trial = self.trials[key] = Trial()
-            try:
-                for _ in range(self.replays):
-                    outcome = run(scenario_for(schedule, self.resilience), self.out, progress=None)
-                    self.runs += 1
-                    trial.runs.append((outcome.run_dir, self.judge(outcome)))
-                    if trial.failed:
-                        break
-            except Exception as exc:  # no verdict: the same error for this schedule every time it is asked
-                self.runs += 1
-                trial.error = exc
+            for _ in range(self.replays):
+                outcome = self._run(schedule, trial)
+                if outcome is None:
+                    break
+                trial.runs.append((outcome.run_dir, self.judge(outcome)))
+                if trial.failed:
+                    break
             if trial.failed and self.runs_at_first_failure is None:
                 self.runs_at_first_failure = self.runs
             self._log(schedule, trial)
         if trial.error is not None:
             raise trial.error
         return trial.failed
+
+    def _run(self, schedule: list[FaultSpec], trial: Trial) -> RunOutcome | None:
+        """One real run; None when the harness raised twice in a row (no verdict: `trial.error`).
+        A run that raised once is run again: it says nothing about the schedule (e.g. a testbed
+        that could not start), and the error is printed so a person sees it."""
+        for attempt in (1, 2):
+            self.runs += 1
+            try:
+                return run(scenario_for(schedule, self.resilience), self.out, progress=None)
+            except Exception as exc:
+                print(
+                    f"[{self.resilience}] run raised (attempt {attempt} of 2): {type(exc).__name__}: {exc}", flush=True
+                )
+                if attempt == 2:
+                    trial.error = exc
+        return None
 
     def failures(self) -> int:
         return sum(t.failed for t in self.trials.values())
