@@ -58,6 +58,7 @@ REPLAYS = int(os.environ.get("HARNESS_CHAOS_REPLAYS", "3" if HUNTING else "2"))
 # Real runs a search may spend, searching and shrinking together (each is ~25 s).
 RUN_BUDGET = int(os.environ.get("HARNESS_CHAOS_RUNS", "40" if HUNTING else "6"))
 CONFIRM = 3 if HUNTING else 1  # runs of a written replay file
+CANDIDATES = 3  # failing schedules tried as the replay file, smallest first, until one fails again
 # Faults end by 13 s. Against robust components the load outlasts the last heal by at least 7 s
 # (plus Locust's boot): room for the availability check's recovery (3 consecutive good seconds
 # after restarts that take up to 4 s on a busy machine), which a robust system must reach after any
@@ -160,6 +161,7 @@ def books_broken(outcome: RunOutcome) -> list[str]:
 class Trial:
     """One schedule's real runs (at most REPLAYS, stopping at the first failing one)."""
 
+    schedule: list[FaultSpec] = field(default_factory=list)
     runs: list[tuple[Path, list[str]]] = field(default_factory=list)
     error: Exception | None = None  # a run that could not complete (the harness raised)
 
@@ -202,7 +204,7 @@ class Search:
         if trial is None:
             if not self.may_run():
                 return False  # budget spent: keep the smallest failing schedule found so far
-            trial = self.trials[key] = Trial()
+            trial = self.trials[key] = Trial(schedule)
             for _ in range(self.replays):
                 outcome = self._run(schedule, trial)
                 if outcome is None:
@@ -279,33 +281,38 @@ def search_settings(examples: int) -> settings:
     )
 
 
-def write_replay(minimal: list[FaultSpec], search: Search, name: str) -> tuple[Path, str]:
+def write_replay(minimal: list[FaultSpec], search: Search, name: str) -> tuple[Path, str, int]:
     """The minimal failing schedule as a scenario file, then that file run again CONFIRM times (its
-    own runs, from the file as written): how often it fails on replay is part of the report."""
+    own runs, from the file as written). When it does not fail again (a rare failure), the next
+    smallest failing schedules take its place, up to CANDIDATES of them, so the file left behind
+    is, whenever the search found one, a schedule that fails again when replayed. Returns the
+    file, the report (also written beside it as .txt) and how many of its replays failed."""
     replay = search.out / f"{name}.yaml"
     replay.parent.mkdir(parents=True, exist_ok=True)
-    text = dump(scenario_for(minimal, search.resilience))
-    replay.write_text(text)
-    trial = search.trials[text]
-    first_dir, first_problems = trial.failing_run()
+    others = [t.schedule for t in search.trials.values() if t.failed and t.schedule != minimal]
+    candidates = [minimal, *sorted(others, key=len)][:CANDIDATES]
+    lines: list[str] = []
     again = 0
-    lines = []
-    for _ in range(CONFIRM):
-        outcome = run(load(replay), search.out / "replays", progress=None)
-        problems = search.judge(outcome)
-        again += bool(problems)
-        lines.append(f"  replay {outcome.run_dir}: {'; '.join(problems) or 'passed'}")
-    report = "\n".join(
-        [
-            f"minimal failing schedule ({search.summary()}), replay with `harness run {replay}`:",
-            text,
-            f"it failed in {first_dir}: {'; '.join(first_problems)}",
-            f"the replay file failed again in {again} of {CONFIRM} runs:",
-            *lines,
-        ]
-    )
+    for i, schedule in enumerate(candidates):
+        text = dump(scenario_for(schedule, search.resilience))
+        replay.write_text(text)
+        first_dir, first_problems = search.trials[text].failing_run()
+        again = 0
+        runs = []
+        for _ in range(CONFIRM):
+            outcome = run(load(replay), search.out / "replays", progress=None)
+            problems = search.judge(outcome)
+            again += bool(problems)
+            runs.append(f"  replay {outcome.run_dir}: {'; '.join(problems) or 'passed'}")
+        label = "minimal failing schedule" if i == 0 else "next smallest failing schedule"
+        lines += [f"{label}:", text, f"it failed in {first_dir}: {'; '.join(first_problems)}",
+                  f"the replay file failed again in {again} of {CONFIRM} runs:", *runs]  # fmt: skip
+        if again:
+            break
+    header = f"{search.summary()}; replay with `harness run {replay}`"
+    report = "\n".join([header, *lines])
     (replay.parent / f"{name}.txt").write_text(report + "\n")
-    return replay, report
+    return replay, report, again
 
 
 def test_robust_components_pass_every_check_under_random_faults(pytestconfig: pytest.Config) -> None:
@@ -322,7 +329,7 @@ def test_robust_components_pass_every_check_under_random_faults(pytestconfig: py
     if minimal is None:
         assert search.failures() == 0
         return
-    _, report = write_replay(minimal, search, "random-chaos-robust-minimal")
+    _, report, _ = write_replay(minimal, search, "random-chaos-robust-minimal")
     pytest.fail(f"robust components failed a check under a random fault schedule\n{report}")
 
 
@@ -336,8 +343,10 @@ def test_naive_components_break_and_hypothesis_shrinks_the_schedule(pytestconfig
     minimal = search.minimal_failure(max(EXAMPLES, 6) if not HUNTING else 6)
     if minimal is None:
         pytest.fail(f"no drawn schedule broke the naive components ({search.summary()}): the checker has no teeth")
-    replay, report = write_replay(minimal, search, "random-chaos-naive-minimal")
+    replay, report, again = write_replay(minimal, search, "random-chaos-naive-minimal")
     print("\n" + report)
-    # The schedule reported is one that really broke the books in a real run, not a guess.
+    # The schedule reported is one that really broke the books in a real run, not a guess, and
+    # the file left behind breaks them again when replayed.
     assert search.trials[replay.read_text()].failed
+    assert again, f"no failing schedule failed again on replay:\n{report}"
     assert 1 <= len(minimal) <= 3

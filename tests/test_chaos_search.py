@@ -213,9 +213,12 @@ def test_a_schedule_failing_in_some_replays_fails_and_shrinks_to_a_replay_file_t
     minimal = search.minimal_failure(40)  # raises Flaky if the same schedule were answered two ways
     assert minimal is not None and any(f.kind == "pause" for f in minimal)
     assert len(minimal) == 1, "shrunk to the one fault that fails"
-    replay, report = chaos.write_replay(minimal, search, "minimal")
+    replay, report, again = chaos.write_replay(minimal, search, "minimal")
     assert search.trials[replay.read_text()].failed, "the replay file holds a schedule that really failed"
     assert "failed again in" in report and (tmp_path / "minimal.txt").exists()
+    # Only pause schedules fail: each replay of the file is a fresh draw, so it failed again or
+    # every candidate (at most 3) was replayed in turn.
+    assert again or report.count("failed again in 0 of") == min(chaos.CANDIDATES, search.failures())
     # A schedule is replayed until one run fails, never more than `replays` times.
     assert all(1 <= len(t.runs) <= 3 for t in search.trials.values())
     assert all(t.runs[-1][1] for t in search.trials.values() if len(t.runs) < 3)
@@ -256,3 +259,23 @@ def test_a_run_that_raises_is_run_again_once_then_its_error_is_the_answer_every_
         with pytest.raises(RuntimeError, match="toxiproxy-server not found"):
             search.minimal_failure(5)
         assert first_trial().error is not None and not first_trial().runs
+
+
+def test_a_minimal_schedule_that_does_not_fail_again_gives_way_to_the_next_smallest_that_does(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def fake_run(scenario: Any, out: Path, progress: Any = None) -> RunOutcome:
+        bad = scenario.faults[0].kind == "crash"  # the latency schedule failed once, by chance
+        return outcome(out, {"consistency": ["books failing: windows"] if bad else []})
+
+    monkeypatch.setattr(chaos, "run", fake_run)
+    search = chaos.Search("naive", tmp_path, chaos.failed_checks, replays=1, run_budget=9, shrink_budget=9)
+    rare = [FaultSpec(name="f1-latency", kind="latency", targets=["BNKA->switch"], start=2, duration=2)]
+    solid = [FaultSpec(name="f1-crash", kind="crash", targets=["switch"], start=2, duration=2)]
+    for schedule in (rare, solid):
+        search.trials[chaos.dump(chaos.scenario_for(schedule, "naive"))] = chaos.Trial(
+            schedule, [(tmp_path, ["consistency: books failing"])]
+        )
+    replay, report, again = chaos.write_replay(rare, search, "minimal")
+    assert again == chaos.CONFIRM and "kind: crash" in replay.read_text()
+    assert "minimal failing schedule" in report and "next smallest failing schedule" in report
