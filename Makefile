@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 TOOLS  := .tools/bin
 TOXIPROXY_VERSION := v2.12.0
 
-.PHONY: demo test setup tools lint typecheck unit scenarios docker-images docker-scenarios bench teeth clean
+.PHONY: demo test setup tools lint typecheck unit scenarios hunt docker-images docker-scenarios bench teeth clean
 
 demo: setup
 	$(BIN)/harness demo
@@ -49,6 +49,12 @@ unit: setup
 # includes scenarios/docker/ (backend: docker), skipped with the reason when no Docker engine answers.
 scenarios: setup
 	$(BIN)/pytest scenarios/
+
+# A random-chaos hunt against the robust components, for people (not in CI): random fault schedules
+# for HUNT_S seconds (10 minutes by default), every one judged by all the checks of its run.
+HUNT_S ?= 600
+hunt: setup
+	HARNESS_CHAOS_HUNT_S=$(HUNT_S) $(BIN)/pytest scenarios/test_random_chaos.py -k robust -s --harness-out reports/hunt
 
 # Docker backend: the wheelhouse (pip, on the host) and the images, with no container registry: a
 # Debian base by debootstrap (root), Toxiproxy from .tools/bin. Skips what is already up to date.

@@ -12,6 +12,8 @@ the Toxiproxy client or the Docker SDK.
 
 from __future__ import annotations
 
+import math
+import random
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -21,11 +23,13 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 FaultKind = Literal[
     "latency", "bandwidth", "timeout", "reset_peer", "slow_close", "slicer", "limit_data",
-    "down", "partition", "crash", "pause", "stop", "restart", "disconnect", "power_loss",
+    "down", "partition", "crash", "pause", "stop", "restart", "disconnect", "power_loss", "crash_loop",
 ]  # fmt: skip
 Targets = Literal["links", "services"]
 # How the nemesis does it; each one is an apply/heal pair in harness/nemesis/injector.py.
-Mechanism = Literal["toxic", "link_down", "signal", "kill", "stop", "restart", "disconnect", "power_loss"]
+Mechanism = Literal[
+    "toxic", "link_down", "signal", "kill", "stop", "restart", "disconnect", "power_loss", "crash_loop"
+]  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -48,6 +52,21 @@ class KindInfo:
 
 def _table(*kinds: KindInfo) -> dict[str, KindInfo]:
     return {k.name: k for k in kinds}
+
+
+CRASH_LOOP_ATTRIBUTES = {
+    "kills": "kill -9s in the window (1 to 20), each in a slot of its own",
+    "down_ms": "ms dead before each restart",
+    "seed": "seeds the moments of the kills (same seed, same moments)",
+}
+# A restart (start, then wait until healthy) takes about a second locally; each kill's slot leaves
+# room for it, so the kills of a loop never overlap.
+CRASH_LOOP_RESTART_S = 2.0
+
+
+def crash_loop_slot_s(down_ms: int) -> float:
+    """The least time one kill of a crash loop needs: dead for down_ms, then restarted."""
+    return down_ms / 1000 + CRASH_LOOP_RESTART_S
 
 
 # Toxiproxy units: times in ms (slicer's delay in µs), rates in KB/s, sizes in bytes; all integers.
@@ -83,6 +102,10 @@ KINDS: dict[str, KindInfo] = _table(
     KindInfo("power_loss", "services", "power_loss",
              "kill -9 and what it wrote but never fsynced is lost (local); restarted when healed",
              state="powered off"),
+    # Repeated crashes: a durability bug is caught whatever moment a single kill would have hit.
+    KindInfo("crash_loop", "services", "crash_loop",
+             "kill -9 several times at seeded random moments of the window, restarted after each",
+             CRASH_LOOP_ATTRIBUTES, {"kills": 3, "down_ms": 1000, "seed": 1}, state="crash-looping"),
 )  # fmt: skip
 
 # What a fault of each target type may name, for people (`harness list`).
@@ -131,7 +154,7 @@ class FaultSpec(BaseModel):
     @model_validator(mode="after")
     def _check_attributes(self) -> FaultSpec:
         info = KINDS[self.kind]
-        if info.toxic:
+        if info.toxic or info.attributes:  # toxics, and a crash loop
             unknown = sorted(set(self.attributes) - set(info.attributes))
             if unknown:
                 raise ValueError(
@@ -143,7 +166,37 @@ class FaultSpec(BaseModel):
                 raise ValueError(f"attributes {negative} must not be negative")
         elif self.attributes:
             raise ValueError(f"a {self.kind} fault takes no attributes")
+        if self.kind == "crash_loop":
+            self._check_crash_loop()
         return self
+
+    def _check_crash_loop(self) -> None:
+        defaults = KINDS["crash_loop"].defaults
+        kills = self.attributes.get("kills", defaults["kills"])
+        down_ms = self.attributes.get("down_ms", defaults["down_ms"])
+        if not 1 <= kills <= 20:
+            raise ValueError(f"attributes.kills: {kills}; a crash loop kills 1 to 20 times")
+        need = kills * crash_loop_slot_s(down_ms)
+        if self.duration < need:
+            raise ValueError(
+                f"a crash loop of {kills} kills, each dead {down_ms} ms and then restarted (about"
+                f" {CRASH_LOOP_RESTART_S:g} s), needs a window of at least {need:g} s; duration is"
+                f" {self.duration:g} s: lengthen it, or lower kills or down_ms"
+            )
+
+    def crash_loop_plan(self, target: str) -> list[float]:
+        """The kill moments of a crash loop on `target`, in seconds from the window's start: one
+        kill at a seeded random moment of each of `kills` equal slots, leaving each room to be dead
+        `down_ms` and restart inside its slot. Same fault, same target: same moments."""
+        defaults = KINDS["crash_loop"].defaults
+        kills = self.attributes.get("kills", defaults["kills"])
+        down_ms = self.attributes.get("down_ms", defaults["down_ms"])
+        seed = self.attributes.get("seed", defaults["seed"])
+        # Held until healed by hand (the chaos panel: infinite duration): slots of twice what a kill needs.
+        slot = self.duration / kills if math.isfinite(self.duration) else 2 * crash_loop_slot_s(down_ms)
+        room = max(0.0, slot - crash_loop_slot_s(down_ms))
+        rng = random.Random(f"{seed}:{target}")  # a str seed is hashed the same in every process
+        return [i * slot + rng.uniform(0, room) for i in range(kills)]
 
     @property
     def end(self) -> float:

@@ -14,6 +14,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, get_args
@@ -55,8 +56,8 @@ def test_every_kind_says_what_its_readers_need(kind: str) -> None:
     info = KINDS[kind]
     assert info.mechanism in _MECHANISMS, f"{kind}: the nemesis has no apply/heal for {info.mechanism!r}"
     assert info.help and "\n" not in info.help
-    if info.toxic:
-        assert info.targets == "links" and info.attributes
+    if info.toxic or info.mechanism == "crash_loop":
+        assert info.targets == ("links" if info.toxic else "services") and info.attributes
         assert set(info.defaults) == set(info.attributes), f"{kind}: the panel needs a default per attribute"
     else:
         assert not info.attributes and not info.defaults
@@ -290,7 +291,8 @@ def events(nemesis: Nemesis) -> list[tuple[str, str]]:
 
 
 def fault(kind: str, targets: list[str], name: str = "f") -> FaultSpec:
-    return FaultSpec(name=name, kind=kind, targets=targets, start=0, duration=1,
+    # A crash loop's window must hold its kills (harness/faults.py crash_loop_slot_s).
+    return FaultSpec(name=name, kind=kind, targets=targets, start=0, duration=1 if kind != "crash_loop" else 9,
                      attributes=dict(KINDS[kind].defaults))  # fmt: skip
 
 
@@ -301,6 +303,10 @@ def test_every_kind_applies_and_heals_back_to_where_it_started(
     nemesis, proxy, services = rig
     before = (proxy.state(), dict(services.states))
     nemesis.apply(fault(kind, ["BNKB"] if KINDS[kind].targets == "services" else ["switch->BNKB"]))
+    if kind == "crash_loop":  # its loop kills from its own thread: wait for the first kill (bounded)
+        by = time.monotonic() + 30
+        while not services.calls and time.monotonic() < by:
+            time.sleep(0.01)
     # A restart is over once applied (the service runs again); it still must have been done.
     assert (proxy.state(), services.states) != before or services.calls, f"{kind} did nothing"
     nemesis.heal("f")

@@ -101,6 +101,43 @@ class _Active:
     links: list[str] = field(default_factory=list)  # the links this fault holds down
 
 
+class _CrashLoop(threading.Thread):
+    """One service's crash loop: kill -9 at each planned moment, dead `down_ms`, restarted (the
+    restart waits until the service is healthy). Stopping it ends the loop; a service dead at that
+    moment is restarted first, so a healed loop always leaves its service running."""
+
+    def __init__(self, services: ServiceControl, fault: FaultSpec, service: str) -> None:
+        super().__init__(name=f"crash-loop-{fault.name}-{service}", daemon=True)
+        self.services, self.service = services, service
+        self.plan = fault.crash_loop_plan(service)
+        self.down_s = fault.attributes.get("down_ms", KINDS["crash_loop"].defaults["down_ms"]) / 1000
+        self.stop_event = threading.Event()
+        self.t0 = time.time()
+        self.kills: list[list[float]] = []  # [killed at, restarted at (healthy again)] per kill
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            for offset in self.plan:
+                if self.stop_event.wait(max(0.0, self.t0 + offset - time.time())):
+                    return
+                killed = time.time()
+                self.services.kill(self.service)
+                self.stop_event.wait(self.down_s)  # healed while dead: restart at once
+                self.services.restart(self.service)
+                self.kills.append([killed, time.time()])
+        except BaseException as exc:  # surfaced by the heal
+            self.error = exc
+
+    def stop(self, timeout_s: float = 60.0) -> None:
+        self.stop_event.set()
+        self.join(timeout_s)
+        if self.is_alive():
+            raise FaultError(f"the crash loop on {self.service} did not stop within {timeout_s:g} s")
+        if self.error is not None:
+            raise self.error
+
+
 # One step of a mechanism, on one target (a link name or a service name).
 Step = Callable[["Nemesis", FaultSpec, str], None]
 
@@ -113,6 +150,8 @@ class Nemesis:
     timeline_path: Path
     counters_path: Path | None = None  # proxy_counters.jsonl; None: no sampling
     active: dict[str, _Active] = field(default_factory=dict)
+    _loops: dict[tuple[str, str], _CrashLoop] = field(default_factory=dict)  # (fault, service) -> its loop
+    _done_loops: dict[tuple[str, str], list[list[float]]] = field(default_factory=dict)  # their kills, once healed
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _timeline: TimelineWriter = field(init=False)
     _counters: CounterWriter | None = field(init=False, default=None)
@@ -197,13 +236,15 @@ class Nemesis:
             fault, targets = act.fault, act.targets
             failed = self._run(_MECHANISMS[KINDS[fault.kind].mechanism][1], fault, targets)
             if failed:
-                at = self.record("heal-failed", fault, targets, error=_describe(failed))
+                at = self.record(
+                    "heal-failed", fault, targets, error=_describe(failed), **self._loop_record(fault, targets)
+                )
                 self._write_counters("heal-failed", name, at, self._read_counters())
                 raise FaultError(
                     f"could not heal fault {name!r} ({fault.kind}) on {_describe(failed)}",
                     fix="heal all resets Toxiproxy; a service may need restarting by hand",
                 )
-            at = self.record("heal", fault, targets)
+            at = self.record("heal", fault, targets, **self._loop_record(fault, targets))
             self._write_counters("heal", name, at, self._read_counters())
 
     def heal_all(self) -> None:
@@ -228,6 +269,13 @@ class Nemesis:
             except Exception as exc:
                 failed.append((target, exc))
         return failed
+
+    def _loop_record(self, fault: FaultSpec, targets: list[str]) -> dict[str, Any]:
+        """What a healed crash loop did, for its heal line: {"kills": {service: [[killed, restarted], ...]}}."""
+        if KINDS[fault.kind].mechanism != "crash_loop":
+            return {}
+        done = {t: self._done_loops.pop((fault.name, t), []) for t in targets}
+        return {"kills": done}
 
     def _has_network(self) -> bool:
         return isinstance(self.services, NetworkControl)
@@ -305,6 +353,19 @@ class Nemesis:
     def _start(self, fault: FaultSpec, service: str) -> None:
         self.services.start_service(service)  # a no-op for a running service, then waits until healthy
 
+    def _start_loop(self, fault: FaultSpec, service: str) -> None:
+        loop = _CrashLoop(self.services, fault, service)
+        self._loops[(fault.name, service)] = loop
+        loop.start()
+
+    def _stop_loop(self, fault: FaultSpec, service: str) -> None:
+        loop = self._loops.pop((fault.name, service), None)
+        if loop is not None:
+            try:
+                loop.stop()
+            finally:
+                self._done_loops[(fault.name, service)] = loop.kills
+
     def _disconnect(self, fault: FaultSpec, service: str) -> None:
         if isinstance(self.services, NetworkControl):
             self.services.disconnect(service)
@@ -338,6 +399,7 @@ _MECHANISMS: dict[Mechanism, tuple[Step, Step]] = {
     "restart": (Nemesis._restart, Nemesis._start),
     "disconnect": (Nemesis._disconnect, Nemesis._connect),
     "power_loss": (Nemesis._power_loss, Nemesis._restart),
+    "crash_loop": (Nemesis._start_loop, Nemesis._stop_loop),
 }
 
 
