@@ -560,3 +560,14 @@ def test_export_settings_are_validated_with_the_target_file(tmp_path: Path) -> N
         targets.load(target_file(tmp_path, direct, {}, ledgers={"from": "csv", "dir": "x"}))
     ok = targets.load(target_file(tmp_path, direct, {}, ledgers={"from": "export", "dir": "x", "command": "true"}))
     assert ok.ledgers.source == "export" and ok.ledgers.dir == "x"
+
+
+def test_a_scenario_file_of_the_mock_runs_against_a_target_with_the_target_option() -> None:
+    """`harness run FILE --target TARGET`: a scenario written for the bundled mock (faults on `switch`)
+    loads against the example target; one naming the mock's bank codes is refused naming them."""
+    example = ROOT / "targets" / "mock-chaos.yaml"
+    scenario = load_scenario(ROOT / "scenarios" / "switch-partitioned.yaml", example)
+    assert scenario.backend == "external" and scenario.bank_codes == ["ACME", "BETA", "CRED"]
+    assert scenario.target_path == example.resolve()
+    with pytest.raises(ScenarioError, match=r"faults\[0\]\.targets: partition targets 'BNKC'"):
+        load_scenario(ROOT / "scenarios" / "bank-links-down.yaml", example)
