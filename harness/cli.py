@@ -52,7 +52,7 @@ def run_cmd(args: argparse.Namespace) -> int:
     from harness.scenario import ScenarioError, load
 
     try:
-        scenarios = [load(Path(p)) for p in args.scenarios]
+        scenarios = [load(Path(p), args.target) for p in args.scenarios]
     except ScenarioError as exc:
         print(f"harness: {exc}", file=sys.stderr)
         return 2
@@ -314,6 +314,7 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--out", type=Path, default=Path("reports/runs"))
     r.add_argument("--backend", choices=["local", "docker"], help="overrides the scenario's `backend:`")
     r.add_argument("--bug", choices=list(BUGS), help="run a deliberately broken mock variant (harness teeth)")
+    r.add_argument("--target", type=Path, help="run the scenarios against this target file (your own switch)")
     tt = sub.add_parser("teeth", help="run broken variants of the mock and show which check catches each")
     tt.add_argument("--variant", action="append", help="one variant (repeatable; default: all, then robust)")
     # Not reports/runs: broken variants are meant to fail, and the suite page is the real system's.

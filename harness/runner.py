@@ -250,10 +250,8 @@ def finish_run(bed: Testbed | ExternalTestbed, rundir: RunDir, scenario: Scenari
         target = scenario.external
         if target is None or target.offers("settlement"):
             settle_all(switch_url)
-        if target is None:
-            taken = snapshot.take_stable(switch_url, bank_urls)
-        else:  # the reads it offers, through the contract's read API
-            taken = snapshot.take_stable(switch_url, bank_urls, offers=target.offers)
+        # A target's books: the reads it offers, through the contract's read API or its export files.
+        taken = snapshot.take_stable(switch_url, bank_urls) if target is None else snapshot.source_for(target).take()
         ledgers.save(taken, rundir.ledgers)
     rundir.environment.write_text(json.dumps(environment(bed.versions()), indent=2))
     return left

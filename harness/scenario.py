@@ -354,8 +354,9 @@ class _StrictLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
-def load(path: Path) -> Scenario:
-    """A scenario file, refused before anything starts if it is malformed (file, field and fix named)."""
+def load(path: Path, target: Path | None = None) -> Scenario:
+    """A scenario file, refused before anything starts if it is malformed (file, field and fix named).
+    `target`: run the same file against this target file (as if it said `target:`)."""
     try:
         size = path.stat().st_size
         if size > MAX_SCENARIO_BYTES:
@@ -382,6 +383,8 @@ def load(path: Path) -> Scenario:
         raise ScenarioError(f"{path}: {where}{problem or 'not valid YAML'}") from None
     except yaml.YAMLError as exc:
         raise ScenarioError(f"{path}: not valid YAML: {exc}") from None
+    if target is not None and isinstance(data, dict):
+        data = {**data, "target": str(target.resolve()), "backend": "external"}
     return parse(data, str(path))
 
 

@@ -37,11 +37,16 @@ For chaos scenarios against the target (a scenario's `target:`, harness/testbed/
     load:
       accounts: 100              # the load pays between accounts NN00000000 .. (NN: position in participants, from 01)
     capabilities: [bank_books, positions, settlement]  # optional ones offered (default: all of them)
+    ledgers:                     # optional: where reconciliation reads the books (default: from: api)
+      from: export               # api: the contract's read API; export: files your system writes
+      dir: /var/export/ledgers   # the export files (docs/contract.md, "Ledger export files")
+      command: "my-exporter --out /var/export/ledgers"  # optional: run (sh) before each read
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -133,6 +138,25 @@ class LoadSettings(_Strict):
 OPTIONAL_CAPABILITIES = ("bank_books", "positions", "settlement")
 
 
+class LedgerSettings(_Strict):
+    """Where the checkers read the target's books: its read API, or export files its system writes
+    (harness/ledger_export.py); `command` (sh) is run before each read, at the opening and the end."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    source: Literal["api", "export"] = Field("api", alias="from")
+    dir: str | None = None
+    command: str | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> LedgerSettings:
+        if self.source == "export" and not self.dir:
+            raise ValueError("ledgers.dir: `from: export` needs the directory your system writes the export files to")
+        if self.source == "api" and (self.dir or self.command):
+            raise ValueError("ledgers: dir and command are for `from: export`; add it, or drop them")
+        return self
+
+
 class Target(_Strict):
     contract: str = "1.0"
     name: str = Field(min_length=1)
@@ -144,6 +168,7 @@ class Target(_Strict):
     processes: dict[str, ProcessControl] = Field(default_factory=dict)
     load: LoadSettings = LoadSettings()
     capabilities: list[str] | None = None  # the optional capabilities offered; None: all of them
+    ledgers: LedgerSettings = LedgerSettings()
 
     @model_validator(mode="after")
     def _check(self) -> Target:

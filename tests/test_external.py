@@ -397,3 +397,177 @@ def test_process_faults_act_through_the_target_pid_file_and_start_command(own_sy
     rec = result["consistency"]["reconciliation"]
     assert not any(rec["anomalies"].values()) and rec["ok"], rec
     assert result["consistency"]["customer_view"]["lost_acknowledged"] == 0
+
+
+# -- the proof of issue 13: one scenario file on both backends; three fault kinds; export files -----
+
+PARTITION = {"name": "switch-island", "kind": "partition", "targets": "switch", "start": 5, "duration": 4}
+
+
+def _measured(result: dict[str, Any]) -> dict[str, Any]:
+    """What a run measured, in the terms both backends share."""
+    rec = result["consistency"]["reconciliation"]
+    return {
+        "verdict": result["verdict"],
+        "anomalies": rec["anomaly_count"],
+        "lost_acknowledged": result["consistency"]["customer_view"]["lost_acknowledged"],
+        "windows": {w["fault"]: w["observable_effect"] for w in result["evidence"]["windows"]},
+        "books": {b["name"]: b["ok"] for b in rec["books"]},
+    }
+
+
+def test_the_same_scenario_file_runs_on_the_embedded_mock_and_on_the_target(own_system: tuple[Path, Path]) -> None:
+    """One scenario file (the switch partitioned from every bank), run as it is on the bundled mock
+    the harness starts, and with `--target` against the system started outside it: both pass, both
+    measure availability, the partition bites on both, both reconcile to 0 anomalies."""
+    tmp, tfile = own_system
+    data = yaml.safe_load(scenario_file(tmp, tfile, [PARTITION], name="switch-partition-short").read_text())
+    del data["target"]
+    data["topology"] = {"banks": 3, "accounts": ACCOUNTS}
+    data["load"]["duration"] = 14
+    path = tmp / "switch-partition-short.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    results = {}
+    for backend, extra in (("local", []), ("external", ["--target", str(tfile)])):
+        done = harness("run", str(path), *extra, "--out", str(tmp / f"same-{backend}"), cwd=tmp)
+        assert done.returncode == 0, done.stdout + done.stderr
+        [run_dir] = list((tmp / f"same-{backend}").iterdir())
+        results[backend] = json.loads((run_dir / "result.json").read_text())
+    local, external = results["local"], results["external"]
+    assert local["scenario"]["backend"] == "local" and external["scenario"]["backend"] == "external"
+    assert local["scenario"]["name"] == external["scenario"]["name"] == "switch-partition-short"
+    # The same kind of result: verdict, evidence, reconciliation, books.
+    assert _measured(local) == _measured(external) == {
+        "verdict": "pass", "anomalies": 0, "lost_acknowledged": 0, "windows": {"switch-island": True},
+        "books": _measured(local)["books"],
+    }  # fmt: skip
+    assert all(_measured(local)["books"].values()) and "conservation" in _measured(local)["books"]
+    for result in (local, external):
+        overall = result["availability"]["overall"]
+        assert overall["operations"] > 80 and 0 < overall["success_ratio"] < 1, overall  # the cut is measured
+    [ext_dir] = list((tmp / "same-external").iterdir())
+    ledgers = json.loads((ext_dir / "ledgers.json").read_text())
+    assert sorted(ledgers["banks"]) == sorted(CODES)
+
+
+EXPORTER = """
+import sys
+from pathlib import Path
+from harness import ledger_export, target
+from harness.observe.snapshot import HttpLedgerSource
+
+t = target.load(Path(sys.argv[1]))
+books = HttpLedgerSource(t.switch.url, {p.code: p.url for p in t.participants}, t.offers).take()
+ledger_export.write(books, Path(sys.argv[2]))
+"""
+
+
+def test_three_fault_kinds_reconciled_from_export_files(own_system: tuple[Path, Path]) -> None:
+    """A link fault, a partition and a crash through the target's start command, in one run whose
+    reconciliation reads ledger export files (as a user's exporter writes them, here from the read
+    API after the load): 0 anomalies, 0 lost, and the same books the read API shows."""
+    from harness.checkers.reconcile import reconcile
+    from harness.observe.snapshot import HttpLedgerSource
+
+    tmp, tfile = own_system
+    data = yaml.safe_load(tfile.read_text())
+    pid_file = tmp / "BETA.pid"
+    command = [sys.executable, "-m", "mock_switch", "bank", "BETA", "--config", str(tmp / "system.json"),
+               "--data-dir", str(tmp / "BETA")]  # fmt: skip
+    log = shlex.quote(str(tmp / "beta.log"))
+    start = f"echo $$ > {shlex.quote(str(pid_file))}; exec {shlex.join(command)} >> {log} 2>&1"
+    data["processes"] = {"BETA": {"pid_file": str(pid_file), "start_command": start}}
+    (tmp / "exporter.py").write_text(EXPORTER)
+    export = tmp / "export"
+    data["ledgers"] = {
+        "from": "export", "dir": str(export),
+        "command": shlex.join([sys.executable, str(tmp / "exporter.py"), str(tfile), str(export)]),
+    }  # fmt: skip
+    exported = tmp / "target-export.yaml"
+    exported.write_text(yaml.safe_dump(data, sort_keys=False))
+    before = int(pid_file.read_text())
+    faults = [
+        {**LATENCY, "start": 2, "duration": 5},  # a payment to BETA takes 1.5 s: long enough to see some end
+        {"name": "cred-cut-off", "kind": "partition", "targets": "CRED", "start": 8, "duration": 3},
+        {"name": "crash-beta", "kind": "crash", "targets": "BETA", "start": 12, "duration": 3},
+    ]
+    path = scenario_file(tmp, exported, faults, name="external-export")
+    done = harness("run", str(path), "--out", str(tmp / "export-runs"), cwd=tmp)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert int(pid_file.read_text()) != before  # crashed, and started again by the start command
+    [run_dir] = list((tmp / "export-runs").iterdir())
+    result = json.loads((run_dir / "result.json").read_text())
+    windows = {w["fault"]: w["observable_effect"] for w in result["evidence"]["windows"]}
+    assert windows == {"slow-beta": True, "cred-cut-off": True, "crash-beta": True}, windows
+    rec = result["consistency"]["reconciliation"]
+    assert rec["payments"] > 100 and rec["anomaly_count"] == 0 and rec["ok"], rec
+    assert result["consistency"]["customer_view"]["lost_acknowledged"] == 0
+    assert {b["name"]: b["ok"] for b in rec["books"]}.get("conservation") is True, rec["books"]
+    # The checkers judged the export files: what they hold is what ledgers.json holds ...
+    assert (export / "banks" / "CRED" / "credits.jsonl").exists()
+    ledgers = json.loads((run_dir / "ledgers.json").read_text())
+    from harness import ledger_export
+
+    t = targets.load(exported)
+    assert ledger_export.read(export, list(CODES), t.offers)["banks"] == ledgers["banks"]
+    # ... and the read API, read now, shows the same books and gets the same verdict.
+    api = HttpLedgerSource(t.switch.url, {p.code: p.url for p in t.participants}, t.offers).take()
+    assert api["switch"] == ledgers["switch"] and api["banks"] == ledgers["banks"]
+    assert reconcile(api, 2000, 0).counts() == reconcile(ledgers, 2000, 0).counts()
+    # An export that lost a payee's credit of a committed payment is caught from the files alone.
+    credits = export / "banks" / "BETA" / "credits.jsonl"
+    rows = credits.read_text().splitlines()
+    committed = {t["payment_id"] for t in ledgers["switch"]["transfers"] if t["status"] == "ACSC"}
+    lost = next(i for i, line in enumerate(rows) if json.loads(line)["payment_id"] in committed)
+    credits.write_text("".join(line + "\n" for i, line in enumerate(rows) if i != lost))
+    broken = reconcile(ledger_export.read(export, list(CODES), t.offers), 2000, 0)
+    assert not broken.ok and broken.anomaly_count >= 1, broken.counts()
+
+
+def test_a_malformed_export_is_refused_naming_file_line_and_field(tmp_path: Path) -> None:
+    from harness import ledger_export
+    from harness.ledger_export import ExportError
+
+    ledger_export.write(_books(broken=False), tmp_path)
+    good = ledger_export.read(tmp_path, ["ACME", "BETA"], lambda cap: True)
+    assert good["banks"] == _books(broken=False)["banks"]
+    credits = tmp_path / "banks" / "BETA" / "credits.jsonl"
+    row = json.loads(credits.read_text())
+    del row["amount"]
+    credits.write_text("\n" + json.dumps(row) + "\n")
+    with pytest.raises(ExportError, match=r"credits\.jsonl: line 2: field amount: Field required") as err:
+        ledger_export.read(tmp_path, ["ACME", "BETA"], lambda cap: True)
+    assert "CreditRow" in str(err.value) and "docs/contract.md" in str(err.value)
+    credits.write_text('{"payment_id": "p1",\n')
+    with pytest.raises(ExportError, match=r"credits\.jsonl: line 1: not JSON"):
+        ledger_export.read(tmp_path, ["ACME", "BETA"], lambda cap: True)
+    (tmp_path / "switch" / "windows.jsonl").unlink()
+    with pytest.raises(ExportError, match=r"windows\.jsonl: no such export file.*drop settlement"):
+        ledger_export.read(tmp_path, ["ACME", "BETA"], lambda cap: True)
+    # Without the settlement capability the file is not read at all.
+    credits.write_text(json.dumps({**row, "amount": 100}) + "\n")
+    bare = ledger_export.read(tmp_path, ["ACME", "BETA"], lambda cap: cap != "settlement")
+    assert bare["not_offered"] == ["settlement"] and "windows" not in bare["switch"]
+    with pytest.raises(ExportError, match="no such export directory"):
+        ledger_export.read(tmp_path / "nowhere", ["ACME"], lambda cap: True)
+
+
+def test_export_settings_are_validated_with_the_target_file(tmp_path: Path) -> None:
+    direct = {name: f"127.0.0.1:{9000 + i}" for i, name in enumerate(("switch", *CODES))}
+    with pytest.raises(targets.TargetError, match=r"ledgers\.dir: `from: export` needs the directory"):
+        targets.load(target_file(tmp_path, direct, {}, ledgers={"from": "export"}))
+    with pytest.raises(targets.TargetError, match=r"ledgers\.from"):
+        targets.load(target_file(tmp_path, direct, {}, ledgers={"from": "csv", "dir": "x"}))
+    ok = targets.load(target_file(tmp_path, direct, {}, ledgers={"from": "export", "dir": "x", "command": "true"}))
+    assert ok.ledgers.source == "export" and ok.ledgers.dir == "x"
+
+
+def test_a_scenario_file_of_the_mock_runs_against_a_target_with_the_target_option() -> None:
+    """`harness run FILE --target TARGET`: a scenario written for the bundled mock (faults on `switch`)
+    loads against the example target; one naming the mock's bank codes is refused naming them."""
+    example = ROOT / "targets" / "mock-chaos.yaml"
+    scenario = load_scenario(ROOT / "scenarios" / "switch-partitioned.yaml", example)
+    assert scenario.backend == "external" and scenario.bank_codes == ["ACME", "BETA", "CRED"]
+    assert scenario.target_path == example.resolve()
+    with pytest.raises(ScenarioError, match=r"faults\[0\]\.targets: partition targets 'BNKC'"):
+        load_scenario(ROOT / "scenarios" / "bank-links-down.yaml", example)

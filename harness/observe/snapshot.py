@@ -10,12 +10,17 @@ need it are then "not applicable" rather than failed.
 from __future__ import annotations
 
 import json
+import subprocess
 import time
 import urllib.request
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, Protocol
 
+from harness import ledger_export
+from harness.ledger_export import ExportError
 from harness.ledgers import Snapshot
+from harness.target import Target
 
 Offers = Callable[[str], bool]  # whether the target offers an optional capability
 
@@ -76,6 +81,64 @@ class HttpLedgerSource:
         if missing:
             snap["not_offered"] = missing
         return snap
+
+
+class ExportLedgerSource:
+    """Ledger export files the target's own system writes (harness/ledger_export.py): `command`, when
+    given, is run first (sh, from the working directory) to write them; then every file is read and
+    validated."""
+
+    def __init__(
+        self, directory: Path, codes: list[str], offers: Offers = everything, command: str | None = None,
+        timeout_s: float = 120.0,
+    ) -> None:  # fmt: skip
+        self.directory = directory
+        self.codes = codes
+        self.offers = offers
+        self.command = command
+        self.timeout_s = timeout_s
+
+    def take(self) -> Snapshot:
+        if self.command:
+            try:
+                done = subprocess.run(
+                    ["sh", "-c", self.command], capture_output=True, text=True, timeout=self.timeout_s,
+                    stdin=subprocess.DEVNULL,
+                )  # fmt: skip
+            except subprocess.TimeoutExpired:
+                raise ExportError(
+                    f"ledgers.command did not finish within {self.timeout_s:.0f} s: {self.command}",
+                    "make the exporter finish, or write the files yourself and drop ledgers.command",
+                ) from None
+            if done.returncode != 0:
+                tail = (done.stderr or done.stdout).strip().splitlines()[-3:]
+                raise ExportError(
+                    f"ledgers.command exited {done.returncode}: {self.command}"
+                    + (f" ({' / '.join(tail)})" if tail else ""),
+                    "fix the exporter; it must write the files under ledgers.dir and exit 0",
+                )
+        return ledger_export.read(self.directory, self.codes, self.offers)
+
+
+def source_for(target: Target, stable: bool = True) -> LedgerSource:
+    """Where the checkers read an external target's books: its read API (read until two reads agree
+    when `stable`) or its export files, as its target file says (`ledgers:`)."""
+    urls = {p.code: p.url for p in target.participants}
+    if target.ledgers.source == "export":
+        assert target.ledgers.dir is not None  # validated with the target file
+        return ExportLedgerSource(Path(target.ledgers.dir), target.codes, target.offers, target.ledgers.command)
+    if stable:
+        return _Stable(target.switch.url, urls, target.offers)
+    return HttpLedgerSource(target.switch.url, urls, target.offers)
+
+
+class _Stable:
+    def __init__(self, switch_url: str, bank_urls: dict[str, str], offers: Offers) -> None:
+        self.args = (switch_url, bank_urls)
+        self.offers = offers
+
+    def take(self) -> Snapshot:
+        return take_stable(*self.args, offers=self.offers)
 
 
 def take(switch_url: str, bank_urls: dict[str, str], offers: Offers = everything) -> Snapshot:
