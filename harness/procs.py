@@ -7,6 +7,7 @@ ended without leaving workers behind. They live here, below all of them, so none
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import ctypes
 import os
@@ -17,12 +18,25 @@ import time
 from pathlib import Path
 from types import FrameType
 
+# Ports this process has handed out: the kernel may offer a port again as soon as the socket that
+# probed it is closed, before the service or proxy it was meant for binds it (a switch and a
+# Toxiproxy listener were once given the same port). Bounded: only the recent ones matter.
+_HANDED_OUT: collections.deque[int] = collections.deque(maxlen=4096)
+_HANDED_OUT_LOCK = threading.Lock()
+
 
 def free_port(host: str = "127.0.0.1") -> int:
-    """A port nobody listens on right now (the kernel's choice; taken by whoever binds it first)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
+    """A port nobody listens on right now and that this process has not handed out recently (the
+    kernel's choice; still taken by whoever binds it first, so callers bind with a retry)."""
+    with _HANDED_OUT_LOCK:
+        for _ in range(64):
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+                s.bind((host, 0))
+                port = int(s.getsockname()[1])
+            if port not in _HANDED_OUT:
+                _HANDED_OUT.append(port)
+                return port
+        raise OSError(f"no free port on {host} that was not handed out already (64 tries)")
 
 
 def parent_death_preexec() -> None:

@@ -3,12 +3,17 @@ fail the run (CI once lost a run to "address already in use")."""
 
 from __future__ import annotations
 
+import collections
+import http.server
+import json
 import socket
+import threading
 from pathlib import Path
 
 import pytest
 from support import get
 
+from harness import procs
 from harness.testbed import Testbed
 from harness.testbed.system import build_system
 
@@ -50,3 +55,58 @@ def test_a_service_port_taken_before_start_is_chosen_again(tmp_path: Path) -> No
             assert get(bed.topology.switch.url + "/health")[0] == 200
     finally:
         squatter.close()
+
+
+class _Impostor(http.server.BaseHTTPRequestHandler):
+    """Answers every health check with 200, as a Toxiproxy listener forwarding to another service would."""
+
+    def do_GET(self) -> None:
+        body = json.dumps({"service": "BNKB", "status": "up", "pid": 1}).encode()
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, format: str, *args: object) -> None:
+        pass
+
+
+def test_a_health_answer_from_another_listener_on_the_port_is_not_the_service(tmp_path: Path) -> None:
+    """Once a switch and a proxy were given one port: the proxy answered the switch's health check
+    for it. Only the service's own process (its pid in the answer) counts as healthy."""
+    system = build_system(banks=2, accounts=20)
+    host, port = system.switch.listen.rsplit(":", 1)
+    impostor = http.server.ThreadingHTTPServer((host, int(port)), _Impostor)
+    threading.Thread(target=impostor.serve_forever, daemon=True).start()
+    try:
+        with Testbed(system, tmp_path) as bed:
+            assert bed.system.switch.listen != system.switch.listen, "the switch moved off the impostor's port"
+            status, body = get(bed.topology.switch.url + "/health")
+            assert status == 200 and body["pid"] == bed.topology.switch.pid
+    finally:
+        impostor.shutdown()
+        impostor.server_close()
+
+
+def test_free_port_never_hands_out_a_port_twice(monkeypatch: pytest.MonkeyPatch) -> None:
+    offered = iter([41001, 41001, 41002, 41001, 41003])  # the kernel may offer a port again at once
+
+    class Probe:
+        def __init__(self, *args: object) -> None:
+            self.port = next(offered)
+
+        def __enter__(self) -> Probe:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            pass
+
+        def bind(self, address: object) -> None:
+            pass
+
+        def getsockname(self) -> tuple[str, int]:
+            return ("127.0.0.1", self.port)
+
+    monkeypatch.setattr(procs, "_HANDED_OUT", collections.deque(maxlen=16))
+    monkeypatch.setattr(procs.socket, "socket", Probe)
+    assert [procs.free_port() for _ in range(3)] == [41001, 41002, 41003]

@@ -8,6 +8,7 @@ harness; `stop()` sends SIGTERM, then SIGKILL after a grace period.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import subprocess
@@ -78,6 +79,13 @@ class ServiceProcess:
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
+    def _answered_by_us(self, body: bytes) -> bool:
+        try:
+            answer = json.loads(body)
+        except ValueError:
+            return False
+        return isinstance(answer, dict) and answer.get("pid") == self.pid
+
     def wait_healthy(self, timeout_s: float = 15.0) -> None:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
@@ -87,7 +95,9 @@ class ServiceProcess:
                 )
             try:
                 with urllib.request.urlopen(self.url + "/health", timeout=1) as resp:
-                    if resp.status == 200:
+                    # Only our own process counts: another listener on this port (a proxy given the
+                    # same port) would answer 200 for a service that never bound it.
+                    if resp.status == 200 and self._answered_by_us(resp.read()):
                         return
             except (urllib.error.URLError, ConnectionError, TimeoutError):
                 pass
