@@ -255,6 +255,19 @@ def test_container_faults_on_a_compose_project_by_its_labels(tmp_path: Path) -> 
         assert [e["event"] for e in events if e["fault"] == fault["name"]] == ["apply", "heal"], events
     result = json.loads((run_dir / "result.json").read_text())
     assert result["environment"]["compose_project"] == project
+    # The container faults bit: nothing got through the dead switch, nothing to or from the frozen bank.
+    windows = {w["fault"]: w for w in result["evidence"]["windows"]}
+    assert windows["switch-crash"]["observable_effect"], windows["switch-crash"]
+    assert windows["beta-pause"]["observable_effect"], windows["beta-pause"]
+    assert windows["beta-pause"]["payments"]["ok"] == 0, windows["beta-pause"]
+    # The link fault: calls to CRED crossed the harness's listener, and were held there.
+    crossed = windows["slow-cred"]["proxies"]["links"]["switch->CRED"]["upstream"]["received"]
+    assert crossed > 0, windows["slow-cred"]
+    t0 = next(e["at"] for e in events if e["fault"] == "slow-cred")
+    history = [json.loads(line) for line in (run_dir / "history.jsonl").read_text().splitlines()]
+    held = [op["latency_ms"] for op in history
+            if op["op"] == "payment" and op["payee"] == "CRED" and t0 + 0.5 < op["invoke"] < t0 + 2]  # fmt: skip
+    assert held and min(held) > 500, held
     assert result["availability"]["overall"]["operations"] > 100
     rec = result["consistency"]["reconciliation"]
     assert rec["payments"] > 100 and rec["anomaly_count"] == 0, rec["anomalies"]
