@@ -124,6 +124,10 @@ def test_a_compose_service_that_does_not_exist_is_refused_at_load(tmp_path: Path
         targets.load(both)
 
 
+def fault(kind: str, target: str, duration: float = 2) -> dict[str, Any]:
+    return {"kind": kind, "targets": target, "start": 4, "duration": duration}
+
+
 def test_fault_kinds_a_compose_target_cannot_take_are_refused_at_load(tmp_path: Path) -> None:
     direct, links = addresses()
     only_switch = target_file(tmp_path, direct, links, compose(services={"switch": "switch"}))
@@ -135,17 +139,17 @@ def test_fault_kinds_a_compose_target_cannot_take_are_refused_at_load(tmp_path: 
     assert load_scenario(scenario_file(tmp_path, only_switch, fine)).backend == "external"
     # A bank that is neither a compose service nor under `processes:`: no container, no pid to act on.
     with pytest.raises(ScenarioError) as err:
-        load_scenario(scenario_file(tmp_path, only_switch, [{"kind": "pause", "targets": "BETA", "start": 4, "duration": 2}]))
+        load_scenario(scenario_file(tmp_path, only_switch, [fault("pause", "BETA")]))
     msg = str(err.value)
     assert "faults[0].kind" in msg and "compose.services.BETA" in msg and "processes.BETA.pid_file" in msg
     with pytest.raises(ScenarioError, match=r"faults\[0\]\.kind: .*processes\.CRED\.start_command"):
-        load_scenario(scenario_file(tmp_path, only_switch, [{"kind": "crash_loop", "targets": "CRED", "start": 4, "duration": 9}]))
+        load_scenario(scenario_file(tmp_path, only_switch, [fault("crash_loop", "CRED", duration=9)]))
     # power_loss needs the local backend's layer, compose service or not.
     with pytest.raises(ScenarioError, match=r"faults\[0\]\.kind: power_loss"):
-        load_scenario(scenario_file(tmp_path, only_switch, [{"kind": "power_loss", "targets": "switch", "start": 4, "duration": 2}]))
+        load_scenario(scenario_file(tmp_path, only_switch, [fault("power_loss", "switch")]))
     # disconnect takes the service's Toxiproxy links down: any service of any target can take it.
-    cut = [{"kind": "disconnect", "targets": "CRED", "start": 4, "duration": 2}]
-    assert load_scenario(scenario_file(tmp_path, only_switch, cut)).faults[0].kind == "disconnect"
+    cut = load_scenario(scenario_file(tmp_path, only_switch, [fault("disconnect", "CRED")]))
+    assert cut.faults[0].kind == "disconnect"
 
 
 # -- the project brought up with docker-compose, faults through its labels ---------------------------
@@ -240,7 +244,8 @@ def test_container_faults_on_a_compose_project_by_its_labels(tmp_path: Path) -> 
     with compose_project(tmp_path) as (project, tfile):
         before = {c.labels[SERVICE_LABEL]: c.attrs["State"]["StartedAt"] for c in labelled(project)}
         assert sorted(before) == sorted(SERVICES.values())
-        done = harness("run", str(scenario_file(tmp_path, tfile, FAULTS)), "--out", str(tmp_path / "runs"), cwd=tmp_path)
+        scenario = scenario_file(tmp_path, tfile, FAULTS)
+        done = harness("run", str(scenario), "--out", str(tmp_path / "runs"), cwd=tmp_path)
         assert done.returncode == 0, done.stdout + done.stderr
         after = {c.labels[SERVICE_LABEL]: (c.status, c.attrs["State"]["StartedAt"]) for c in labelled(project)}
     assert labelled(project) == []  # taken down: no orphan container
