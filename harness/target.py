@@ -49,6 +49,7 @@ For chaos scenarios against the target (a scenario's `target:`, harness/testbed/
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Literal
 
@@ -303,6 +304,21 @@ class Target(_Strict):
             if p.code == code:
                 return p
         raise KeyError(code)
+
+
+def keep_copy(path: Path, run_dir: Path, name: str) -> None:
+    """The target file into a run directory (as `name`), and the compose file it names beside it
+    when `compose.file` is a relative path within the target's folder, so the copy loads again
+    (`harness check RUN_DIR`) wherever the run directory goes."""
+    shutil.copyfile(path, run_dir / name)
+    found = load(path)
+    compose = found.compose_file(path.resolve().parent)
+    if compose is None or found.compose is None or Path(found.compose.file or "").is_absolute():
+        return
+    relative = Path(found.compose.file or "")
+    if ".." not in relative.parts:
+        (run_dir / relative).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(compose, run_dir / relative)
 
 
 def load(path: Path) -> Target:
