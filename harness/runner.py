@@ -14,7 +14,6 @@ import importlib.metadata as md
 import json
 import platform
 import shlex
-import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -36,7 +35,7 @@ from harness.result import reconciliation_breaks, write_result
 from harness.rundir import RunDir
 from harness.scenario import Scenario, dump
 from harness.scenario import load as load_scenario
-from harness.target import Target
+from harness.target import Target, keep_copy
 from harness.testbed import Testbed, make_testbed
 from harness.testbed.external import ExternalTestbed, link_plan
 from harness.testbed.system import build_system
@@ -123,7 +122,7 @@ def in_doubt_grace_s(scenario: Scenario) -> float:
 def run(scenario: Scenario, out_root: Path, progress: Progress = print) -> RunOutcome:
     rundir = RunDir.new(out_root, scenario.name)
     if scenario.target_path is not None:  # the run directory keeps the target it ran against
-        shutil.copyfile(scenario.target_path, rundir.target)
+        keep_copy(scenario.target_path, rundir.path, rundir.target.name)  # with a compose file it names
         rundir.scenario.write_text(dump(scenario, target=rundir.target.name))
     else:
         rundir.scenario.write_text(dump(scenario))

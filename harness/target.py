@@ -34,6 +34,10 @@ For chaos scenarios against the target (a scenario's `target:`, harness/testbed/
       ...
     processes:                   # optional: only these services can take process faults
       switch: {pid_file: /run/switch.pid, start_command: "systemctl start my-switch"}
+    compose:                     # optional, or as well: services that are containers of a compose project
+      project: my-switch         # its name (the com.docker.compose.project label of its containers)
+      file: docker-compose.yaml  # optional: its compose file (relative: to this file), to check the names now
+      services: {ACME: acme, BETA: beta}  # harness service -> compose service: these take container faults
     load:
       accounts: 100              # the load pays between accounts NN00000000 .. (NN: position in participants, from 01)
     capabilities: [bank_books, positions, settlement]  # optional ones offered (default: all of them)
@@ -45,6 +49,7 @@ For chaos scenarios against the target (a scenario's `target:`, harness/testbed/
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 from typing import Literal
 
@@ -118,6 +123,11 @@ PROCESS_NEEDS: dict[str, tuple[str, ...]] = {
     "stop": ("pid_file", "start_command"),
     "restart": ("pid_file", "start_command"),
 }
+# crash_loop is kills and restarts: what crash needs.
+PROCESS_NEEDS["crash_loop"] = PROCESS_NEEDS["crash"]
+# What a service of a compose project can take, through the Docker SDK on its container
+# (harness/testbed/compose.py); disconnect, like every other target, takes its Toxiproxy links down.
+COMPOSE_KINDS = ("pause", "crash", "stop", "restart", "crash_loop")
 NEVER_EXTERNAL = {
     "power_loss": "power_loss needs the local backend's layer under a service the harness started",
 }
@@ -129,6 +139,15 @@ class ProcessControl(_Strict):
 
     pid_file: str | None = None
     start_command: str | None = None
+
+
+class ComposeSettings(_Strict):
+    """Services of the target that are containers of a Docker Compose project the user brought up:
+    found by the labels com.docker.compose.project=`project` and com.docker.compose.service."""
+
+    project: str = Field(min_length=1)
+    file: str | None = None  # the project's compose file: its service names are checked at load
+    services: dict[str, str] = Field(min_length=1)  # harness service (switch, a bank code) -> compose service
 
 
 class LoadSettings(_Strict):
@@ -166,6 +185,7 @@ class Target(_Strict):
     conform: ConformSettings = ConformSettings()
     links: dict[str, LinkAddress] = Field(default_factory=dict)
     processes: dict[str, ProcessControl] = Field(default_factory=dict)
+    compose: ComposeSettings | None = None
     load: LoadSettings = LoadSettings()
     capabilities: list[str] | None = None  # the optional capabilities offered; None: all of them
     ledgers: LedgerSettings = LedgerSettings()
@@ -188,6 +208,18 @@ class Target(_Strict):
         strangers = [name for name in self.processes if name not in services]
         if strangers:
             raise ValueError(f"processes: {strangers} are not services; services are {services}")
+        if self.compose is not None:
+            strangers = [name for name in self.compose.services if name not in services]
+            if strangers:
+                raise ValueError(
+                    f"compose.services: {strangers} are not services; services are {services}"
+                    " (the keys are the harness's names, the values the compose project's service names)"
+                )
+            both = [name for name in self.compose.services if name in self.processes]
+            if both:
+                raise ValueError(
+                    f"compose.services: {both} also in processes:; a service is controlled one way, drop one of them"
+                )
         if self.capabilities is not None:
             wrong = [c for c in self.capabilities if c not in OPTIONAL_CAPABILITIES]
             if wrong:
@@ -220,13 +252,51 @@ class Target(_Strict):
         needs = PROCESS_NEEDS.get(kind)
         if needs is None:  # disconnect: every link of the service down, through Toxiproxy
             return None
+        if self.compose is not None and service in self.compose.services:
+            return None if kind in COMPOSE_KINDS else f"a {kind} fault cannot be done to a compose service"
         control = self.processes.get(service)
         lacking = [n for n in needs if control is None or getattr(control, n) is None]
         if lacking:
             return (
                 f"a {kind} fault needs {' and '.join(f'processes.{service}.{n}' for n in lacking)} in the"
-                " target file (the harness did not start it, so it cannot signal or start it otherwise)"
+                f" target file, or compose.services.{service} (its service in a compose project): the harness"
+                " did not start it, so it cannot signal or start it otherwise"
             )
+        return None
+
+    def compose_file(self, base: Path) -> Path | None:
+        """The compose file named by `compose.file` (a relative path: from the folder `base`)."""
+        if self.compose is None or self.compose.file is None:
+            return None
+        return base / Path(self.compose.file).expanduser()
+
+    def compose_problem(self, base: Path) -> str | None:
+        """Why `compose.services` does not match the compose file (when the target names one), or None."""
+        path = self.compose_file(base)
+        if path is None or self.compose is None:
+            return None
+        try:
+            data = yaml.safe_load(path.read_text())
+        except OSError as exc:
+            return f"compose.file: cannot read {path} ({exc.strerror}); give the project's compose file, or drop file"
+        except yaml.YAMLError as exc:
+            return f"compose.file: {path} is not valid YAML: {exc}"
+        declared = data.get("services") if isinstance(data, dict) else None
+        if not isinstance(declared, dict):
+            return f"compose.file: {path} has no `services:` mapping; is it a compose file?"
+        for name, service in self.compose.services.items():
+            if service not in declared:
+                return (
+                    f"compose.services.{name}: {service!r} is not a service of {path}; its services are"
+                    f" {sorted(declared)}: name one of them"
+                )
+            if isinstance(declared[service], dict) and "deploy" in declared[service]:
+                replicas = (declared[service]["deploy"] or {}).get("replicas", 1)
+                if replicas != 1:
+                    return (
+                        f"compose.services.{name}: {service!r} has deploy.replicas {replicas}; container faults"
+                        " act on one container per service: run one replica"
+                    )
         return None
 
     def bank(self, code: str) -> Participant:
@@ -234,6 +304,21 @@ class Target(_Strict):
             if p.code == code:
                 return p
         raise KeyError(code)
+
+
+def keep_copy(path: Path, run_dir: Path, name: str) -> None:
+    """The target file into a run directory (as `name`), and the compose file it names beside it
+    when `compose.file` is a relative path within the target's folder, so the copy loads again
+    (`harness check RUN_DIR`) wherever the run directory goes."""
+    shutil.copyfile(path, run_dir / name)
+    found = load(path)
+    compose = found.compose_file(path.resolve().parent)
+    if compose is None or found.compose is None or Path(found.compose.file or "").is_absolute():
+        return
+    relative = Path(found.compose.file or "")
+    if ".." not in relative.parts:
+        (run_dir / relative).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(compose, run_dir / relative)
 
 
 def load(path: Path) -> Target:
@@ -246,7 +331,7 @@ def load(path: Path) -> Target:
     if not isinstance(raw, dict):
         raise TargetError(f"{path}: a target file is a mapping", "see docs/contract.md for an example") from None
     try:
-        return Target.model_validate(raw)
+        found = Target.model_validate(raw)
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in err['loc']) or '(top level)'}: {err['msg']}" for err in exc.errors()
@@ -255,3 +340,6 @@ def load(path: Path) -> Target:
         if any(err["type"] == "string_type" for err in exc.errors()):
             fix = "quote account numbers and codes ('0100000001'): YAML reads 0100000001 as a number; " + fix
         raise TargetError(f"{path}: invalid target: {problems}", fix) from None
+    if problem := found.compose_problem(path.resolve().parent):
+        raise TargetError(f"{path}: invalid target: {problem}", "see the compose section in docs/contract.md")
+    return found

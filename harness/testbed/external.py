@@ -3,8 +3,10 @@
 The harness starts only Toxiproxy (reset at start) and creates one proxy per link at the addresses
 the target file gives (`links.<name>.listen` -> `upstream`); the user's services must be configured to
 dial those listeners (`harness target-links TARGET` prints which address each must use). Process
-faults act through `processes.<service>` of the target file (a pid file and a start command); a
-scenario asking for one the target cannot take is refused when it is loaded (harness/scenario.py).
+faults act through `processes.<service>` of the target file (a pid file and a start command), or,
+for the services of `compose.services`, on their containers of the user's compose project through
+the Docker SDK (harness/testbed/compose.py); a scenario asking for one the target cannot take is
+refused when it is loaded (harness/scenario.py).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 from harness.errors import TestbedError
 from harness.links import Link
@@ -25,6 +28,9 @@ from harness.nemesis import Nemesis
 from harness.rundir import RunDir
 from harness.target import Target
 from harness.testbed.proxies import ToxiproxyError, ToxiproxyServer
+
+if TYPE_CHECKING:
+    from harness.testbed.compose import ComposeServices
 
 
 def _zombie(pid: int) -> bool:
@@ -47,13 +53,22 @@ def link_plan(target: Target) -> list[str]:
 
 
 class ExternalServices:
-    """Process control of a target's services, through `processes:` of its target file."""
+    """Process control of a target's services, through `processes:` of its target file, or through
+    the containers of `compose:` (the Docker SDK is loaded only for a target that has one)."""
 
     def __init__(self, target: Target, run_dir: Path, health_timeout_s: float = 30.0) -> None:
         self.target = target
         self.run_dir = run_dir
         self.health_timeout_s = health_timeout_s
         self.urls = {"switch": target.switch.url, **{p.code: p.url for p in target.participants}}
+        self.compose: ComposeServices | None = None
+        if target.compose is not None:
+            from harness.testbed.compose import ComposeServices
+
+            self.compose = ComposeServices(target.compose)
+
+    def _container(self, name: str) -> ComposeServices | None:
+        return self.compose if self.compose is not None and name in self.compose else None
 
     @property
     def service_names(self) -> list[str]:
@@ -83,13 +98,22 @@ class ExternalServices:
         return not _zombie(pid)
 
     def kill(self, name: str) -> None:
+        if compose := self._container(name):
+            compose.kill(name)
+            return
         with contextlib.suppress(ProcessLookupError):
             os.kill(self._pid(name), signal.SIGKILL)
 
     def signal(self, name: str, sig: signal.Signals) -> None:
+        if compose := self._container(name):
+            compose.signal(name, sig)
+            return
         os.kill(self._pid(name), sig)
 
     def stop_service(self, name: str, grace_s: float = 5.0) -> None:
+        if compose := self._container(name):
+            compose.stop_service(name)
+            return
         pid = self._pid(name)
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGCONT)
@@ -102,7 +126,9 @@ class ExternalServices:
                 os.kill(pid, signal.SIGKILL)
 
     def start_service(self, name: str) -> None:
-        if not self._alive(name):
+        if compose := self._container(name):
+            compose.start(name)
+        elif not self._alive(name):
             control = self.target.processes.get(name)
             if control is None or control.start_command is None:
                 raise TestbedError(f"{name}: the target file gives no processes.{name}.start_command", fix="add it")
@@ -116,6 +142,10 @@ class ExternalServices:
         self.wait_answering(name)
 
     def restart(self, name: str) -> None:
+        if compose := self._container(name):
+            compose.restart(name)
+            self.wait_answering(name)
+            return
         self.stop_service(name)
         self.start_service(name)
 
@@ -153,6 +183,8 @@ class ExternalTestbed:
 
     def start(self) -> None:
         try:
+            if self.topology.compose is not None:  # each compose service is one container of the project
+                self.topology.compose.find()
             self.toxiproxy.start()  # a fresh server, reset: no proxy, no toxic
             for link in self.links.values():
                 try:
@@ -186,7 +218,10 @@ class ExternalTestbed:
         return {**{p.code: p.url for p in self.target.participants}, "switch": self.target.switch.url}
 
     def versions(self) -> dict[str, str]:
-        return {"backend": "external", "target": self.target.name, "toxiproxy": self.toxiproxy.version()}
+        found = {"backend": "external", "target": self.target.name, "toxiproxy": self.toxiproxy.version()}
+        if self.topology.compose is not None:
+            found.update(self.topology.compose.versions())
+        return found
 
     def __enter__(self) -> ExternalTestbed:
         self.start()
