@@ -127,3 +127,31 @@ def test_a_worker_killed_mid_run_is_reported(tmp_path: Path) -> None:
     assert set(ledger) <= set(history), set(ledger) - set(history)
     lost_ids = {pid for pid, ops in history.items() if any(o.get("error") == "worker-lost" for o in ops)}
     assert len(lost_ids) == lost["unreported"]
+
+
+def test_reckon_records_a_lost_workers_unreported_payments(tmp_path: Path) -> None:
+    """Pure: what a lost worker reserved and was due before it went silent, minus what it reported,
+    becomes unknown `worker-lost` lines; what was due later is counted as never started; a worker that
+    sent its final batch loses nothing."""
+    from harness.load import collect
+
+    spool = collect.Spool(tmp_path)
+    row = {"payer": "BNKA", "payee": "BNKB", "amount": 100}
+    reserve = b"".join(json.dumps({**row, "id": f"r-w1-a{i}", "invoke": 1000.0 + i}).encode() + b"\n" for i in range(4))
+    reported = json.dumps({"op": "payment", "id": "r-w1-a0", "complete": 1000.1}).encode() + b"\n"
+    spool.receive("host_a", {"seq": 1, "reserve": reserve, "r": 4, "lines": reported, "n": 1}, 0)
+    spool.receive("host_b", {"seq": 1, "reserve": b"", "lines": b"", "final": True}, 1)
+    # Last heard at 1000.5: a1 (1001) and a2 (1002) were due within HEARD_SLACK_S (2 s) after; a3 was not.
+    spool.workers["w1"]["last_heard"] = 1002.5 - collect.HEARD_SLACK_S
+    spool.save({"host_a"})
+    spool.close()
+    found = collect.reckon(tmp_path)
+    assert found is not None
+    (lost,) = found["lost_workers"]
+    assert (lost["name"], lost["unreported"], lost["not_started"]) == ("w1", 2, 1)
+    lines = [json.loads(x) for x in collect.history_part(tmp_path, "w1").read_text().splitlines()]
+    assert [(x["id"], x.get("error")) for x in lines] == [
+        ("r-w1-a0", None), ("r-w1-a1", "worker-lost"), ("r-w1-a2", "worker-lost")
+    ]  # fmt: skip
+    assert all(x["outcome"] == "unknown" for x in lines[1:])
+    assert "w1" in collect.describe_lost(lost) and "2 payments" in collect.describe_lost(lost)
