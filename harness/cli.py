@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 from harness.procs import interrupted_exit, sigterm_unwinds
 from mock_switch.bugs import BUGS
@@ -58,6 +60,10 @@ def run_cmd(args: argparse.Namespace) -> int:
         return 2
     if args.backend:  # the same file runs on either backend; the run records the one really used
         scenarios = [s if s.external else s.model_copy(update={"backend": args.backend}) for s in scenarios]
+    if args.workers is not None or args.master_bind:  # Locust workers on other hosts (harness worker)
+        update = {"workers": args.workers} if args.workers is not None else {}
+        update |= {"master_bind": args.master_bind} if args.master_bind else {}
+        scenarios = [s.model_copy(update={"load": s.load.model_copy(update=update)}) for s in scenarios]
     if args.bug and any(s.external for s in scenarios):
         print("harness: --bug breaks the bundled mock; a scenario with a target runs your own system", file=sys.stderr)
         return 2
@@ -303,6 +309,14 @@ def target_links_cmd(args: argparse.Namespace) -> int:
     return 0
 
 
+def worker_cmd(args: argparse.Namespace) -> NoReturn:
+    """Become a Locust worker of a remote master (exec: signals reach Locust itself)."""
+    from harness.load.control import worker_argv
+
+    argv, env = worker_argv(args.master)
+    os.execve(argv[0], argv, env)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="harness", description="Chaos-testing harness for payment switches.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -315,6 +329,10 @@ def main(argv: list[str] | None = None) -> int:
     r.add_argument("--backend", choices=["local", "docker"], help="overrides the scenario's `backend:`")
     r.add_argument("--bug", choices=list(BUGS), help="run a deliberately broken mock variant (harness teeth)")
     r.add_argument("--target", type=Path, help="run the scenarios against this target file (your own switch)")
+    r.add_argument("--workers", type=int, help="wait for this many `harness worker` Locust workers (any host)")
+    r.add_argument("--master-bind", help="HOST:PORT the Locust master listens on for them (default 127.0.0.1:5557)")
+    w = sub.add_parser("worker", help="a Locust worker of a `harness run --workers N` master, on any host")
+    w.add_argument("--master", required=True, help="HOST[:PORT] of the master (default port 5557)")
     tt = sub.add_parser("teeth", help="run broken variants of the mock and show which check catches each")
     tt.add_argument("--variant", action="append", help="one variant (repeatable; default: all, then robust)")
     # Not reports/runs: broken variants are meant to fail, and the suite page is the real system's.
@@ -354,7 +372,7 @@ def main(argv: list[str] | None = None) -> int:
     commands = {
         "demo": demo, "run": run_cmd, "check": check_cmd, "report": report_cmd, "baseline": baseline_cmd,
         "doctor": doctor, "list": list_cmd, "up": up, "down": down, "ui": ui_cmd, "images": images_cmd,
-        "teeth": teeth_cmd, "conform": conform_cmd, "target-links": target_links_cmd,
+        "teeth": teeth_cmd, "conform": conform_cmd, "target-links": target_links_cmd, "worker": worker_cmd,
     }  # fmt: skip
     from harness.errors import HarnessError
 

@@ -36,7 +36,10 @@ def part_path(path: Path, pid: int) -> Path:
 
 
 def parts(run_dir: Path) -> list[Path]:
-    return sorted(p for p in run_dir.glob("load.*.json") if p.name.split(".")[1].isdigit())
+    def is_part(tag: str) -> bool:  # a pid, or a remote worker's name (w1, w2, ...: harness/load/collect.py)
+        return tag.isdigit() or (tag[:1] == "w" and tag[1:].isdigit())
+
+    return sorted(p for p in run_dir.glob("load.*.json") if is_part(p.name.split(".")[1]))
 
 
 def write(path: Path, figures: Mapping[str, Any]) -> None:

@@ -80,6 +80,9 @@ class LoadSpec(_Strict):
     # What a customer does after an unknown outcome: ask for the status, re-send, or nothing.
     unknown_policy: Literal["status", "retry", "none"] = "status"
     processes: int = Field(1, ge=1, le=8)
+    # Locust workers on other hosts (`harness worker --master HOST:PORT`); the master listens on master_bind.
+    workers: int = Field(0, ge=0, le=64)
+    master_bind: str = "127.0.0.1:5557"
     # For payer-concentrated scenarios (e.g. pushing one bank against its net debit cap).
     payer_banks: list[str] | None = None
     amount_min: int = Field(100, gt=0)

@@ -108,12 +108,14 @@ def load_model(spec: LoadSpec, figures: Mapping[str, Any] | None) -> dict[str, A
         *("late_after_s", "not_sent_after_s"),
     )
     out.update({k: figures.get(k) for k in keys} if figures is not None else dict.fromkeys(keys))
+    if figures is not None and figures.get("workers"):  # Locust workers on other hosts (load/collect.py)
+        out.update({k: figures.get(k) for k in ("workers", "lost_workers", "unreported")})
     return out
 
 
 def load_warnings(load: Mapping[str, Any]) -> list[str]:
     """What a reader must know before trusting an open-model figure."""
-    warnings = []
+    warnings = [str(lost["message"]) for lost in load.get("lost_workers") or []]
     if load.get("not_sent"):
         warnings.append(
             f"{load['not_sent']:,} arrivals could not be sent within {load['not_sent_after_s']} s of their time"

@@ -39,6 +39,7 @@ import orjson
 
 from harness import loadfile
 from harness.errors import LoadError
+from harness.load import collect
 from harness.procs import end_stragglers, free_port, signal_group
 from harness.rundir import PROJECT_ROOT, RunDir
 from mock_switch.config import SystemConfig
@@ -51,6 +52,9 @@ HISTORY = "history.jsonl"
 CSV_PREFIX = "locust"
 # Logged by the locustfile when its customers start (per worker with --processes).
 READY_MARKER = b"payment customers started"
+
+DEFAULT_MASTER_BIND = "127.0.0.1:5557"
+WORKERS_WAIT_S = 120.0  # the master waits this long for `harness worker` processes to join
 
 UnknownPolicy = Literal["status", "retry", "none"]
 ShapeKind = Literal["constant", "ramp", "spike"]
@@ -278,8 +282,11 @@ class LoadRun:
                     raise
             end_stragglers(proc.pid)
         self._close_log()
+        reckoned = collect.reckon(self.run_dir)  # remote workers: what a lost one never reported
         history = merge_histories(self.run_dir) if self.history is not None else None
         loadfile.merge(RunDir(self.run_dir).load_figures)
+        if reckoned is not None:
+            record_workers(RunDir(self.run_dir).load_figures, reckoned)
         self.result = LoadResult(
             run_dir=self.run_dir,
             history=history,
@@ -309,6 +316,8 @@ class LoadOptions:
     shape: ShapeSpec | None = None
     open: OpenLoad | None = None  # the open model; None: closed (users, spawn_rate, run_time_s or shape)
     processes: int = 1
+    workers: int = 0  # > 0: a master that waits for this many `harness worker` processes (any host)
+    master_bind: str = DEFAULT_MASTER_BIND  # HOST:PORT the master listens on for them
     unknown_policy: UnknownPolicy = "status"
     max_attempts: int = 5
     resolve_s: float = 10.0
@@ -371,14 +380,20 @@ class LoadOptions:
         if self.open is not None:
             # One generator per process; --run-time only bounds a run whose generators did not end it.
             argv += self.open.args()
-            argv += ["--users", str(self.processes), "--spawn-rate", str(self.processes)]
+            generators = self.workers or self.processes
+            argv += ["--users", str(generators), "--spawn-rate", str(generators)]
             argv += ["--run-time", f"{self.duration_s:.0f}s"]
         elif self.shape is not None:
             argv += self.shape.args()
         else:
             argv += ["--users", str(self.users), "--spawn-rate", repr(float(self.spawn_rate))]
             argv += ["--run-time", f"{self.duration_s:.0f}s"]
-        if self.processes > 1:
+        if self.workers > 0:
+            host, bind_port = master_address(self.master_bind)
+            argv += ["--master", "--expect-workers", str(self.workers)]
+            argv += ["--expect-workers-max-wait", f"{WORKERS_WAIT_S:.0f}", "--remote-workers", str(self.workers)]
+            argv += ["--master-bind-host", host, "--master-bind-port", str(bind_port)]
+        elif self.processes > 1:
             # A master port of our own on loopback: with Locust's default (5557 on every interface)
             # the workers of two concurrent runs meet the other run's master and take its users.
             port = str(free_port())
@@ -399,13 +414,15 @@ def start_locust(run_dir: Path, options: LoadOptions) -> LoadRun:
     system_json = _require_system_json((options.system_json or RunDir(run_dir).system).resolve())
     if options.users < 1 or options.processes < 1:
         raise LoadError("users and processes must be at least 1")
+    if options.workers > 0 and options.processes > 1:
+        raise LoadError("load.processes and load.workers exclude each other", fix="give one of them")
     history = run_dir / HISTORY if options.record_history else None
     argv = options.argv(run_dir, system_json, history)
     # Locust's own LOCUST_* and our PAYSWITCH_* variables would silently change the run: only argv counts.
     env = {k: v for k, v in os.environ.items() if not k.startswith(("LOCUST_", "PAYSWITCH_"))}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT), env.get("PYTHONPATH")]))
     stop_timeout = options.stop_timeout
-    startup_s = 20.0 + 2.0 * options.processes
+    startup_s = 20.0 + 2.0 * options.processes + (WORKERS_WAIT_S if options.workers else 0.0)
     hard = options.hard_timeout_s
     if hard is None:
         hard = options.duration_s + stop_timeout + startup_s
@@ -527,6 +544,8 @@ def start_load(scenario: Scenario, customer_urls: Mapping[str, str], run_dir: Pa
         shape=shape,
         open=open_load,
         processes=spec.processes,
+        workers=spec.workers,
+        master_bind=spec.master_bind,
         unknown_policy=spec.unknown_policy,
         # Banks answer PDNG after their customer timeout; the customer waits a little longer than that.
         request_timeout_s=max(b.customer_timeout_s for b in SystemConfig.load(system_json).banks) + 2.0,
@@ -537,7 +556,10 @@ def start_load(scenario: Scenario, customer_urls: Mapping[str, str], run_dir: Pa
     )
     load = start_locust(run_dir, options)
     try:
-        load.wait_started()  # so `started_at` (the runner's t0 for faults) is when customers started
+        if options.workers:
+            print(f"waiting for {options.workers} workers: harness worker --master {options.master_bind}", flush=True)
+        # so `started_at` (the runner's t0 for faults) is when customers started
+        load.wait_started(60.0 + (WORKERS_WAIT_S if options.workers else 0.0))
     except BaseException:
         load.stop()
         raise
@@ -548,8 +570,47 @@ def start_load(scenario: Scenario, customer_urls: Mapping[str, str], run_dir: Pa
 
 
 def history_parts(run_dir: Path) -> list[Path]:
-    """The per-worker files `history.<pid>.jsonl` not merged yet."""
-    return sorted(p for p in run_dir.glob("history.*.jsonl") if p.name.split(".")[1].isdigit())
+    """The per-worker files `history.<pid>.jsonl` (remote workers: `history.wN.jsonl`) not merged yet."""
+    return sorted(p for p in run_dir.glob("history.*.jsonl") if _part_name(p.name.split(".")[1]))
+
+
+def _part_name(part: str) -> bool:
+    return part.isdigit() or collect.is_worker_name(part)
+
+
+# -- workers on other hosts -----------------------------------------------------------------------
+
+
+def master_address(raw: str, default_port: int = 5557) -> tuple[str, int]:
+    """HOST[:PORT] -> (host, port); LoadError naming the value when it is not one."""
+    host, sep, port = raw.strip().rpartition(":")
+    if not sep:
+        host, port = raw.strip(), str(default_port)
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise LoadError(f"master address {raw!r}: expected HOST or HOST:PORT", fix="e.g. 10.0.0.5:5557")
+    return host, int(port)
+
+
+def worker_argv(master: str) -> tuple[list[str], dict[str, str]]:
+    """`harness worker --master HOST[:PORT]`: Locust as a worker of that master with our locustfile,
+    in the current directory; it gets the system and its options from the master and sends its
+    history back over the same connection (harness/load/collect.py)."""
+    host, port = master_address(master)
+    argv = [sys.executable, "-m", "locust", "-f", str(LOCUSTFILE), "--worker"]
+    argv += ["--master-host", host, "--master-port", str(port), "--loglevel", "INFO"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LOCUST_", "PAYSWITCH_"))}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(PROJECT_ROOT), env.get("PYTHONPATH")]))
+    return argv, env
+
+
+def record_workers(load_json: Path, reckoned: dict[str, object]) -> None:
+    """Put the remote workers and what was lost with any of them into load.json (read into result.json)."""
+    figures = loadfile.read(load_json) or {}
+    lost = [{**x, "message": collect.describe_lost(x)} for x in reckoned["lost_workers"]]  # type: ignore[attr-defined]
+    for x in lost:
+        print(f"WARNING: {x['message']}", file=sys.stderr, flush=True)
+    loadfile.write(load_json, {**figures, "workers": reckoned["workers"], "lost_workers": lost,
+                               "unreported": reckoned["unreported"]})  # fmt: skip
 
 
 def _lines_by_completion(path: Path) -> Iterator[tuple[float, bytes]]:

@@ -86,8 +86,10 @@ failures; arrivals never sent appear as failed requests named "arrival not sent"
 from __future__ import annotations
 
 import atexit
+import contextlib
 import itertools
 import logging
+import math
 import os
 import re
 import secrets
@@ -113,6 +115,7 @@ from locust.runners import LocalRunner, MasterRunner, Runner, WorkerRunner
 from harness import loadfile
 from harness.history import IN_FLIGHT_BOUND, NAME_ENQUIRY, NOT_SENT, PAYMENT, STATUS_QUERY, is_available
 from harness.load import arrivals as load_arrivals
+from harness.load import collect
 from harness.load import shapes as load_shapes
 from harness.load.customers import Customers
 from harness.rundir import PROJECT_ROOT, RunDir, running_session
@@ -155,6 +158,9 @@ if LOAD_MODEL not in ("closed", "open"):
     sys.exit(f"--load-model {LOAD_MODEL!r}: choose closed (users wait for answers) or open (arrivals at a rate)")
 if LOAD_MODEL == "open" and SHAPE_NAME:
     sys.exit("--shape is a closed-model user shape; with --load-model open give --rate-shape instead")
+# A worker of a remote master (`harness worker`) learns the model from the master's options when the
+# test starts, so it keeps both customer classes and runs the one the master dispatches.
+REMOTE_WORKER = "--worker" in sys.argv and not requested(sys.argv, os.environ, "--load-model", "PAYSWITCH_LOAD_MODEL")
 # With --class-picker the web UI lets people choose a shape, so every shape must be visible here.
 CLASS_PICKER = "--class-picker" in sys.argv
 if CLASS_PICKER and not SHAPE_NAME:
@@ -221,6 +227,9 @@ def add_arguments(parser: LocustArgumentParser) -> None:
                         help="open model: arrival spacing, even or poisson (seeded)", **open_ui)  # fmt: skip
     parser.add_argument("--max-in-flight", type=int, default=1000, env_var="PAYSWITCH_MAX_IN_FLIGHT",
                         help="open model: customers in flight per process at most", **open_ui)  # fmt: skip
+    parser.add_argument("--remote-workers", type=int, default=0, env_var="PAYSWITCH_REMOTE_WORKERS",
+                        include_in_web_ui=False,
+                        help="master: this many workers on other hosts send their history as messages")  # fmt: skip
     load_shapes.add_arguments(parser, in_web_ui=bool(SHAPE_NAME) or CLASS_PICKER)
 
 
@@ -345,7 +354,7 @@ class LoadSettings:
             run_id=run_id,
             seed=int(getattr(options, "seed", 1)),
             latency_slo_ms=float(getattr(options, "latency_slo_ms", 2000.0) or 2000.0),
-            open=OpenSettings.from_options(options) if LOAD_MODEL == "open" else None,
+            open=OpenSettings.from_options(options) if model_of(options) == "open" else None,
         )
         if not settings.latency_slo_ms > 0:
             raise ConfigError(f"--latency-slo-ms {settings.latency_slo_ms}: must be positive")
@@ -359,6 +368,11 @@ class LoadSettings:
         if not settings.request_timeout_s > 0:
             raise ConfigError(f"--request-timeout {settings.request_timeout_s}: must be positive")
         return settings
+
+
+def model_of(options: Any) -> str:
+    """The load model: a remote worker's comes from the master's options, others' from the command line."""
+    return str(getattr(options, "load_model", "") or LOAD_MODEL) if REMOTE_WORKER else LOAD_MODEL
 
 
 def as_policy(raw: str) -> Policy:
@@ -455,6 +469,73 @@ class HistoryRecorder:
         self._flusher.kill(block=False)
 
 
+class RemoteRecorder:
+    """A remote worker's history (harness/load/collect.py): lines buffered in memory and sent to the
+    master in batches (every 0.5 s or 500 lines) as Locust messages; payments reserved before they are
+    sent go at once, with whatever lines are waiting. The last batch says `final`."""
+
+    path: Path | None = None
+
+    def __init__(self, runner: Runner, every_s: float = FLUSH_EVERY_S, lines: int = FLUSH_LINES) -> None:
+        self.runner = runner
+        self.every_s = every_s
+        self.lines = lines
+        self.written = 0
+        self.seq = 0
+        self._buffer: list[bytes] = []
+        self._reserve: list[bytes] = []
+        self._open = True
+        self.sent_final = False
+        self._wake = Event()
+        self._flusher = gevent.spawn(self._run)
+
+    def record(self, line: dict[str, Any]) -> None:
+        self._buffer.append(orjson.dumps(line))
+        if len(self._buffer) >= self.lines:
+            self._wake.set()
+
+    def reserve(self, rows: Sequence[Mapping[str, Any]]) -> None:
+        """Announce payments before any of them is sent, so a lost worker's are counted."""
+        self._reserve.extend(orjson.dumps(r) for r in rows)
+        self.flush()
+
+    def _run(self) -> None:
+        while self._open:
+            self._wake.wait(self.every_s)
+            self._wake.clear()
+            self.flush()
+
+    def flush(self, final: bool = False, done: bool = False, figures: Mapping[str, Any] | None = None) -> None:
+        if not (self._buffer or self._reserve or final or done or figures is not None):
+            return
+        batch, self._buffer = self._buffer, []
+        reserve, self._reserve = self._reserve, []
+        self.seq += 1
+        data = {
+            "seq": self.seq,
+            "lines": b"".join(x + b"\n" for x in batch),
+            "n": len(batch),
+            "reserve": b"".join(x + b"\n" for x in reserve),
+            "r": len(reserve),
+            "figures": dict(figures) if figures is not None else None,
+            "done": done,
+            "final": final,
+        }
+        try:
+            self.runner.send_message(collect.MSG_HISTORY, data)
+        except Exception:  # the master is gone: nothing to send to; it counts what it lacks
+            log.exception("could not send %d history lines to the master", len(batch))
+            return
+        self.written += len(batch)
+        self.sent_final = self.sent_final or final
+
+    def close(self) -> None:
+        if self._open and not self.sent_final:
+            self.flush(final=True, figures=state.figures)
+        self._open = False
+        self._flusher.kill(block=False)
+
+
 # -- what the customer saw ----------------------------------------------------------------------
 
 
@@ -541,7 +622,9 @@ def response_seen(resp: FastResponse) -> Seen:
 
 class _State:
     settings: LoadSettings | None = None
-    recorder: HistoryRecorder | None = None
+    recorder: HistoryRecorder | RemoteRecorder | None = None
+    remote: dict[str, Any] | None = None  # a remote worker's name and slices (adopt_master_setup)
+    spool: collect.Spool | None = None  # a remote master's sink of the workers' batches
     process_tag: tuple[int, str] | None = None
     figures: dict[str, Any] | None = None  # the open-model generator's, for load.json
     figures_path: Path | None = None
@@ -553,7 +636,10 @@ generator_numbers = itertools.count()
 
 
 def process_tag() -> str:
-    """pPID plus a random suffix, made in this process (after any fork)."""
+    """pPID plus a random suffix, made in this process (after any fork); on a remote worker the
+    name its master gave it (w1, w2, ...: pids of different hosts collide, the master's names do not)."""
+    if state.remote is not None:
+        return str(state.remote["name"])
     pid = os.getpid()
     if state.process_tag is None or state.process_tag[0] != pid:
         state.process_tag = (pid, f"p{pid}.{secrets.token_hex(2)}")
@@ -563,6 +649,8 @@ def process_tag() -> str:
 def user_slot(environment: Environment, local_index: int) -> int:
     """This user's place among all users of the run, so payer banks spread evenly over workers."""
     runner = environment.runner
+    if isinstance(runner, WorkerRunner) and state.remote is not None:
+        return local_index * int(state.remote["workers"]) + runner.worker_index
     if isinstance(runner, WorkerRunner):
         workers = max(1, int(getattr(environment.parsed_options, "processes", 1) or 1))
         return local_index * workers + runner.worker_index
@@ -612,6 +700,12 @@ class Customer(FastHttpUser):
                 seen = self.exchange(PAYMENT, "POST", base + "/payments", "POST /payments (retry)", body, payer, data)
             if seen.outcome != "unknown":
                 break
+
+    def reservation(self, body: Mapping[str, Any], invoke: float) -> dict[str, Any]:
+        """What the master keeps of a payment before it is sent (harness/load/collect.py)."""
+        payer = self.bank_by_prefix[body["debtor_account"][:2]]
+        return {"id": body["payment_id"], "payer": payer, "payee": body["creditor_bank"],
+                "amount": body["amount"], "invoke": invoke}  # fmt: skip
 
     def draw(self, payment_id: str) -> dict[str, Any]:
         """A payment by a customer of one of this user's payer banks (the shared draw picks the payer
@@ -691,7 +785,10 @@ class PaymentCustomer(Customer):
 
     @task
     def pay(self) -> None:
-        self.journey(self.draw(f"{self.id_prefix}-{next(self.seq):06d}"))
+        body = self.draw(f"{self.id_prefix}-{next(self.seq):06d}")
+        if isinstance(state.recorder, RemoteRecorder):
+            state.recorder.reserve([self.reservation(body, time.time())])
+        self.journey(body)
 
 
 def _with_payers(s: LoadSettings, payers: list[str]) -> LoadSettings:
@@ -717,8 +814,14 @@ class ArrivalGenerator(Customer):
             self.network_timeout = self.connection_timeout = self.settings.request_timeout_s
         super().__init__(environment)
         self.slot = user_slot(environment, next(generator_numbers))
-        self.slices = max(1, int(getattr(environment.parsed_options, "num_users", 1) or 1))
+        slices = state.remote["slices"] if state.remote is not None else None
+        self.slices = max(1, int(slices or getattr(environment.parsed_options, "num_users", 1) or 1))
         self.plan: list[tuple[int, float]] = []
+        # Bodies drawn ahead in plan order (the same draws as one by one), reserved with a remote
+        # master a chunk (about a second of arrivals) before they are due.
+        self.bodies: dict[int, dict[str, Any]] = {}
+        self.drawn_upto = 0
+        self.chunk = 8
         self.next = 0
         self.t0 = 0.0
         self.pool = Pool(self.open.max_in_flight if self.open is not None else 1)
@@ -737,6 +840,7 @@ class ArrivalGenerator(Customer):
         self.setup_customers((-1, self.slot))
         self.id_prefix = f"{s.run_id}-{process_tag()}-a"
         self.plan = load_arrivals.for_slice(load_arrivals.schedule(o.shape, o.spacing, s.seed), self.slot, self.slices)
+        self.chunk = max(8, math.ceil(o.shape.rate / self.slices))
         self.t0 = time.time()
         state.figures = {
             "model": "open",
@@ -777,10 +881,12 @@ class ArrivalGenerator(Customer):
         assert figures is not None and self.settings is not None
         now = time.time()
         while self.next < len(self.plan) and self.t0 + self.plan[self.next][1] <= now:
-            k, offset = self.plan[self.next]
+            offset = self.plan[self.next][1]
+            if self.next + self.chunk // 2 >= self.drawn_upto:
+                self.draw_ahead()
+            body = self.bodies.pop(self.next)
             self.next += 1
             scheduled = self.t0 + offset
-            body = self.draw(f"{self.id_prefix}{k:07d}")
             figures["scheduled"] += 1
             late = now - scheduled
             if late > loadfile.NOT_SENT_AFTER_S:
@@ -796,6 +902,18 @@ class ArrivalGenerator(Customer):
             now = time.time()
         if self.next >= len(self.plan) and not self.drained:
             self.finish()
+
+    def draw_ahead(self) -> None:
+        """Draw the next chunk of the plan's payments; a remote worker reserves them with its master."""
+        start, end = self.drawn_upto, min(len(self.plan), self.drawn_upto + self.chunk)
+        rows = []
+        for i in range(start, end):
+            k, offset = self.plan[i]
+            self.bodies[i] = self.draw(f"{self.id_prefix}{k:07d}")
+            rows.append(self.reservation(self.bodies[i], self.t0 + offset))
+        self.drawn_upto = end
+        if rows and isinstance(state.recorder, RemoteRecorder):
+            state.recorder.reserve(rows)
 
     def set_off(self, body: dict[str, Any], scheduled: float) -> None:
         """One customer's journey. Its lateness is taken here, when the greenlet really runs and its
@@ -828,6 +946,8 @@ class ArrivalGenerator(Customer):
         runner = self.environment.runner
         if isinstance(runner, LocalRunner) and not isinstance(runner, WorkerRunner):
             gevent.spawn(runner.quit)
+        if isinstance(state.recorder, RemoteRecorder):  # the master ends the test when all are done
+            state.recorder.flush(done=True, figures=state.figures)
         raise StopUser()
 
     def on_stop(self) -> None:
@@ -875,8 +995,11 @@ def record(
     )
 
 
-# Locust runs every visible, non-abstract User class: only the chosen model's.
-if LOAD_MODEL == "open":
+# Locust runs every visible, non-abstract User class: only the chosen model's (a remote worker keeps
+# both: it runs what its master dispatches).
+if REMOTE_WORKER:
+    pass
+elif LOAD_MODEL == "open":
     PaymentCustomer.abstract = True
 else:
     ArrivalGenerator.abstract = True
@@ -899,6 +1022,105 @@ def on_init(environment: Environment, **_kwargs: Any) -> None:
         except ConfigError as exc:
             log.error("%s", exc)
             sys.exit(2)
+    if isinstance(runner, MasterRunner) and int(getattr(options, "remote_workers", 0) or 0) > 0:
+        init_remote_master(environment, runner)
+    elif isinstance(runner, WorkerRunner) and REMOTE_WORKER:
+        runner.register_message(collect.MSG_STOP, on_stop_message)
+
+
+# -- workers on other hosts (harness/load/collect.py) ---------------------------------------------
+
+
+def init_remote_master(environment: Environment, runner: MasterRunner) -> None:
+    """The master of `harness run --workers N`: gives the workers the system (as an option: Locust sends
+    the master's custom options with every spawn, and a worker connects before its locustfile's init
+    could take a message), names each by its Locust index, spools their batches."""
+    options = environment.parsed_options
+    try:
+        settings = LoadSettings.from_options(options)
+    except ConfigError as exc:
+        log.error("%s", exc)
+        sys.exit(2)
+    run_dir = settings.history.parent if settings.history is not None else settings.system_json.parent
+    spool = state.spool = collect.Spool(run_dir)
+    system_text = settings.system_json.read_text()
+    workers = int(getattr(options, "remote_workers", 0) or 0)
+    slices = int(getattr(options, "num_users", 0) or workers)
+
+    def on_batch(environment: Environment, msg: Any, **_kw: Any) -> None:
+        spool.receive(msg.node_id, msg.data, runner.get_worker_index(msg.node_id))  # type: ignore[no-untyped-call]
+
+    vars(options)[collect.OPT_SYSTEM] = system_text
+    vars(options)[collect.OPT_SLICES] = slices
+
+    def on_connect(client_id: str, **_kw: Any) -> None:
+        name = spool.name_for(client_id, runner.get_worker_index(client_id))  # type: ignore[no-untyped-call]
+        log.info("worker %s joined as %s (%d of %d expected)", client_id, name, len(spool.names), workers)
+
+    def on_heartbeat(client_id: str, **_kw: Any) -> None:
+        spool.heard(client_id)
+
+    runner.register_message(collect.MSG_HISTORY, on_batch)
+    listen(environment.events.worker_connect, on_connect)
+    listen(environment.events.heartbeat_sent, on_heartbeat)
+
+
+def missing_workers(runner: MasterRunner) -> set[str]:
+    return {c.id for c in runner.clients.all if c.state == "missing"}
+
+
+def remote_settled(runner: MasterRunner, spool: collect.Spool, key: str) -> bool:
+    """Every worker that joined has sent its `key` batch (final / done), or went silent or away."""
+    present = {c.id for c in runner.clients.all}
+    missing = missing_workers(runner)
+    return all(
+        spool.workers[name][key] or cid in missing or (cid not in present and spool.workers[name]["final"])
+        for cid, name in spool.names.items()
+    ) and bool(spool.names)
+
+
+def end_when_generators_done(runner: MasterRunner, spool: collect.Spool, expected: int) -> None:
+    """Open model: end the test once every worker's generator has played its slice (or its worker is lost)."""
+    while True:
+        gevent.sleep(0.5)
+        if len(spool.names) >= expected and remote_settled(runner, spool, "generator_done"):
+            log.info("every worker's arrival generator is done (or its worker lost): ending the test")
+            runner.quit()
+            return
+
+
+def remote_master_stopping(runner: MasterRunner, spool: collect.Spool) -> None:
+    """Before the master stops: ask every worker to stop its customers and send its final batch, and
+    wait (bounded) until each has, or went silent: Locust's own quit waits only half a second."""
+    for client in runner.clients.all:
+        with contextlib.suppress(Exception):
+            runner.send_message(collect.MSG_STOP, {}, client_id=client.id)
+    stop_timeout = float(runner.environment.stop_timeout or 0.0)
+    deadline = time.monotonic() + stop_timeout + 15.0
+    while not remote_settled(runner, spool, "final") and time.monotonic() < deadline:
+        gevent.sleep(0.2)
+    spool.save(missing_workers(runner))
+    lacking = [n for n, w in spool.workers.items() if not w["final"]]
+    log.info("workers' final batches: %s", f"all {len(spool.workers)} in" if not lacking else f"missing from {lacking}")
+
+
+def adopt_master_setup(environment: Environment, runner: WorkerRunner) -> None:
+    """A remote worker at the start of a test: its name (from its Locust index, which the master gave
+    it) and the system the master sent with its options (saved in the working directory)."""
+    options = vars(environment.parsed_options)
+    name = f"w{runner.worker_index + 1}"
+    path = Path.cwd() / f"payswitch-system.{name}.json"
+    path.write_text(str(options[collect.OPT_SYSTEM]))
+    workers = int(options.get("remote_workers") or 1)
+    state.remote = {"name": name, "workers": workers, "slices": int(options.get(collect.OPT_SLICES) or workers)}
+    options["system_json"] = str(path)  # the master's path is not ours
+    log.info("worker %s of a remote master (system saved to %s)", name, path)
+
+
+def on_stop_message(environment: Environment, msg: Any, **_kw: Any) -> None:
+    runner = environment.runner
+    if runner is not None:
+        gevent.spawn(runner.stop)  # test_stop sends the final batch
 
 
 def watch_parent(parent: int, runner: Runner) -> None:
@@ -911,8 +1133,15 @@ def watch_parent(parent: int, runner: Runner) -> None:
 
 
 def on_test_start(environment: Environment, **_kwargs: Any) -> None:
-    if isinstance(environment.runner, MasterRunner):
+    runner = environment.runner
+    if isinstance(runner, MasterRunner):
+        if state.spool is not None:
+            expected = int(getattr(environment.parsed_options, "remote_workers", 0) or 0)
+            if getattr(environment.parsed_options, "load_model", "") == "open":
+                gevent.spawn(end_when_generators_done, runner, state.spool, expected)
         return  # the master runs no customers
+    if isinstance(runner, WorkerRunner) and REMOTE_WORKER and vars(environment.parsed_options).get(collect.OPT_SYSTEM):
+        adopt_master_setup(environment, runner)
     try:
         settings = LoadSettings.from_options(environment.parsed_options)
     except ConfigError as exc:
@@ -922,13 +1151,21 @@ def on_test_start(environment: Environment, **_kwargs: Any) -> None:
             gevent.spawn(environment.runner.stop)
         return
     state.settings = settings
-    path = history_path_for(settings.history, environment.runner) if settings.history else None
-    if state.recorder is not None and state.recorder.path != path:
-        state.recorder.close()
-        state.recorder = None
-    if path is not None and state.recorder is None:
-        state.recorder = HistoryRecorder(path)
-    if settings.open is not None:
+    if isinstance(runner, WorkerRunner) and state.remote is not None:
+        if not isinstance(state.recorder, RemoteRecorder):
+            state.recorder = RemoteRecorder(runner)
+        state.recorder.sent_final = False  # a new test of the same worker
+        path = None
+    else:
+        path = history_path_for(settings.history, environment.runner) if settings.history else None
+        if state.recorder is not None and state.recorder.path != path:
+            state.recorder.close()
+            state.recorder = None
+        if path is not None and state.recorder is None:
+            state.recorder = HistoryRecorder(path)
+    if state.remote is not None:
+        state.figures_path = None  # the figures travel with the final batch
+    elif settings.open is not None:
         figures = RunDir(settings.history.parent if settings.history else settings.system_json.parent).load_figures
         worker = isinstance(environment.runner, WorkerRunner)
         state.figures_path = loadfile.part_path(figures, os.getpid()) if worker else figures
@@ -938,20 +1175,39 @@ def on_test_start(environment: Environment, **_kwargs: Any) -> None:
         settings.run_id,
         settings.bank_urls,
         settings.policy,
-        path or "off",
+        path or ("to the master" if state.remote is not None else "off"),
         "closed model" if settings.open is None else f"open model, {settings.open.shape.rate:g} arrivals/s",
     )
 
 
+def on_test_stopping(environment: Environment, **_kwargs: Any) -> None:
+    if isinstance(environment.runner, MasterRunner) and state.spool is not None:
+        remote_master_stopping(environment.runner, state.spool)
+
+
 def on_test_stop(environment: Environment, **_kwargs: Any) -> None:
     save_figures()
-    if state.recorder is not None:
+    if isinstance(state.recorder, RemoteRecorder):
+        state.recorder.flush(final=True, figures=state.figures)
+    elif state.recorder is not None:
         state.recorder.flush()
+    if isinstance(environment.runner, MasterRunner) and state.spool is not None:
+        state.spool.save(missing_workers(environment.runner))
+
+
+def on_spawning_complete(user_count: int, **_kwargs: Any) -> None:
+    if state.spool is not None:  # harness.load.control waits for this line: the remote workers' customers are on
+        log.info("payment customers started on %d remote workers (%d users)", len(state.spool.names), user_count)
 
 
 def on_quitting(environment: Environment, **_kwargs: Any) -> None:
-    if state.recorder is not None:
+    if isinstance(state.recorder, RemoteRecorder):
+        state.recorder.flush(final=True, figures=state.figures)
+    elif state.recorder is not None:
         state.recorder.flush()
+    if state.spool is not None and isinstance(environment.runner, MasterRunner):
+        state.spool.save(missing_workers(environment.runner))
+        state.spool.close()
 
 
 def on_quit(exit_code: int, **_kwargs: Any) -> None:
@@ -965,7 +1221,9 @@ def close_recorder() -> None:
 
 listen(events.init, on_init)
 listen(events.test_start, on_test_start)
+listen(events.test_stopping, on_test_stopping)
 listen(events.test_stop, on_test_stop)
+listen(events.spawning_complete, on_spawning_complete)
 listen(events.quitting, on_quitting)
 listen(events.quit, on_quit)
 atexit.register(close_recorder)

@@ -1,0 +1,157 @@
+"""Locust workers on other hosts (harness/load/collect.py): a master (`harness run --workers 2`) and
+two `harness worker` processes, each in its own empty working directory, reaching the master only
+over TCP on 127.0.0.1 (they are never told the run directory). The history must equal what the
+banks' ledgers saw, payment by payment; a worker killed with SIGKILL mid-run must be named, with
+what of its payments is missing, in result.json and on the console."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from support import eventually
+
+from harness.procs import free_port
+
+
+def _start(tmp: Path, rate: int, duration: int) -> tuple[subprocess.Popen[bytes], list[subprocess.Popen[bytes]], Path]:
+    port = free_port()
+    scenario = tmp / "workers.yaml"
+    scenario.write_text(
+        f"name: workers\nload: {{rate: {rate}, duration: {duration}, workers: 2, master_bind: '127.0.0.1:{port}'}}\n"
+        "expect:\n  availability: {baseline_success_ratio: 0.0, overall_success_ratio: 0.0}\n"
+    )
+    out = tmp / "runs"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("LOCUST_", "PAYSWITCH_"))}
+    master = subprocess.Popen(
+        [sys.executable, "-m", "harness.cli", "run", str(scenario), "--out", str(out)],
+        cwd=tmp, env=env, stdout=(tmp / "run.log").open("wb"), stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    workers = []
+    for name in ("a", "b"):
+        cwd = tmp / f"worker-{name}"
+        cwd.mkdir()
+        workers.append(
+            subprocess.Popen(
+                [sys.executable, "-m", "harness.cli", "worker", "--master", f"127.0.0.1:{port}"],
+                cwd=cwd,
+                env=env,
+                stdout=(tmp / f"worker-{name}.log").open("wb"),
+                stderr=subprocess.STDOUT,
+            )
+        )
+    return master, workers, out
+
+
+def _finish(master: subprocess.Popen[bytes], workers: list[subprocess.Popen[bytes]], tmp: Path) -> Path:
+    try:
+        master.wait(timeout=150)
+    finally:
+        for p in [master, *workers]:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+    log = (tmp / "run.log").read_text()
+    assert master.returncode in (0, 1), log
+    (run_dir,) = [p for p in (tmp / "runs").iterdir() if p.is_dir()]
+    return run_dir
+
+
+def _history(run_dir: Path) -> dict[str, list[dict]]:
+    ops: dict[str, list[dict]] = {}
+    for line in (run_dir / "history.jsonl").read_text().splitlines():
+        op = json.loads(line)
+        if op.get("op", "payment") in ("payment", "status_query"):
+            ops.setdefault(op["id"], []).append(op)
+    return ops
+
+
+def _ledger_payments(run_dir: Path) -> dict[str, str]:
+    """payment id -> the payer bank's final status (ACSC / RJCT / ...)."""
+    banks = json.loads((run_dir / "ledgers.json").read_text())["banks"]
+    return {p["payment_id"]: p["status"] for bank in banks.values() for p in bank["payments"]}
+
+
+def test_two_remote_workers_history_equals_ledgers(tmp_path: Path) -> None:
+    master, workers, _out = _start(tmp_path, rate=20, duration=5)
+    run_dir = _finish(master, workers, tmp_path)
+    history, ledger = _history(run_dir), _ledger_payments(run_dir)
+    assert history, "no payment in the history"
+    assert set(history) == set(ledger), set(history) ^ set(ledger)
+    for pid, ops in history.items():
+        final = [o["outcome"] for o in ops if o["outcome"] != "unknown"]
+        if final:
+            assert {"ok": "ACSC", "fail": "RJCT"}[final[-1]] == ledger[pid], (pid, ops, ledger[pid])
+    # Both workers took part, under the master's names, and every batch arrived in order.
+    assert {pid.split("-")[1] for pid in history} == {"w1", "w2"}
+    figures = json.loads((run_dir / "workers.json").read_text())
+    assert [w["final"] for w in figures] == [True, True] and all(w["seq_gaps"] == 0 for w in figures)
+    # The workers never saw the run directory: nothing of the run in their working directories.
+    for name in ("a", "b"):
+        assert [p.name for p in (tmp_path / f"worker-{name}").iterdir()] == [
+            next(iter((tmp_path / f"worker-{name}").glob("payswitch-system.w*.json"))).name
+        ]
+
+
+def test_a_worker_killed_mid_run_is_reported(tmp_path: Path) -> None:
+    master, workers, out = _start(tmp_path, rate=20, duration=8)
+    victim = workers[1]
+
+    def victim_name() -> str | None:
+        text = (tmp_path / "worker-b.log").read_text()
+        marker = "worker w"
+        return "w" + text.split(marker, 1)[1].split()[0] if marker in text else None
+
+    name = eventually(victim_name, timeout=120, what="worker b to join")
+
+    def victim_reported() -> bool:
+        parts = list(out.glob(f"*/history.{name}.jsonl"))
+        return bool(parts) and parts[0].read_bytes().count(b"\n") >= 20
+
+    eventually(victim_reported, timeout=60, what=f"{name} to report some operations")
+    victim.send_signal(signal.SIGKILL)
+    victim.wait()
+    run_dir = _finish(master, workers, tmp_path)
+    result = json.loads((run_dir / "result.json").read_text())
+    load = result["availability"]["load"]
+    (lost,) = load["lost_workers"]
+    assert lost["name"] == name and lost["lines_received"] >= 20
+    assert any(f"worker {name}" in w for w in result["availability"]["warnings"]), result["availability"]["warnings"]
+    assert f"Locust worker {name}" in (tmp_path / "run.log").read_text()
+    # Nothing silent: every payment the ledgers saw is in the history (the lost ones as unknown).
+    history, ledger = _history(run_dir), _ledger_payments(run_dir)
+    assert set(ledger) <= set(history), set(ledger) - set(history)
+    lost_ids = {pid for pid, ops in history.items() if any(o.get("error") == "worker-lost" for o in ops)}
+    assert len(lost_ids) == lost["unreported"]
+
+
+def test_reckon_records_a_lost_workers_unreported_payments(tmp_path: Path) -> None:
+    """Pure: what a lost worker reserved and was due before it went silent, minus what it reported,
+    becomes unknown `worker-lost` lines; what was due later is counted as never started; a worker that
+    sent its final batch loses nothing."""
+    from harness.load import collect
+
+    spool = collect.Spool(tmp_path)
+    row = {"payer": "BNKA", "payee": "BNKB", "amount": 100}
+    reserve = b"".join(json.dumps({**row, "id": f"r-w1-a{i}", "invoke": 1000.0 + i}).encode() + b"\n" for i in range(4))
+    reported = json.dumps({"op": "payment", "id": "r-w1-a0", "complete": 1000.1}).encode() + b"\n"
+    spool.receive("host_a", {"seq": 1, "reserve": reserve, "r": 4, "lines": reported, "n": 1}, 0)
+    spool.receive("host_b", {"seq": 1, "reserve": b"", "lines": b"", "final": True}, 1)
+    # Last heard at 1000.5: a1 (1001) and a2 (1002) were due within HEARD_SLACK_S (2 s) after; a3 was not.
+    spool.workers["w1"]["last_heard"] = 1002.5 - collect.HEARD_SLACK_S
+    spool.save({"host_a"})
+    spool.close()
+    found = collect.reckon(tmp_path)
+    assert found is not None
+    (lost,) = found["lost_workers"]
+    assert (lost["name"], lost["unreported"], lost["not_started"]) == ("w1", 2, 1)
+    lines = [json.loads(x) for x in collect.history_part(tmp_path, "w1").read_text().splitlines()]
+    assert [(x["id"], x.get("error")) for x in lines] == [
+        ("r-w1-a0", None), ("r-w1-a1", "worker-lost"), ("r-w1-a2", "worker-lost")
+    ]  # fmt: skip
+    assert all(x["outcome"] == "unknown" for x in lines[1:])
+    assert "w1" in collect.describe_lost(lost) and "2 payments" in collect.describe_lost(lost)
