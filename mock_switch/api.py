@@ -246,16 +246,35 @@ def _refuse_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 M = TypeVar("M", bound=BaseModel)
 
 
+def _no_repeated_key(raw: bytes) -> bool:
+    """True when `raw` certainly repeats no key, decided in C (about 1 us, against 8 us for the
+    stdlib's hook): a flat JSON object, no backslash (so no key is spelled with escapes), and each
+    of its keys occurs once in the text as a quoted string. A repeated key occurs at least twice."""
+    if b"\\" in raw:
+        return False
+    try:
+        obj = orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return False
+    if type(obj) is not dict:
+        return False
+    for key, value in obj.items():
+        if type(value) in (dict, list) or raw.count(b'"' + key.encode() + b'"') != 1:
+            return False
+    return True
+
+
 def parse(model: type[M], raw: bytes) -> M:
     """Validate a JSON body; raise InvalidRequest naming the first bad field or a repeated key."""
-    try:
-        # orjson and pydantic keep the last of two equal keys without a word; the stdlib's parser
-        # has a hook that sees every pair. Bodies it cannot read are left to pydantic's message.
-        json.loads(raw.decode("utf-8"), object_pairs_hook=_refuse_duplicate_keys)
-    except _DuplicateKey as dup:
-        raise InvalidRequest(f"field '{dup.key}': given more than once") from None
-    except (ValueError, RecursionError):
-        pass
+    if not _no_repeated_key(raw):
+        try:
+            # orjson and pydantic keep the last of two equal keys without a word; the stdlib's
+            # parser has a hook that sees every pair. Bodies it cannot read are left to pydantic.
+            json.loads(raw.decode("utf-8"), object_pairs_hook=_refuse_duplicate_keys)
+        except _DuplicateKey as dup:
+            raise InvalidRequest(f"field '{dup.key}': given more than once") from None
+        except (ValueError, RecursionError):
+            pass
     try:
         return model.model_validate_json(raw)
     except ValidationError as exc:

@@ -101,12 +101,13 @@ class BankService(Service):
         return await self._answer_payment(p.payment_id)
 
     async def _answer_payment(self, payment_id: str) -> web.Response:
-        p = self.ledger.payment(payment_id)
-        assert p is not None
+        known = self.ledger.payment_status(payment_id)
+        assert known is not None
+        status, reason = known
         await self.store.durable()
-        if self.config.bug == "lost-ack" and p.status is Status.RJCT and one_in(payment_id, 10):
+        if self.config.bug == "lost-ack" and status is Status.RJCT and one_in(payment_id, 10):
             return answer(payment_id, Status.ACSC, None)  # BUG(lost-ack): a rejection told as success
-        return answer(payment_id, p.status, p.reason)
+        return answer(payment_id, status, reason)
 
     async def _drive(self, p: Payment) -> None:
         """Send a debited payment to the switch and finalise or reverse it."""

@@ -13,7 +13,7 @@ from typing import Any
 
 from mock_switch.api import CreditRequest, PaymentRequest
 from mock_switch.bugs import one_in
-from mock_switch.codes import Reason, Status
+from mock_switch.codes import REASON_OF, STATUS_OF, Reason, Status
 from mock_switch.config import SystemConfig, party
 from mock_switch.store import Store
 
@@ -96,10 +96,12 @@ class Payment:
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> Payment:
-        d = dict(row)
-        d["status"] = Status(d["status"])
-        d["reason"] = Reason(d["reason"]) if d["reason"] else None
-        return cls(**d)
+        # By position (the columns of `payments`, in order): dict(row) and the enums' calls cost
+        # several microseconds on every payment.
+        return cls(
+            row[0], row[1], row[2], row[3], row[4], row[5], STATUS_OF[row[6]], REASON_OF[row[7]], row[8], row[9],
+            row[10],
+        )  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,12 +113,7 @@ class Credit:
 
     @classmethod
     def from_row(cls, row: sqlite3.Row) -> Credit:
-        return cls(
-            payment_id=row["payment_id"],
-            fingerprint=row["fingerprint"],
-            status=Status(row["status"]),
-            reason=Reason(row["reason"]) if row["reason"] else None,
-        )
+        return cls(row["payment_id"], row["fingerprint"], STATUS_OF[row["status"]], REASON_OF[row["reason"]])
 
 
 class BankLedger:
@@ -153,6 +150,11 @@ class BankLedger:
     def payment(self, payment_id: str) -> Payment | None:
         row = self.db.execute("SELECT * FROM payments WHERE payment_id = ?", (payment_id,)).fetchone()
         return Payment.from_row(row) if row else None
+
+    def payment_status(self, payment_id: str) -> tuple[Status, Reason | None] | None:
+        """A payment's status and reason, for its answer (lighter than `payment`)."""
+        row = self.db.execute("SELECT status, reason FROM payments WHERE payment_id = ?", (payment_id,)).fetchone()
+        return (STATUS_OF[row[0]], REASON_OF[row[1]]) if row else None
 
     def originate(self, req: PaymentRequest, fingerprint: str, now: float) -> tuple[Originate, Payment]:
         """Idempotency and account checks, then hold the funds (debit). One atomic unit."""

@@ -94,12 +94,27 @@ class Service:
     async def wait_for_outcome(self, payment_id: str, deadline: float) -> None:
         """Wait for the payment's driver until the caller's deadline (loop time)."""
         task = self.inflight.get(payment_id)
-        if task is None:
+        if task is None or task.done():
             return
-        remaining = deadline - asyncio.get_running_loop().time()
-        if remaining > 0:
-            # asyncio.wait never cancels the driver on timeout (no shield, no extra task needed).
-            await asyncio.wait({task}, timeout=remaining)
+        loop = asyncio.get_running_loop()
+        if deadline <= loop.time():
+            return
+        # What asyncio.wait({task}, timeout) does, without its sets and bookkeeping (this runs for
+        # every payment): a future woken by the driver's end or by the deadline, whichever is first.
+        # The driver is never cancelled.
+        woken = loop.create_future()
+
+        def wake(_: object = None) -> None:
+            if not woken.done():
+                woken.set_result(None)
+
+        task.add_done_callback(wake)
+        timer = loop.call_at(deadline, wake)
+        try:
+            await woken
+        finally:
+            timer.cancel()
+            task.remove_done_callback(wake)
 
     # -- common routes ------------------------------------------------------------------------
 

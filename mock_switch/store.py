@@ -12,9 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
+from types import TracebackType
 
 from mock_switch.config import Durability
 
@@ -33,32 +32,27 @@ class Store:
         self._waiters: list[asyncio.Future[None]] = []
         self._flush_scheduled = False
         self.commits = 0  # group commits done, for benchmarks and tests
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._unit = _Unit(self)
 
-    @contextmanager
-    def unit(self) -> Iterator[sqlite3.Connection]:
-        """An atomic unit of ledger work. Must not await: units never interleave."""
-        if not self._in_txn:
-            self.conn.execute("BEGIN IMMEDIATE")
-            self._in_txn = True
-        self.conn.execute("SAVEPOINT unit")
-        try:
-            yield self.conn
-        except BaseException:
-            self.conn.execute("ROLLBACK TO unit")
-            self.conn.execute("RELEASE unit")
-            raise
-        self.conn.execute("RELEASE unit")
+    def unit(self) -> _Unit:
+        """An atomic unit of ledger work (`with store.unit() as db:`). Must not await: units never
+        interleave."""
+        return self._unit
 
     async def durable(self) -> None:
         """Return once everything written so far is committed."""
         if not self._in_txn:
             return
-        fut = asyncio.get_running_loop().create_future()
+        loop = self._loop
+        if loop is None or loop.is_closed():  # the service's one loop, asked once (each ask costs a getpid())
+            loop = self._loop = asyncio.get_running_loop()
+        fut = loop.create_future()
         self._waiters.append(fut)
         if not self._flush_scheduled:
             self._flush_scheduled = True
             # call_soon lets every handler that is ready in this loop turn add its units first.
-            asyncio.get_running_loop().call_soon(self._flush)
+            loop.call_soon(self._flush)
         await fut
 
     def commit(self) -> None:
@@ -87,3 +81,28 @@ class Store:
     def close(self) -> None:
         self.commit()
         self.conn.close()
+
+
+class _Unit:
+    """`Store.unit()`: a savepoint inside the shared transaction (a class, not a generator: this
+    runs several times per payment)."""
+
+    __slots__ = ("store",)
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+
+    def __enter__(self) -> sqlite3.Connection:
+        store = self.store
+        conn = store.conn
+        if not store._in_txn:
+            conn.execute("BEGIN IMMEDIATE")
+            store._in_txn = True
+        conn.execute("SAVEPOINT unit")
+        return conn
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        conn = self.store.conn
+        if kind is not None:
+            conn.execute("ROLLBACK TO unit")
+        conn.execute("RELEASE unit")

@@ -118,10 +118,10 @@ class SwitchService(Service):
         return max(0.0, budget - DEADLINE_MARGIN_S)
 
     async def _answer(self, payment_id: str) -> web.Response:
-        t = self.ledger.get(payment_id)
-        assert t is not None
+        known = self.ledger.status(payment_id)
+        assert known is not None
         await self.store.durable()
-        return answer(payment_id, t.status, t.reason)
+        return answer(payment_id, *known)
 
     async def _drive(self, t: Transfer) -> None:
         """Forward a reserved transfer to the payee bank and bring it to a final state."""
