@@ -7,7 +7,14 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
+
+import yaml
+
+from harness.links import link_names
+from harness.procs import free_port
+from mock_switch.config import account_number
 
 T = TypeVar("T")
 
@@ -65,3 +72,56 @@ def payment(pid: str, debtor: str = "0100000001", creditor_bank: str = "BNKB", c
         "amount": amount,
         "currency": "NGN",
     }
+
+
+def target_scenario_file(
+    tmp: Path, tfile: Path, faults: list[dict[str, Any]], *, name: str, description: str, rate: float, duration: float
+) -> Path:
+    """A scenario file that runs against the target file `tfile`: consistency judged, availability only shown
+    (the machine is shared, so these tests measure availability and do not judge it)."""
+    data = {
+        "name": name,
+        "description": description,
+        "target": str(tfile),
+        "load": {"rate": rate, "duration": duration},
+        "faults": faults,
+        "expect": {
+            "availability": {"baseline_success_ratio": None, "steady_success_ratio": None},
+            "consistency": {"verdict": "consistent", "max_time_to_consistency_s": None},
+        },
+    }
+    path = tmp / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def loopback_addresses(codes: tuple[str, ...]) -> tuple[dict[str, str], dict[str, dict[str, str]]]:
+    """For a switch and banks `codes`: each service's own address, and each link's listener -> upstream,
+    on loopback ports free now."""
+    direct = {name: f"127.0.0.1:{free_port()}" for name in ("switch", *codes)}
+    links = {}
+    for name in link_names(codes):
+        links[name] = {"listen": f"127.0.0.1:{free_port()}", "upstream": direct[name.partition("->")[2]]}
+    return direct, links
+
+
+def target_file(
+    tmp: Path, name: str, codes: tuple[str, ...], direct: dict[str, str], links: dict[str, Any], **extra: Any
+) -> Path:
+    """A target file for a switch and banks `codes` at `direct`, reached through `links`; numbered so that
+    several can live in one folder."""
+    data = {
+        "contract": "1.0",
+        "name": name,
+        "currency": "KES",
+        "switch": {"url": f"http://{direct['switch']}"},
+        "participants": [
+            {"code": c, "url": f"http://{direct[c]}", "account": account_number(i, 0)} for i, c in enumerate(codes)
+        ],
+        "links": links,
+        "load": {"accounts": 100},
+        **extra,
+    }
+    path = tmp / f"target-{len(list(tmp.glob('target-*')))}.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path

@@ -20,16 +20,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import support
 import yaml
-from support import eventually
+from support import eventually, loopback_addresses, target_scenario_file
 
 from harness import target as targets
 from harness.conform import suite
-from harness.links import link_names
-from harness.procs import free_port, signal_group
+from harness.procs import signal_group
 from harness.scenario import ScenarioError
 from harness.scenario import load as load_scenario
-from mock_switch.config import account_number
 
 ROOT = Path(__file__).resolve().parent.parent
 CODES = ("ACME", "BETA", "CRED")  # not the mock's default BNKA, BNKB ...
@@ -41,21 +40,7 @@ def _up(url: str) -> bool:
 
 
 def target_file(tmp: Path, direct: dict[str, str], links: dict[str, dict[str, str]], **extra: Any) -> Path:
-    data = {
-        "contract": "1.0",
-        "name": "own mock behind Toxiproxy",
-        "currency": "KES",
-        "switch": {"url": f"http://{direct['switch']}"},
-        "participants": [
-            {"code": c, "url": f"http://{direct[c]}", "account": account_number(i, 0)} for i, c in enumerate(CODES)
-        ],
-        "links": links,
-        "load": {"accounts": ACCOUNTS},
-        **extra,
-    }
-    path = tmp / f"target-{len(list(tmp.glob('target-*')))}.yaml"
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-    return path
+    return support.target_file(tmp, "own mock behind Toxiproxy", CODES, direct, links, **extra)
 
 
 @pytest.fixture(scope="module")
@@ -68,11 +53,7 @@ def own_system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path,
 def started(tmp: Path, resilience: str) -> Iterator[tuple[Path, Path]]:
     """Switch + 3 banks started like a user's own system, dialling each other through the listener
     addresses of its target file (which the harness's Toxiproxy will open). Yields (tmp, target file)."""
-    direct = {name: f"127.0.0.1:{free_port()}" for name in ("switch", *CODES)}
-    links = {}
-    for name in link_names(CODES):
-        callee = name.partition("->")[2]
-        links[name] = {"listen": f"127.0.0.1:{free_port()}", "upstream": direct[callee]}
+    direct, links = loopback_addresses(CODES)
     config = {
         "currency": "KES",
         "switch": {
@@ -118,21 +99,15 @@ def started(tmp: Path, resilience: str) -> Iterator[tuple[Path, Path]]:
 
 
 def scenario_file(tmp: Path, tfile: Path, faults: list[dict[str, Any]], name: str = "external-latency") -> Path:
-    data = {
-        "name": name,
-        "description": "the user's own system (here: the bundled mock started by hand), a latency fault",
-        "target": str(tfile),
-        "load": {"rate": 12, "duration": 16},
-        "faults": faults,
-        "expect": {
-            # The machine is shared: the availability figures are measured and shown, not judged here.
-            "availability": {"baseline_success_ratio": None, "steady_success_ratio": None},
-            "consistency": {"verdict": "consistent", "max_time_to_consistency_s": None},
-        },
-    }
-    path = tmp / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-    return path
+    return target_scenario_file(
+        tmp,
+        tfile,
+        faults,
+        name=name,
+        description="the user's own system (here: the bundled mock started by hand), a latency fault",
+        rate=12,
+        duration=16,
+    )
 
 
 def harness(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
