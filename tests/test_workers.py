@@ -18,11 +18,14 @@ from support import eventually
 from harness.procs import free_port
 
 
-def _start(tmp: Path, rate: int, duration: int) -> tuple[subprocess.Popen[bytes], list[subprocess.Popen[bytes]], Path]:
-    port = free_port()
+def _start(
+    tmp: Path, rate: int, duration: int, load: str = "", port: int = 0
+) -> tuple[subprocess.Popen[bytes], list[subprocess.Popen[bytes]], Path]:
+    port = port or free_port()
     scenario = tmp / "workers.yaml"
+    load = load or f"rate: {rate}"
     scenario.write_text(
-        f"name: workers\nload: {{rate: {rate}, duration: {duration}, workers: 2, master_bind: '127.0.0.1:{port}'}}\n"
+        f"name: workers\nload: {{{load}, duration: {duration}, workers: 2, master_bind: '127.0.0.1:{port}'}}\n"
         "expect:\n  availability: {baseline_success_ratio: 0.0, overall_success_ratio: 0.0}\n"
     )
     out = tmp / "runs"
@@ -31,20 +34,19 @@ def _start(tmp: Path, rate: int, duration: int) -> tuple[subprocess.Popen[bytes]
         [sys.executable, "-m", "harness.cli", "run", str(scenario), "--out", str(out)],
         cwd=tmp, env=env, stdout=(tmp / "run.log").open("wb"), stderr=subprocess.STDOUT,
     )  # fmt: skip
-    workers = []
-    for name in ("a", "b"):
-        cwd = tmp / f"worker-{name}"
-        cwd.mkdir()
-        workers.append(
-            subprocess.Popen(
-                [sys.executable, "-m", "harness.cli", "worker", "--master", f"127.0.0.1:{port}"],
-                cwd=cwd,
-                env=env,
-                stdout=(tmp / f"worker-{name}.log").open("wb"),
-                stderr=subprocess.STDOUT,
-            )
-        )
+    workers = [_worker(tmp, name, port, env) for name in ("a", "b")]
     return master, workers, out
+
+
+def _worker(tmp: Path, name: str, port: int, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    """`harness worker` in an empty directory of its own, its output in tmp/worker-NAME.log."""
+    cwd = tmp / f"worker-{name}"
+    cwd.mkdir()
+    env = env or {k: v for k, v in os.environ.items() if not k.startswith(("LOCUST_", "PAYSWITCH_"))}
+    return subprocess.Popen(
+        [sys.executable, "-m", "harness.cli", "worker", "--master", f"127.0.0.1:{port}"],
+        cwd=cwd, env=env, stdout=(tmp / f"worker-{name}.log").open("wb"), stderr=subprocess.STDOUT,
+    )  # fmt: skip
 
 
 def _finish(master: subprocess.Popen[bytes], workers: list[subprocess.Popen[bytes]], tmp: Path) -> Path:
@@ -155,3 +157,33 @@ def test_reckon_records_a_lost_workers_unreported_payments(tmp_path: Path) -> No
     ]  # fmt: skip
     assert all(x["outcome"] == "unknown" for x in lines[1:])
     assert "w1" in collect.describe_lost(lost) and "2 payments" in collect.describe_lost(lost)
+
+
+def test_a_worker_that_joins_late_takes_users_and_its_payments_reconcile(tmp_path: Path) -> None:
+    """Closed model (load.model: closed) with two remote workers; a third `harness worker` joins once
+    the load runs. Locust rebalances the customers onto it: the master names it w3, its payments reach
+    the history (ids with w3) and equal the ledgers payment by payment, and its final batch arrives."""
+    port = free_port()
+    master, workers, out = _start(tmp_path, 0, duration=10, load="model: closed, users: 6, spawn_rate: 6", port=port)
+
+    def running() -> bool:  # the first two workers' customers have reported payments
+        parts = list(out.glob("*/history.w*.jsonl"))
+        return sum(p.read_bytes().count(b"\n") for p in parts) >= 20
+
+    eventually(running, timeout=120, what="the first two workers to report payments")
+    workers.append(_worker(tmp_path, "late", port))
+    run_dir = _finish(master, workers, tmp_path)
+    figures = {w["name"]: w for w in json.loads((run_dir / "workers.json").read_text())}
+    assert sorted(figures) == ["w1", "w2", "w3"] and all(w["final"] and w["seq_gaps"] == 0 for w in figures.values())
+    assert figures["w3"]["joined_at"] > max(figures["w1"]["joined_at"], figures["w2"]["joined_at"])
+    history, ledger = _history(run_dir), _ledger_payments(run_dir)
+    late = {pid for pid in history if pid.split("-")[1] == "w3"}
+    assert late, "the late worker made no payment"
+    assert set(history) == set(ledger), set(history) ^ set(ledger)
+    for pid, ops in history.items():
+        final = [o["outcome"] for o in ops if o["outcome"] != "unknown"]
+        if final:
+            assert {"ok": "ACSC", "fail": "RJCT"}[final[-1]] == ledger[pid], (pid, ops, ledger[pid])
+    result = json.loads((run_dir / "result.json").read_text())
+    assert result["availability"]["load"]["workers"] == ["w1", "w2", "w3"]
+    assert not result["availability"]["load"]["lost_workers"]
