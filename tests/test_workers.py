@@ -187,3 +187,79 @@ def test_a_worker_that_joins_late_takes_users_and_its_payments_reconcile(tmp_pat
     result = json.loads((run_dir / "result.json").read_text())
     assert result["availability"]["load"]["workers"] == ["w1", "w2", "w3"]
     assert not result["availability"]["load"]["lost_workers"]
+
+
+def test_spool_drops_a_repeated_batch_and_reckons_one_that_never_arrived(tmp_path: Path) -> None:
+    """Pure: a batch delivered twice is written once; a worker whose final batch declares more lines
+    and reservations than arrived is reckoned like a lost one (its missing payments recorded unknown),
+    though it said `final`; one whose every batch arrived loses nothing."""
+    from harness.load import collect
+
+    spool = collect.Spool(tmp_path)
+    row = {"payer": "BNKA", "payee": "BNKB", "amount": 100}
+
+    def reserve(worker: str, i: int) -> bytes:
+        return json.dumps({**row, "id": f"r-{worker}-a{i}", "invoke": 1000.0 + i}).encode() + b"\n"
+
+    def line(worker: str, i: int) -> bytes:
+        return json.dumps({"op": "payment", "id": f"r-{worker}-a{i}", "complete": 1000.5 + i}).encode() + b"\n"
+
+    for client, worker in (("host_a", "w1"), ("host_b", "w2")):
+        first = {"seq": 1, "reserve": reserve(worker, 0) + reserve(worker, 1), "r": 2, "lines": line(worker, 0), "n": 1}
+        spool.receive(client, first, int(worker[1]) - 1)
+        spool.receive(client, first, int(worker[1]) - 1)  # delivered again
+        second = {"seq": 2, "reserve": reserve(worker, 2), "r": 1, "lines": line(worker, 1), "n": 1}
+        if worker == "w2":
+            spool.receive(client, second, 1)  # w1's second batch never arrives
+        final = {"seq": 3, "lines": line(worker, 2), "n": 1, "final": True, "sent_lines": 3, "sent_reserved": 3}
+        spool.receive(client, final, int(worker[1]) - 1)
+    spool.workers["w1"]["last_heard"] = 1003.0
+    spool.save()
+    spool.close()
+    assert spool.workers["w1"]["duplicates"] == spool.workers["w2"]["duplicates"] == 1
+    assert collect.history_part(tmp_path, "w2").read_bytes().count(b"\n") == 3  # not 4: the repeat was dropped
+    found = collect.reckon(tmp_path)
+    assert found is not None
+    (lost,) = found["lost_workers"]
+    assert (lost["name"], lost["incomplete"], lost["unreported"]) == ("w1", True, 1)
+    lines = [json.loads(x) for x in collect.history_part(tmp_path, "w1").read_text().splitlines()]
+    assert [(x["id"], x.get("error")) for x in lines][-1] == ("r-w1-a1", "worker-lost")
+    assert "w1" in collect.describe_lost(lost) and "lost batches" in collect.describe_lost(lost)
+
+
+def test_a_failed_send_keeps_its_lines_for_the_next_batch(tmp_path: Path) -> None:
+    """RemoteRecorder (the locustfile, imported in a child: Locust patches the standard library): when
+    Locust cannot send a batch, its lines and reservations go with the next one instead of being
+    dropped, and the final batch declares every line, so the master finds the worker complete."""
+    probe = (
+        "import json, sys\n"
+        "from pathlib import Path\n"
+        "from harness.load import collect\n"
+        "from harness.load.locustfile import RemoteRecorder\n"
+        "spool = collect.Spool(Path(sys.argv[1]))\n"
+        "class Runner:\n"
+        "    calls = 0\n"
+        "    def send_message(self, kind, data):\n"
+        "        Runner.calls += 1\n"
+        "        if Runner.calls == 2:\n"
+        "            raise OSError('socket gone for a moment')\n"
+        "        spool.receive('host_a', data, 0)\n"
+        "rec = RemoteRecorder(Runner(), every_s=3600)\n"
+        "for i in range(6):\n"
+        "    rec.reserve([{'id': f'p{i}', 'payer': 'BNKA', 'payee': 'BNKB', 'amount': 1, 'invoke': 1.0}])\n"
+        "    rec.record({'op': 'payment', 'id': f'p{i}', 'complete': 2.0 + i})\n"
+        "rec.close()\n"
+        "spool.save(); spool.close()\n"
+        "print(json.dumps(collect.reckon(Path(sys.argv[1]))))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", probe, str(tmp_path)], capture_output=True, text=True, timeout=120, cwd=tmp_path
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert json.loads(out.stdout.strip().splitlines()[-1])["lost_workers"] == []
+    from harness.load import collect
+
+    ids = [json.loads(x)["id"] for x in collect.history_part(tmp_path, "w1").read_text().splitlines()]
+    assert ids == [f"p{i}" for i in range(6)]
+    reserved = collect.reserved_part(tmp_path, "w1").read_text().splitlines()
+    assert len(reserved) == 6

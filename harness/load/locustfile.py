@@ -481,6 +481,7 @@ class RemoteRecorder:
         self.every_s = every_s
         self.lines = lines
         self.written = 0
+        self.reserved = 0
         self.seq = 0
         self._buffer: list[bytes] = []
         self._reserve: list[bytes] = []
@@ -521,16 +522,21 @@ class RemoteRecorder:
             "done": done,
             "final": final,
         }
+        if final:  # so the master can tell whether every batch arrived (collect.incomplete)
+            data |= {"sent_lines": self.written + len(batch), "sent_reserved": self.reserved + len(reserve)}
         try:
             self.runner.send_message(collect.MSG_HISTORY, data)
-        except Exception:  # the master is gone: nothing to send to; it counts what it lacks
-            log.exception("could not send %d history lines to the master", len(batch))
+        except Exception:  # not sent: keep the lines for the next batch (the master counts what it lacks)
+            log.exception("could not send %d history lines to the master; kept for the next batch", len(batch))
+            self._buffer[:0], self._reserve[:0] = batch, reserve
+            self.seq -= 1
             return
         self.written += len(batch)
+        self.reserved += len(reserve)
         self.sent_final = self.sent_final or final
 
     def close(self) -> None:
-        if self._open and not self.sent_final:
+        if self._open and (not self.sent_final or self._buffer or self._reserve):
             self.flush(final=True, figures=state.figures)
         self._open = False
         self._flusher.kill(block=False)
@@ -984,7 +990,7 @@ class ArrivalGenerator(Customer):
         raise StopUser()
 
     def on_stop(self) -> None:
-        if self.player is not None and not state.stopping:
+        if self.player is not None and not self.player.ready() and not state.stopping:
             log.info("arrival generator %d moved by a rebalance: its slice plays on in this worker", self.slot)
             return
         self.halt()
