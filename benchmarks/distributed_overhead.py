@@ -192,8 +192,8 @@ def main() -> int:
     for r in rows:
         cells = []
         for k in keys:
-            ratio = r[k] / base[k] if base[k] else float("nan")
-            cells.append(f"{r[k]:>8g} x{ratio:<6.2f}")
+            ratio = f"x{r[k] / base[k]:.2f}" if base[k] else "x-"
+            cells.append(f"{r[k]:>8g} {ratio:<6}")
         print(f"{r['mode']:6} " + " ".join(f"{c:>16}" for c in cells))
     return 0
 
