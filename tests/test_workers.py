@@ -191,8 +191,9 @@ def test_a_worker_that_joins_late_takes_users_and_its_payments_reconcile(tmp_pat
 
 def test_spool_drops_a_repeated_batch_and_reckons_one_that_never_arrived(tmp_path: Path) -> None:
     """Pure: a batch delivered twice is written once; a worker whose final batch declares more lines
-    and reservations than arrived is reckoned like a lost one (its missing payments recorded unknown),
-    though it said `final`; one whose every batch arrived loses nothing."""
+    and reservations than arrived is reckoned like a lost one (its missing payments recorded unknown,
+    a payment whose name enquiry alone arrived included), though it said `final`; one whose every
+    batch arrived loses nothing."""
     from harness.load import collect
 
     spool = collect.Spool(tmp_path)
@@ -201,23 +202,25 @@ def test_spool_drops_a_repeated_batch_and_reckons_one_that_never_arrived(tmp_pat
     def reserve(worker: str, i: int) -> bytes:
         return json.dumps({**row, "id": f"r-{worker}-a{i}", "invoke": 1000.0 + i}).encode() + b"\n"
 
-    def line(worker: str, i: int) -> bytes:
-        return json.dumps({"op": "payment", "id": f"r-{worker}-a{i}", "complete": 1000.5 + i}).encode() + b"\n"
+    def line(worker: str, i: int, op: str = "payment") -> bytes:
+        return json.dumps({"op": op, "id": f"r-{worker}-a{i}", "complete": 1000.5 + i}).encode() + b"\n"
 
     for client, worker in (("host_a", "w1"), ("host_b", "w2")):
-        first = {"seq": 1, "reserve": reserve(worker, 0) + reserve(worker, 1), "r": 2, "lines": line(worker, 0), "n": 1}
+        # a1's name enquiry arrives, its payment line is in the batch that does not (for w1)
+        lines = line(worker, 0) + line(worker, 1, "name_enquiry")
+        first = {"seq": 1, "reserve": reserve(worker, 0) + reserve(worker, 1), "r": 2, "lines": lines, "n": 2}
         spool.receive(client, first, int(worker[1]) - 1)
         spool.receive(client, first, int(worker[1]) - 1)  # delivered again
         second = {"seq": 2, "reserve": reserve(worker, 2), "r": 1, "lines": line(worker, 1), "n": 1}
         if worker == "w2":
             spool.receive(client, second, 1)  # w1's second batch never arrives
-        final = {"seq": 3, "lines": line(worker, 2), "n": 1, "final": True, "sent_lines": 3, "sent_reserved": 3}
+        final = {"seq": 3, "lines": line(worker, 2), "n": 1, "final": True, "sent_lines": 4, "sent_reserved": 3}
         spool.receive(client, final, int(worker[1]) - 1)
     spool.workers["w1"]["last_heard"] = 1003.0
     spool.save()
     spool.close()
     assert spool.workers["w1"]["duplicates"] == spool.workers["w2"]["duplicates"] == 1
-    assert collect.history_part(tmp_path, "w2").read_bytes().count(b"\n") == 3  # not 4: the repeat was dropped
+    assert collect.history_part(tmp_path, "w2").read_bytes().count(b"\n") == 4  # not 6: the repeat was dropped
     found = collect.reckon(tmp_path)
     assert found is not None
     (lost,) = found["lost_workers"]

@@ -160,11 +160,15 @@ class Spool:
 
 
 def _ids(path: Path) -> set[str]:
+    """Ids of the payments with a payment line (a name enquiry alone does not say whether the
+    payment was sent: the worker may have died between the two)."""
     found: set[str] = set()
     with contextlib.suppress(FileNotFoundError), path.open("rb") as f:
         for line in f:
             with contextlib.suppress(orjson.JSONDecodeError, KeyError, TypeError):
-                found.add(str(orjson.loads(line)["id"]))
+                op = orjson.loads(line)
+                if op.get("op", "payment") == "payment":
+                    found.add(str(op["id"]))
     return found
 
 
