@@ -11,7 +11,8 @@ against one testbed (Toxiproxy, the switch, 4 banks), played by
 CPU is read from /proc (benchbed.CpuMeter) in the steady middle of the arrivals (from --skip-s after
 the customers started to --skip-s before the last arrival), so start-up imports and the drain are
 left out; it is divided by the payments scheduled in that window (from the history). Locust side:
-the master, its forked workers and the `harness worker` processes; harness side: this process and
+the master, its forked workers and the `harness worker` processes (master_cpu_ms: the master's or
+the single process's own part); harness side: this process and
 the testbed's guardian, plus (harness_stop_ms) this process's CPU in LoadRun.stop: reckoning lost
 workers and merging the history parts. Latency p50/p99 are the payments' first attempts, from their
 scheduled arrival to their answer (lateness included), as the availability checker sees them.
@@ -123,7 +124,10 @@ def run_mode(bed: Testbed, mode: str, args: argparse.Namespace, tmp: Path) -> di
         def harness_pids() -> list[int]:  # the `harness worker` processes are this one's children too
             return [p for p in base.pids["harness"]() if p not in {w.pid for w in remote}]
 
-        meter = CpuMeter({"locust": locust_pids, "harness": harness_pids})
+        def master_pid() -> list[int]:  # the one Locust process, or the master of the workers
+            return [load.proc.pid] if load.proc is not None else []
+
+        meter = CpuMeter({"locust": locust_pids, "master": master_pid, "harness": harness_pids})
         started = load.wait_started(60.0 + (60.0 if workers else 0.0))
         window = (started + args.skip_s, started + args.seconds - args.skip_s)
         time.sleep(max(0.0, window[0] - time.time()))
@@ -154,6 +158,7 @@ def run_mode(bed: Testbed, mode: str, args: argparse.Namespace, tmp: Path) -> di
         "window_s": round(window[1] - window[0], 1),
         "window_payments": figures["in_window"],
         "locust_cpu_ms": round(used["locust"] / n, 3),
+        "master_cpu_ms": round(used["master"] / n, 3),  # part of locust_cpu_ms
         "harness_cpu_ms": round(used["harness"] / n, 3),
         "harness_stop_ms": round(stop_ms / max(1, figures["payments"]), 3),
         "late": load_json.get("late"),
