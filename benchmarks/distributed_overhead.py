@@ -192,7 +192,7 @@ def main() -> int:
                 print(json.dumps(row), flush=True)
                 rows.append(row)
     base = next((r for r in rows if r["mode"] == "local"), rows[0])
-    keys = ("achieved_rate", "p50_ms", "p99_ms", "locust_cpu_ms", "harness_cpu_ms", "harness_stop_ms")
+    keys = ("achieved_rate", "p50_ms", "p99_ms", "locust_cpu_ms", "master_cpu_ms", "harness_cpu_ms", "harness_stop_ms")
     print(f"{'mode':6} " + " ".join(f"{k:>16}" for k in keys))
     for r in rows:
         cells = []
