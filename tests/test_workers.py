@@ -266,3 +266,28 @@ def test_a_failed_send_keeps_its_lines_for_the_next_batch(tmp_path: Path) -> Non
     assert ids == [f"p{i}" for i in range(6)]
     reserved = collect.reserved_part(tmp_path, "w1").read_text().splitlines()
     assert len(reserved) == 6
+
+
+def test_reckon_when_the_master_died_before_the_stop(tmp_path: Path) -> None:
+    """Pure: the master writes workers.json as each worker joins, so a master killed before the test
+    stops still leaves who joined; reckon then takes when it last heard from a worker from the files it
+    wrote (their modification times): what was due until then and never reported is recorded unknown."""
+    import time
+
+    from harness.load import collect
+
+    spool = collect.Spool(tmp_path)
+    t = time.time()
+    row = {"payer": "BNKA", "payee": "BNKB", "amount": 100}
+    reserve = b"".join(json.dumps({**row, "id": f"r-w1-a{i}", "invoke": t + i}).encode() + b"\n" for i in range(10))
+    reported = json.dumps({"op": "payment", "id": "r-w1-a0", "complete": t + 0.1}).encode() + b"\n"
+    spool.receive("host_a", {"seq": 1, "reserve": reserve, "r": 10, "lines": reported, "n": 1}, 0)
+    spool.close()  # and no save(): the master was killed
+    for part in (collect.history_part(tmp_path, "w1"), collect.reserved_part(tmp_path, "w1")):
+        os.utime(part, (t + 5.5, t + 5.5))  # the last batch came 5.5 s after the first arrival was due
+    found = collect.reckon(tmp_path)
+    assert found is not None
+    (lost,) = found["lost_workers"]
+    # due up to 5.5 s + HEARD_SLACK_S (2 s) after t: a1..a7 recorded unknown; a8, a9 never started
+    assert (lost["name"], lost["master_lost"], lost["unreported"], lost["not_started"]) == ("w1", True, 7, 2)
+    assert "master ended" in collect.describe_lost(lost)

@@ -96,6 +96,7 @@ class Spool:
                 "declared_lines": None,  # what the worker says it sent, with its final batch
                 "declared_reserved": None,
             }
+            self.save(stopped=False)  # so a master killed before the test stops still leaves who joined
         return name
 
     def heard(self, client_id: str) -> None:
@@ -142,10 +143,12 @@ class Spool:
         f.write(data)
         f.flush()  # to the OS: the harness counts operations from these files while the run goes
 
-    def save(self, missing: set[str] | frozenset[str] = frozenset()) -> Path:
-        """Write workers.json; `missing`: Locust client ids the master saw go silent."""
+    def save(self, missing: set[str] | frozenset[str] = frozenset(), stopped: bool = True) -> Path:
+        """Write workers.json; `missing`: Locust client ids the master saw go silent; `stopped`: the
+        master is stopping the test (False: a worker joined)."""
         for client_id, name in self.names.items():
             self.workers[name]["missing"] = client_id in missing
+            self.workers[name]["master_stopped"] = stopped
         path = self.run_dir / WORKERS_FILE
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(list(self.workers.values()), indent=2))
@@ -181,6 +184,14 @@ def incomplete(w: Mapping[str, Any]) -> bool:
     )
 
 
+def _mtimes(*paths: Path) -> list[float]:
+    found = []
+    for path in paths:
+        with contextlib.suppress(OSError):
+            found.append(path.stat().st_mtime)
+    return found
+
+
 def reckon(run_dir: Path) -> dict[str, Any] | None:
     """After the run: which workers were lost (or `incomplete`) and what of theirs is not in the
     history. Appends an unknown `worker-lost` payment line for each payment such a worker reserved,
@@ -197,6 +208,11 @@ def reckon(run_dir: Path) -> dict[str, Any] | None:
             continue
         name = str(w["name"])
         reported = _ids(history_part(run_dir, name))
+        if not w.get("master_stopped", True):
+            # The master died before it saved workers.json at the stop; it wrote each batch as it
+            # came, so its files say when it last heard from the worker.
+            parts = (history_part(run_dir, name), reserved_part(run_dir, name))
+            w["last_heard"] = max([float(w.get("last_heard", 0.0)), *_mtimes(*parts)])
         cutoff = float(w.get("last_heard", 0.0)) + HEARD_SLACK_S
         recorded = not_started = 0
         lines: list[bytes] = []
@@ -231,6 +247,7 @@ def reckon(run_dir: Path) -> dict[str, Any] | None:
                 "name": name,
                 "client_id": w.get("client_id"),
                 "incomplete": incomplete(w),  # finished, but a batch of it never arrived
+                "master_lost": not w.get("master_stopped", True),  # the master ended before the stop
                 "last_heard": w.get("last_heard"),
                 "lines_received": w.get("lines", 0),
                 "unreported": recorded,
@@ -250,6 +267,8 @@ def reckon(run_dir: Path) -> dict[str, Any] | None:
 def describe_lost(lost: Mapping[str, Any]) -> str:
     """One line for people: which worker, how many of its payments are not in the history."""
     what = "lost batches of its history" if lost.get("incomplete") else "was lost mid-run"
+    if lost.get("master_lost"):
+        what = "had not sent its final batch when Locust's master ended (killed or crashed)"
     return (
         f"Locust worker {lost['name']} ({lost.get('client_id') or 'unknown host'}) {what}:"
         f" {lost['unreported']:,} payments it had started are not in its reported history and are recorded"
