@@ -92,8 +92,11 @@ def slo_failure(v: Mapping[str, Any], slo: Mapping[str, Any]) -> str:
 def load_model(spec: LoadSpec, figures: Mapping[str, Any] | None) -> dict[str, Any]:
     """Which load produced the availability figures (result.json `availability.load`): the model and
     its parameters, and for the open model what the generator did (load.json)."""
+    remote = {}  # Locust workers on other hosts (load/collect.py), under either model
+    if figures is not None and figures.get("workers"):
+        remote = {k: figures.get(k) for k in ("workers", "lost_workers", "unreported")}
     if spec.model == "closed":
-        return {"model": "closed", "users": spec.users, "shape": spec.shape, "describe": spec.describe()}
+        return {"model": "closed", "users": spec.users, "shape": spec.shape, "describe": spec.describe(), **remote}
     out: dict[str, Any] = {
         "model": "open",
         "rate": spec.rate,
@@ -108,9 +111,7 @@ def load_model(spec: LoadSpec, figures: Mapping[str, Any] | None) -> dict[str, A
         *("late_after_s", "not_sent_after_s"),
     )
     out.update({k: figures.get(k) for k in keys} if figures is not None else dict.fromkeys(keys))
-    if figures is not None and figures.get("workers"):  # Locust workers on other hosts (load/collect.py)
-        out.update({k: figures.get(k) for k in ("workers", "lost_workers", "unreported")})
-    return out
+    return out | remote
 
 
 def load_warnings(load: Mapping[str, Any]) -> list[str]:

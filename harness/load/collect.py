@@ -16,7 +16,8 @@ Files the master writes in the run directory, per worker `wN` (a name it gives i
     workers.json        per worker: client id, batches, lines, last heard, final batch seen or not
 
 After Locust exits, `reckon(run_dir)` (harness/load/control.py calls it before merging) finds the
-workers that never sent their final batch (lost), records every payment such a worker reserved and
+workers that never sent their final batch (lost), or whose final batch declares more lines or
+reservations than arrived (a batch lost on the way: `incomplete`), records every payment such a worker reserved and
 scheduled before it was last heard from, yet never reported, as an unknown outcome (error
 `worker-lost`: it may or may not have reached its bank), and returns what was lost; control.py puts
 that into load.json, from where the checkers put it into result.json. No Locust here.
@@ -91,7 +92,11 @@ class Spool:
                 "final": False,
                 "generator_done": False,
                 "seq_gaps": 0,
+                "duplicates": 0,
+                "declared_lines": None,  # what the worker says it sent, with its final batch
+                "declared_reserved": None,
             }
+            self.save(stopped=False)  # so a master killed before the test stops still leaves who joined
         return name
 
     def heard(self, client_id: str) -> None:
@@ -102,11 +107,16 @@ class Spool:
     def receive(self, client_id: str, data: Mapping[str, Any], index: int | None = None) -> None:
         """One batch: {"seq": n (1, 2, ...), "lines": bytes (history lines, newline-ended), "n": k,
         "reserve": bytes (reserved payments, newline-ended), "r": k, "figures": dict | None,
-        "done": the generator played its schedule, "final": the worker's last batch}."""
+        "done": the generator played its schedule, "final": the worker's last batch, "sent_lines" /
+        "sent_reserved": (final batches) how many lines and reservations the worker has sent in all}.
+        A batch whose seq was seen already is dropped (counted in `duplicates`): its lines are in."""
         name = self.name_for(client_id, index)
         w = self.workers[name]
         w["last_heard"] = time.time()
         seq = int(data.get("seq", 0))
+        if 0 < seq <= w["last_seq"]:
+            w["duplicates"] += 1
+            return
         if seq != w["last_seq"] + 1:
             w["seq_gaps"] += 1  # never on one ordered connection; kept to prove it
         w["last_seq"] = max(w["last_seq"], seq)
@@ -121,6 +131,9 @@ class Spool:
             figures_part(self.run_dir, name).write_bytes(orjson.dumps(figures))
         w["generator_done"] = w["generator_done"] or bool(data.get("done"))
         w["final"] = w["final"] or bool(data.get("final"))
+        if data.get("sent_lines") is not None:
+            w["declared_lines"] = int(data["sent_lines"])
+            w["declared_reserved"] = int(data.get("sent_reserved") or 0)
 
     def _write(self, name: str, kind: str, data: bytes) -> None:
         f = self._files.get((name, kind))
@@ -130,10 +143,12 @@ class Spool:
         f.write(data)
         f.flush()  # to the OS: the harness counts operations from these files while the run goes
 
-    def save(self, missing: set[str] | frozenset[str] = frozenset()) -> Path:
-        """Write workers.json; `missing`: Locust client ids the master saw go silent."""
+    def save(self, missing: set[str] | frozenset[str] = frozenset(), stopped: bool = True) -> Path:
+        """Write workers.json; `missing`: Locust client ids the master saw go silent; `stopped`: the
+        master is stopping the test (False: a worker joined)."""
         for client_id, name in self.names.items():
             self.workers[name]["missing"] = client_id in missing
+            self.workers[name]["master_stopped"] = stopped
         path = self.run_dir / WORKERS_FILE
         tmp = path.with_suffix(".tmp")
         tmp.write_text(json.dumps(list(self.workers.values()), indent=2))
@@ -148,19 +163,40 @@ class Spool:
 
 
 def _ids(path: Path) -> set[str]:
+    """Ids of the payments with a payment line (a name enquiry alone does not say whether the
+    payment was sent: the worker may have died between the two)."""
     found: set[str] = set()
     with contextlib.suppress(FileNotFoundError), path.open("rb") as f:
         for line in f:
             with contextlib.suppress(orjson.JSONDecodeError, KeyError, TypeError):
-                found.add(str(orjson.loads(line)["id"]))
+                op = orjson.loads(line)
+                if op.get("op", "payment") == "payment":
+                    found.add(str(op["id"]))
+    return found
+
+
+def incomplete(w: Mapping[str, Any]) -> bool:
+    """A worker that sent its final batch, saying it sent more lines or reservations than arrived."""
+    declared_lines, declared_reserved = w.get("declared_lines"), w.get("declared_reserved")
+    return bool(w.get("final")) and (
+        (declared_lines is not None and int(declared_lines) > int(w.get("lines", 0)))
+        or (declared_reserved is not None and int(declared_reserved) > int(w.get("reserved", 0)))
+    )
+
+
+def _mtimes(*paths: Path) -> list[float]:
+    found = []
+    for path in paths:
+        with contextlib.suppress(OSError):
+            found.append(path.stat().st_mtime)
     return found
 
 
 def reckon(run_dir: Path) -> dict[str, Any] | None:
-    """After the run: which workers were lost and what of theirs is not in the history. Appends an
-    unknown `worker-lost` payment line for each payment a lost worker reserved, scheduled no later
-    than HEARD_SLACK_S after it was last heard from, and never reported; rewrites workers.json with
-    the figures. None when the run had no remote workers."""
+    """After the run: which workers were lost (or `incomplete`) and what of theirs is not in the
+    history. Appends an unknown `worker-lost` payment line for each payment such a worker reserved,
+    scheduled no later than HEARD_SLACK_S after it was last heard from, and never reported; rewrites
+    workers.json with the figures. None when the run had no remote workers."""
     path = run_dir / WORKERS_FILE
     try:
         workers: list[dict[str, Any]] = json.loads(path.read_text())
@@ -168,10 +204,15 @@ def reckon(run_dir: Path) -> dict[str, Any] | None:
         return None
     lost: list[dict[str, Any]] = []
     for w in workers:
-        if w.get("final") or "unreported" in w:
+        if (w.get("final") and not incomplete(w)) or "unreported" in w:
             continue
         name = str(w["name"])
         reported = _ids(history_part(run_dir, name))
+        if not w.get("master_stopped", True):
+            # The master died before it saved workers.json at the stop; it wrote each batch as it
+            # came, so its files say when it last heard from the worker.
+            parts = (history_part(run_dir, name), reserved_part(run_dir, name))
+            w["last_heard"] = max([float(w.get("last_heard", 0.0)), *_mtimes(*parts)])
         cutoff = float(w.get("last_heard", 0.0)) + HEARD_SLACK_S
         recorded = not_started = 0
         lines: list[bytes] = []
@@ -205,6 +246,8 @@ def reckon(run_dir: Path) -> dict[str, Any] | None:
             {
                 "name": name,
                 "client_id": w.get("client_id"),
+                "incomplete": incomplete(w),  # finished, but a batch of it never arrived
+                "master_lost": not w.get("master_stopped", True),  # the master ended before the stop
                 "last_heard": w.get("last_heard"),
                 "lines_received": w.get("lines", 0),
                 "unreported": recorded,
@@ -223,8 +266,11 @@ def reckon(run_dir: Path) -> dict[str, Any] | None:
 
 def describe_lost(lost: Mapping[str, Any]) -> str:
     """One line for people: which worker, how many of its payments are not in the history."""
+    what = "lost batches of its history" if lost.get("incomplete") else "was lost mid-run"
+    if lost.get("master_lost"):
+        what = "had not sent its final batch when Locust's master ended (killed or crashed)"
     return (
-        f"Locust worker {lost['name']} ({lost.get('client_id') or 'unknown host'}) was lost mid-run:"
+        f"Locust worker {lost['name']} ({lost.get('client_id') or 'unknown host'}) {what}:"
         f" {lost['unreported']:,} payments it had started are not in its reported history and are recorded"
         f" as unknown (error {LOST_ERROR}); {lost.get('not_started', 0):,} it had reserved were never started"
     )

@@ -481,6 +481,7 @@ class RemoteRecorder:
         self.every_s = every_s
         self.lines = lines
         self.written = 0
+        self.reserved = 0
         self.seq = 0
         self._buffer: list[bytes] = []
         self._reserve: list[bytes] = []
@@ -521,16 +522,21 @@ class RemoteRecorder:
             "done": done,
             "final": final,
         }
+        if final:  # so the master can tell whether every batch arrived (collect.incomplete)
+            data |= {"sent_lines": self.written + len(batch), "sent_reserved": self.reserved + len(reserve)}
         try:
             self.runner.send_message(collect.MSG_HISTORY, data)
-        except Exception:  # the master is gone: nothing to send to; it counts what it lacks
-            log.exception("could not send %d history lines to the master", len(batch))
+        except Exception:  # not sent: keep the lines for the next batch (the master counts what it lacks)
+            log.exception("could not send %d history lines to the master; kept for the next batch", len(batch))
+            self._buffer[:0], self._reserve[:0] = batch, reserve
+            self.seq -= 1
             return
         self.written += len(batch)
+        self.reserved += len(reserve)
         self.sent_final = self.sent_final or final
 
     def close(self) -> None:
-        if self._open and not self.sent_final:
+        if self._open and (not self.sent_final or self._buffer or self._reserve):
             self.flush(final=True, figures=state.figures)
         self._open = False
         self._flusher.kill(block=False)
@@ -628,6 +634,11 @@ class _State:
     process_tag: tuple[int, str] | None = None
     figures: dict[str, Any] | None = None  # the open-model generator's, for load.json
     figures_path: Path | None = None
+    stopping = False  # the test is stopping (not a rebalance moving users between workers)
+    generators: list[ArrivalGenerator]  # a remote worker's, whose slices play in greenlets of their own
+
+    def __init__(self) -> None:
+        self.generators = []
 
 
 state = _State()
@@ -803,7 +814,12 @@ class ArrivalGenerator(Customer):
     greenlets, so a hung system never delays the next arrival. An arrival that is already more than
     NOT_SENT_AFTER_S late (the process was starved) or finds the pool full is recorded as an
     unavailable payment at its scheduled time. When the schedule is played, the generator waits for
-    its customers (a bounded drain), records what it did in load.json and ends the test."""
+    its customers (a bounded drain), records what it did in load.json and ends the test.
+
+    On a remote worker (`harness worker`) the slice plays in a greenlet of its own: when a worker joins
+    late, Locust rebalances the users and may stop this generator on its worker to start one on the
+    newcomer, which has no slice (slices are dealt to the workers the master waited for); the slice
+    plays on where it started, and only the test's stop ends it (`halt_generators`)."""
 
     def __init__(self, environment: Environment) -> None:
         self.settings = state.settings
@@ -826,6 +842,7 @@ class ArrivalGenerator(Customer):
         self.t0 = 0.0
         self.pool = Pool(self.open.max_in_flight if self.open is not None else 1)
         self.drained = False
+        self.player: gevent.Greenlet | None = None  # a remote worker's slice (see the class's doc)
 
     def on_start(self) -> None:
         s, o = self.settings, self.open
@@ -833,6 +850,9 @@ class ArrivalGenerator(Customer):
             log.error("no open-model load settings (see the error above): the arrival generator stops")
             raise StopUser()
         if self.slot >= self.slices:
+            if state.remote is not None:  # a late worker, or a generator moved here by a rebalance
+                log.info("arrival generator %d: every slice of the schedule is already played elsewhere", self.slot)
+                raise StopUser()
             log.error("arrival generator %d of %d: run -u with one generator per process", self.slot, self.slices)
             raise StopUser()
         # Integers only: a str's hash changes with every process (PYTHONHASHSEED), an int's does not,
@@ -869,14 +889,33 @@ class ArrivalGenerator(Customer):
             len(self.plan),
             o.shape.duration_s,
         )
+        if state.remote is not None:
+            state.generators.append(self)
+            self.player = gevent.spawn(self.play)
 
-    def wait_time(self) -> float:
+    def until_next(self) -> float:
         if self.next < len(self.plan):
             return max(0.0, self.t0 + self.plan[self.next][1] - time.time())
         return 0.0
 
+    def wait_time(self) -> float:
+        return 0.0 if self.player is not None else self.until_next()
+
     @task
     def arrive(self) -> None:
+        if self.player is not None:  # a remote worker: the slice plays in its own greenlet
+            self.player.join()
+            raise StopUser()
+        self.play_due()
+
+    def play(self) -> None:
+        """A remote worker's slice, in a greenlet no rebalance stops."""
+        with contextlib.suppress(StopUser):
+            while not self.drained:
+                gevent.sleep(self.until_next())
+                self.play_due()
+
+    def play_due(self) -> None:
         figures = state.figures
         assert figures is not None and self.settings is not None
         now = time.time()
@@ -951,9 +990,24 @@ class ArrivalGenerator(Customer):
         raise StopUser()
 
     def on_stop(self) -> None:
+        if self.player is not None and not self.player.ready() and not state.stopping:
+            log.info("arrival generator %d moved by a rebalance: its slice plays on in this worker", self.slot)
+            return
+        self.halt()
+
+    def halt(self) -> None:
+        """Stopped from outside: no new arrival; journeys in flight record "cancelled"."""
+        if self.player is not None and self.player is not gevent.getcurrent():
+            self.player.kill(block=True, timeout=5)
         if len(self.pool):
-            self.pool.kill(block=True, timeout=5)  # stopped from outside: journeys record "cancelled"
+            self.pool.kill(block=True, timeout=5)
         save_figures()
+
+
+def halt_generators() -> None:
+    """A remote worker's test stops: end every slice it plays, the ones Locust moved away included."""
+    while state.generators:
+        state.generators.pop().halt()
 
 
 def save_figures() -> None:
@@ -1069,21 +1123,25 @@ def missing_workers(runner: MasterRunner) -> set[str]:
     return {c.id for c in runner.clients.all if c.state == "missing"}
 
 
-def remote_settled(runner: MasterRunner, spool: collect.Spool, key: str) -> bool:
-    """Every worker that joined has sent its `key` batch (final / done), or went silent or away."""
+def remote_settled(runner: MasterRunner, spool: collect.Spool, key: str, among: int | None = None) -> bool:
+    """Every worker that joined (or the first `among` of them, w1..wN) has sent its `key` batch
+    (final / done), or went silent or away."""
     present = {c.id for c in runner.clients.all}
     missing = missing_workers(runner)
+    names = {cid: name for cid, name in spool.names.items() if among is None or int(name[1:]) <= among}
     return all(
         spool.workers[name][key] or cid in missing or (cid not in present and spool.workers[name]["final"])
-        for cid, name in spool.names.items()
-    ) and bool(spool.names)
+        for cid, name in names.items()
+    ) and bool(names)
 
 
 def end_when_generators_done(runner: MasterRunner, spool: collect.Spool, expected: int) -> None:
-    """Open model: end the test once every worker's generator has played its slice (or its worker is lost)."""
+    """Open model: end the test once every slice of the schedule is played (or its worker is lost).
+    The slices are dealt to the workers the master waited for (w1..wN, by Locust's worker index); a
+    worker that joins later plays none of them, so it is not waited for."""
     while True:
         gevent.sleep(0.5)
-        if len(spool.names) >= expected and remote_settled(runner, spool, "generator_done"):
+        if len(spool.names) >= expected and remote_settled(runner, spool, "generator_done", among=expected):
             log.info("every worker's arrival generator is done (or its worker lost): ending the test")
             runner.quit()
             return
@@ -1133,6 +1191,7 @@ def watch_parent(parent: int, runner: Runner) -> None:
 
 
 def on_test_start(environment: Environment, **_kwargs: Any) -> None:
+    state.stopping = False
     runner = environment.runner
     if isinstance(runner, MasterRunner):
         if state.spool is not None:
@@ -1181,6 +1240,8 @@ def on_test_start(environment: Environment, **_kwargs: Any) -> None:
 
 
 def on_test_stopping(environment: Environment, **_kwargs: Any) -> None:
+    state.stopping = True
+    halt_generators()
     if isinstance(environment.runner, MasterRunner) and state.spool is not None:
         remote_master_stopping(environment.runner, state.spool)
 
