@@ -206,6 +206,7 @@ class TlsFront:
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.server: asyncio.Server | None = None
+        self.writers: set[asyncio.StreamWriter] = set()
 
     async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         with contextlib.suppress(ConnectionError, OSError):
@@ -225,6 +226,7 @@ class TlsFront:
         except OSError:
             writer.close()
             return
+        self.writers.update((writer, up_writer))
         await asyncio.gather(self._pipe(reader, up_writer), self._pipe(up_reader, writer))
         for w in (writer, up_writer):
             with contextlib.suppress(ConnectionError, OSError, RuntimeError):
@@ -239,11 +241,20 @@ class TlsFront:
         self.port = self.server.sockets[0].getsockname()[1]
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    async def _shutdown(self) -> None:
         if self.server is not None:
-            self.loop.call_soon_threadsafe(self.server.close)
+            self.server.close()
+        for writer in self.writers:  # the pipes end on their own once their sockets are gone
+            writer.transport.abort()
+        pending = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        if pending:
+            await asyncio.wait(pending, timeout=5)
+
+    def __exit__(self, *exc: object) -> None:
+        asyncio.run_coroutine_threadsafe(self._shutdown(), self.loop).result(timeout=10)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(10)
+        self.loop.close()
 
     @property
     def url(self) -> str:
@@ -277,6 +288,7 @@ def tls_env(front: TlsFront, certs: Path) -> dict[str, str]:
 
 
 @pytest.mark.docker
+@pytest.mark.filterwarnings("ignore::urllib3.exceptions.InsecureRequestWarning")  # DOCKER_TLS: not verified, on purpose
 def test_the_engine_answers_through_the_tls_front_and_only_with_the_client_certificate(
     front: TlsFront, pki: Path, tmp_path: Path
 ) -> None:
@@ -292,7 +304,7 @@ def test_the_engine_answers_through_the_tls_front_and_only_with_the_client_certi
     with pytest.raises(DockerUnavailable) as caught:
         connect(anonymous, timeout_s=10)
     assert f"no Docker engine answered at {front.url} (TLS without verifying the server" in str(caught.value)
-    assert f"the certificates in DOCKER_TLS with DOCKER_CERT_PATH={no_client}" in str(caught.value)
+    assert f"the certificates in {no_client} are the ones it trusts" in str(caught.value)
 
 
 @pytest.mark.docker
@@ -358,8 +370,10 @@ def test_a_docker_scenario_runs_through_the_tls_front_and_reconciles(
             "name": "remote-docker-switch-crash",
             "backend": "docker",
             "topology": {"banks": 2, "accounts": 50},
-            "load": {"rate": 20, "duration": 12},
-            "faults": [{"name": "switch-killed", "kind": "crash", "targets": "switch", "start": 4, "duration": 2}],
+            # The switch killed and started again: in a remote engine's container its ledger lives in the
+            # container's own filesystem (no bind mount), so this also proves it survives the kill.
+            "load": {"rate": 20, "duration": 18},
+            "faults": [{"name": "switch-killed", "kind": "crash", "targets": "switch", "start": 4, "duration": 1}],
             "expect": {
                 "availability": {"baseline_success_ratio": 0.95, "max_time_to_recover_s": 10},
                 "consistency": {"verdict": "consistent", "no_acknowledged_payment_lost": True},

@@ -23,7 +23,7 @@ published on the engine's host, so the harness, Locust and the ledger snapshots 
 - unix:// : the engine is on this machine; `127.0.0.1`, ports published on loopback only, and
   the run directory is shared with the engine (ledgers and the configuration are bind-mounted);
 - tcp:// : the URL's host; ssh:// : the ssh host (the engine's own machine). Ports are published on
-  loopback when that host is a loopback address, else on all of the engine host's interfaces
+  that address when it is a loopback one (127.0.0.2 stays 127.0.0.2), else on all of the engine host's interfaces
   (0.0.0.0: the system under test is reachable from its network for the run). The run directory is
   NOT shared: the configuration is copied into each container and the ledgers copied back out
   when the run ends (`Engine.shares_files` is False), whatever the host is (a tcp:// engine on
@@ -102,7 +102,11 @@ class Engine:
     @property
     def publish_ip(self) -> str:
         """The engine host's interface the containers' ports are published on."""
-        return "127.0.0.1" if _is_loopback(self.address) else "0.0.0.0"  # a remote engine: all of its host
+        address = self.address.strip("[]")
+        if address == "localhost":
+            return "127.0.0.1"
+        # A loopback address is bound as it is (127.0.0.2 is not 127.0.0.1); a remote host: all its interfaces.
+        return address if _is_loopback(address) else "0.0.0.0"
 
     def describe(self) -> str:
         """One line for environment.json and messages: the URL, its security and where it came from."""
@@ -270,9 +274,18 @@ def connect(engine: Engine, timeout_s: int = 120) -> DockerClient:
         tls = TLSConfig(client_cert=cert, ca_cert=ca, verify=ca if ca else False)
     try:
         # ssh:// goes through the system's ssh client (no paramiko needed), as the Docker CLI does.
-        client = docker.DockerClient(
-            base_url=engine.host_url, tls=tls, timeout=timeout_s, use_ssh_client=engine.scheme == "ssh"
-        )
+        if engine.tls is None:
+            client = docker.DockerClient(
+                base_url=engine.host_url, timeout=timeout_s, use_ssh_client=engine.scheme == "ssh"
+            )
+        else:
+            # requests lets REQUESTS_CA_BUNDLE / CURL_CA_BUNDLE override the session's CA (its trust_env),
+            # which would check the engine against the system's CAs instead of ca.pem: the client is made
+            # with the oldest API version (no request yet), told not to read the environment, and only
+            # then asks the engine for its API version, as docker-py's version="auto" does.
+            client = docker.DockerClient(base_url=engine.host_url, tls=tls, timeout=timeout_s, version="1.24")
+            client.api.trust_env = False
+            client.api._version = str(client.api.version(api_version=False)["ApiVersion"])
         client.ping()
     except DockerException as exc:
         raise DockerUnavailable(
