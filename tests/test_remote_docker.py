@@ -150,7 +150,9 @@ def test_a_context_without_metadata_names_the_context_and_the_file(tmp_path: Pat
         resolve({}, home=tmp_path)
     digest = hashlib.sha256(b"gone").hexdigest()
     assert "Docker context 'gone' (currentContext of" in str(caught.value)
-    assert f"contexts/meta/{digest}/meta.json" in str(caught.value) and "docker context create gone" in str(caught.value)
+    assert f"contexts/meta/{digest}/meta.json" in str(caught.value) and "docker context create gone" in str(
+        caught.value
+    )
 
 
 def test_a_context_with_a_broken_host_names_the_field(tmp_path: Path) -> None:
@@ -400,3 +402,14 @@ def test_a_docker_scenario_runs_through_the_tls_front_and_reconciles(
     with contextlib.closing(connect(resolve(), timeout_s=20)) as client:
         left = client.containers.list(all=True, filters={"label": RUN_LABEL})
         assert [c.name for c in left if c.labels[RUN_LABEL].startswith(prefix)] == []
+
+
+def test_down_all_spares_the_runs_of_other_machines_on_a_shared_engine() -> None:
+    import socket
+
+    from harness.testbed.containers import HOST_LABEL, PID_LABEL, _owner_alive
+
+    here = socket.gethostname()
+    assert not _owner_alive({PID_LABEL: "0", HOST_LABEL: here})  # ours, and its harness is gone: a leftover
+    assert not _owner_alive({PID_LABEL: "0"})  # made before the label existed: judged by pid, as before
+    assert _owner_alive({PID_LABEL: "0", HOST_LABEL: here + "-other"})  # another machine's: not ours to judge

@@ -42,6 +42,7 @@ import io
 import os
 import secrets
 import signal
+import socket
 import tarfile
 import threading
 import time
@@ -74,6 +75,7 @@ if TYPE_CHECKING:
 
 RUN_LABEL = "payswitch-chaos.run"
 PID_LABEL = "payswitch-chaos.pid"
+HOST_LABEL = "payswitch-chaos.host"  # the machine the harness runs on (a remote engine may serve several)
 SERVICE_LABEL = "payswitch-chaos.service"
 SERVICE_PORT = 8080
 TOXIPROXY_API_PORT = 8474
@@ -139,7 +141,10 @@ def link_port(link: Link) -> int:
 
 
 def _owner_alive(labels: dict[str, str]) -> bool:
-    """Is the harness that made this still running here? (A live run's containers are not leftovers.)"""
+    """Is the harness that made this still running here? (A live run's containers are not leftovers.)
+    One from another machine (a shared remote engine) is not ours to judge: kept."""
+    if labels.get(HOST_LABEL, socket.gethostname()) != socket.gethostname():
+        return True
     try:
         pid = int(labels.get(PID_LABEL, ""))
         if pid <= 0:  # kill(0) would signal our own process group
@@ -536,7 +541,7 @@ class DockerTestbed(Testbed):
         self.client = client or docker_client(engine=self.engine)
         self.run_id = f"{run_dir.name[:40]}-{secrets.token_hex(3)}".lower()
         self.network_name = f"payswitch-{self.run_id}"
-        self.labels = {RUN_LABEL: self.run_id, PID_LABEL: str(os.getpid())}
+        self.labels = {RUN_LABEL: self.run_id, PID_LABEL: str(os.getpid()), HOST_LABEL: socket.gethostname()}
         self.system, self.links = route_through_toxiproxy(system)
         customer_ports = [link_port(link) for name, link in self.links.items() if name.startswith("customers->")]
         self.toxiproxy: ToxiproxyContainer = ToxiproxyContainer(

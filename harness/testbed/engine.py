@@ -285,7 +285,7 @@ def connect(engine: Engine, timeout_s: int = 120) -> DockerClient:
             # then asks the engine for its API version, as docker-py's version="auto" does.
             client = docker.DockerClient(base_url=engine.host_url, tls=tls, timeout=timeout_s, version="1.24")
             client.api.trust_env = False
-            client.api._version = str(client.api.version(api_version=False)["ApiVersion"])
+            client.api._version = str(client.api.version(api_version=False)["ApiVersion"])  # type: ignore[attr-defined]
         client.ping()
     except DockerException as exc:
         raise DockerUnavailable(
