@@ -271,7 +271,10 @@ def local_socket() -> str:
 @pytest.fixture(scope="module")
 def pki(tmp_path_factory: pytest.TempPathFactory) -> Path:
     if shutil.which("openssl") is None:
-        pytest.fail("the openssl CLI is needed to make the test certificates (apt-get install openssl)")
+        why = "the openssl CLI makes the test certificates: apt-get install openssl"
+        if os.environ.get("HARNESS_REQUIRE_DOCKER") == "1":  # CI: .ci/run installs it
+            pytest.fail(why)
+        pytest.skip(why)
     return make_pki(tmp_path_factory.mktemp("pki"), FRONT_HOST)
 
 
