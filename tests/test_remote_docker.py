@@ -164,6 +164,20 @@ def test_a_context_with_a_broken_host_names_the_field(tmp_path: Path) -> None:
 def test_the_address_can_be_overridden_for_a_nat_or_a_tunnel(tmp_path: Path) -> None:
     engine = resolve({"DOCKER_HOST": "ssh://engine.internal", "HARNESS_DOCKER_ADDRESS": "203.0.113.5"}, home=tmp_path)
     assert engine.address == "203.0.113.5" and engine.host_url == "ssh://engine.internal"
+    # A socket forwarded from another machine: its ports are there, and it does not see our files.
+    forwarded = resolve({"DOCKER_HOST": "unix:///tmp/e.sock", "HARNESS_DOCKER_ADDRESS": "10.0.0.5"}, home=tmp_path)
+    assert not forwarded.shares_files and forwarded.publish_ip == "0.0.0.0" and forwarded.address == "10.0.0.5"
+
+
+def test_ssh_without_paramiko_says_what_to_install(tmp_path: Path) -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("paramiko") is not None:
+        pytest.skip("paramiko is installed here: docker-py would try the ssh connection")
+    with pytest.raises(DockerUnavailable) as caught:
+        connect(resolve({"DOCKER_HOST": "ssh://ops@127.0.0.1:1"}, home=tmp_path), timeout_s=5)
+    assert "ssh://ops@127.0.0.1:1 (from DOCKER_HOST): docker-py needs the paramiko package" in str(caught.value)
+    assert ".venv/bin/pip install paramiko" in str(caught.value)
 
 
 # -- a real engine behind a mutual-TLS front ----------------------------------------------------------

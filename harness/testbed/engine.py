@@ -29,12 +29,16 @@ published on the engine's host, so the harness, Locust and the ledger snapshots 
   when the run ends (`Engine.shares_files` is False), whatever the host is (a tcp:// engine on
   loopback may be a tunnel to another machine).
 - `HARNESS_DOCKER_ADDRESS` overrides the address (a NAT, a tunnel, a name the engine's host has on
-  the harness's network).
+  the harness's network). With a unix:// socket forwarded from another machine, setting it to that
+  machine's (non-loopback) address also says the run directory is not shared.
+- ssh:// needs docker-py's optional paramiko package; the connection goes through the system's `ssh`
+  client (its config and agent, as the Docker CLI's does).
 """
 
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import ipaddress
 import json
 import os
@@ -86,8 +90,10 @@ class Engine:
 
     @property
     def shares_files(self) -> bool:
-        """Does the engine see this machine's files (bind mounts of the run directory work)?"""
-        return self.scheme == "unix"
+        """Does the engine see this machine's files (bind mounts of the run directory work)? Only a
+        unix socket whose published ports are on this machine (a socket forwarded from another host
+        is told apart by HARNESS_DOCKER_ADDRESS naming that host)."""
+        return self.scheme == "unix" and _is_loopback(self.address)
 
     @property
     def address(self) -> str:
@@ -267,6 +273,13 @@ def connect(engine: Engine, timeout_s: int = 120) -> DockerClient:
         from docker.tls import TLSConfig
     except ImportError:
         raise DockerUnavailable("the Docker SDK for Python is not installed (pip install docker)") from None
+    if engine.scheme == "ssh" and importlib.util.find_spec("paramiko") is None:
+        raise DockerUnavailable(
+            f"{engine.describe()}: docker-py needs the paramiko package for ssh:// endpoints, and it is not installed",
+            fix="install it into the harness's environment (.venv/bin/pip install paramiko), or forward the engine's "
+            "socket yourself (ssh -NL /tmp/engine.sock:/var/run/docker.sock USER@HOST) and set "
+            "DOCKER_HOST=unix:///tmp/engine.sock with HARNESS_DOCKER_ADDRESS=HOST",
+        )
     tls: TLSConfig | bool = False
     if engine.tls is not None:
         cert = (str(engine.tls.cert), str(engine.tls.key)) if engine.tls.cert and engine.tls.key else None
