@@ -189,7 +189,12 @@ def doctor(args: argparse.Namespace) -> int:
     from harness.testbed.containers import engine_problem
 
     problem = engine_problem()  # the backend talks to the engine through the SDK, not the docker CLI
-    print(f"docker engine {'reachable' if problem is None else problem + ' (only needed for --backend docker)'}")
+    if problem is None:
+        from harness.testbed.engine import resolve
+
+        print(f"docker engine reachable at {resolve().describe()}")
+    else:
+        print(f"docker engine {problem} (only needed for --backend docker)")
     from harness.testbed import powerloss
 
     why = powerloss.problem()  # a C compiler builds the recorder on first use

@@ -10,12 +10,17 @@ A run's containers live on a bridge network `payswitch-<run id>`:
   pid): the run removes everything with its label when it ends, fails or is interrupted, and
   `harness down --all` removes whatever a killed harness left behind.
 
-The load generator stays on the host and reaches the system through ports published on 127.0.0.1
-only: Locust and its locustfile are identical on both backends (no Locust image, no second way to
-run it), its history files are written straight into the run directory on the host, and nothing of
-the system under test is exposed beyond this machine. The harness reaches Toxiproxy's API and each
-service's own port (ledger snapshots bypass Toxiproxy) the same way. Host ports are chosen by the
-harness rather than by Docker, so a container that is killed and started again keeps its address.
+The load generator stays on the harness's side and reaches the system through published ports:
+Locust and its locustfile are identical on both backends (no Locust image, no second way to run it),
+and its history files are written straight into the run directory. The harness reaches Toxiproxy's
+API and each service's own port (ledger snapshots bypass Toxiproxy) the same way. Which engine, and
+the address its published ports are dialled at, come from harness/testbed/engine.py: with the local
+socket, ports are published on 127.0.0.1 only and nothing of the system under test is exposed beyond
+this machine; with a remote engine (DOCKER_HOST tcp:// or ssh://, or a Docker context) they are
+published on the engine's host and dialled there. Host ports are chosen by the harness rather than
+by Docker, so a container that is killed and started again keeps its address (free on this machine;
+on a remote engine a port already taken there fails the start with Docker's "port is already
+allocated").
 
 Service faults act on containers (see harness/nemesis/injector.py): `crash` is `docker kill` (SIGKILL) then
 `start`, `pause` is the cgroup freezer (`docker pause`/`unpause`), `stop` is a graceful stop
@@ -23,16 +28,22 @@ Service faults act on containers (see harness/nemesis/injector.py): `crash` is `
 detaches the container from the run's network (and reattaches it with its alias when healed).
 
 Ledgers are bind-mounted from the run directory (run_dir/data/<service>), and the containers run
-as the host user, so the evidence stays on the host and belongs to whoever ran the harness.
+as the host user, so the evidence stays on the host and belongs to whoever ran the harness. A remote
+engine cannot see the run directory: there the configuration is copied into each container before it
+starts, the ledgers live in the container's own filesystem (which survives kill, stop and restart),
+and they are copied back into run_dir/data/<service> when the run ends, each container stopped first.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import io
 import os
 import secrets
 import signal
+import socket
+import tarfile
 import threading
 import time
 import urllib.error
@@ -43,12 +54,13 @@ from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
 
-from harness.errors import TestbedError
 from harness.links import Link, endpoints, link_names
 from harness.nemesis import Nemesis
 from harness.procs import free_port
 from harness.rundir import RunDir
 from harness.testbed.bed import Testbed
+from harness.testbed.engine import DEFAULT_SOCKET, Engine, connect, resolve
+from harness.testbed.engine import DockerUnavailable as DockerUnavailable
 from harness.testbed.images import TOXIPROXY_REPO
 from harness.testbed.local import TopologyError
 from harness.testbed.proxies import SERVER_FLAGS, TOXIPROXY_VERSION, ToxiproxyError, ToxiproxyServer
@@ -63,6 +75,7 @@ if TYPE_CHECKING:
 
 RUN_LABEL = "payswitch-chaos.run"
 PID_LABEL = "payswitch-chaos.pid"
+HOST_LABEL = "payswitch-chaos.host"  # the machine the harness runs on (a remote engine may serve several)
 SERVICE_LABEL = "payswitch-chaos.service"
 SERVICE_PORT = 8080
 TOXIPROXY_API_PORT = 8474
@@ -71,24 +84,9 @@ TOXIPROXY_ALIAS = "toxiproxy"
 STOP_GRACE_S = 5
 
 
-class DockerUnavailable(TestbedError):
-    """No Docker engine can be reached (or the SDK is missing); the message says which and why."""
-
-
-def docker_client(timeout_s: int = 120) -> DockerClient:
-    """A client of the engine at DOCKER_HOST (default: the local socket), checked with a ping."""
-    try:
-        import docker
-        from docker.errors import DockerException
-    except ImportError:
-        raise DockerUnavailable("the Docker SDK for Python is not installed (pip install docker)") from None
-    where = os.environ.get("DOCKER_HOST", "unix:///var/run/docker.sock")
-    try:
-        client = docker.from_env(timeout=timeout_s)
-        client.ping()
-    except DockerException as exc:
-        raise DockerUnavailable(f"no Docker engine reachable at {where} ({exc})") from None
-    return client
+def docker_client(timeout_s: int = 120, engine: Engine | None = None) -> DockerClient:
+    """A client of the engine the environment names (harness/testbed/engine.py), checked with a ping."""
+    return connect(engine or resolve(), timeout_s)
 
 
 @functools.cache
@@ -143,7 +141,10 @@ def link_port(link: Link) -> int:
 
 
 def _owner_alive(labels: dict[str, str]) -> bool:
-    """Is the harness that made this still running here? (A live run's containers are not leftovers.)"""
+    """Is the harness that made this still running here? (A live run's containers are not leftovers.)
+    One from another machine (a shared remote engine) is not ours to judge: kept."""
+    if labels.get(HOST_LABEL, socket.gethostname()) != socket.gethostname():
+        return True
     try:
         pid = int(labels.get(PID_LABEL, ""))
         if pid <= 0:  # kill(0) would signal our own process group
@@ -212,22 +213,62 @@ def _wait_http(url: str, timeout_s: float, alive: Callable[[], str | None]) -> N
     raise TopologyError(f"{url} did not answer within {timeout_s:.0f}s")
 
 
+def _config_archive(config: bytes) -> bytes:
+    """A tar for put_archive at /: /config/system.json and an empty /data anyone may write (the
+    engine creates what it extracts as root; the service runs as the harness's user)."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for name in ("config", "data"):
+            info = tarfile.TarInfo(name)
+            info.type, info.mode, info.mtime = tarfile.DIRTYPE, 0o777 if name == "data" else 0o755, int(time.time())
+            tar.addfile(info)
+        info = tarfile.TarInfo("config/system.json")
+        info.size, info.mode, info.mtime = len(config), 0o444, int(time.time())
+        tar.addfile(info, io.BytesIO(config))
+    return buf.getvalue()
+
+
+def _copy_data_out(container: Container | None, dest: Path) -> None:
+    """The ledgers in the container's /data into the run directory (remote engines: no bind mount).
+    Only regular files directly under data/ are written: nothing from the archive escapes `dest`."""
+    if container is None:
+        return
+    from docker.errors import APIError, NotFound
+
+    try:
+        stream, _ = container.get_archive("/data")
+        raw = b"".join(stream)
+    except (APIError, NotFound):
+        return
+    dest.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(fileobj=io.BytesIO(raw)) as tar:
+        for member in tar.getmembers():
+            parts = Path(member.name).parts
+            if not member.isfile() or len(parts) != 2 or parts[0] != "data" or parts[1] in ("", ".", ".."):
+                continue
+            source = tar.extractfile(member)
+            if source is not None:
+                (dest / parts[1]).write_bytes(source.read())
+
+
 @dataclass
 class ContainerService:
     """One service of the system under test, as a container."""
 
     name: str  # "switch" or a bank code
     command: list[str]
-    host_port: int  # 127.0.0.1:<host_port> is published to the container's 8080
+    host_port: int  # <engine's host>:<host_port> is published to the container's 8080
     log_path: Path
     data_dir: Path
     container: Container | None = None
     starts: int = 0
+    address: str = "127.0.0.1"  # where the engine publishes ports (Engine.address)
 
     @property
     def url(self) -> str:
-        """The service's own address from the host (bypasses Toxiproxy)."""
-        return f"http://127.0.0.1:{self.host_port}"
+        """The service's own address from the harness (bypasses Toxiproxy)."""
+        host = f"[{self.address}]" if ":" in self.address else self.address
+        return f"http://{host}:{self.host_port}"
 
     def status(self) -> str:
         if self.container is None:
@@ -257,6 +298,7 @@ class DockerTopology:
     labels: dict[str, str]
     image: str = ""  # set by the testbed once the images are resolved
     services: dict[str, ContainerService] = field(default_factory=dict)
+    engine: Engine = field(default_factory=lambda: Engine(DEFAULT_SOCKET, "default socket"))
 
     def __post_init__(self) -> None:
         rundir = RunDir(self.run_dir)
@@ -271,6 +313,8 @@ class DockerTopology:
                 bank.code, ["bank", bank.code, *common], free_port(), rundir.log(bank.code),
                 rundir.data / bank.code,
             )  # fmt: skip
+        for svc in self.services.values():
+            svc.address = self.engine.address
 
     @property
     def switch(self) -> ContainerService:
@@ -302,8 +346,16 @@ class DockerTopology:
     def start(self) -> None:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.system.save(self.config_path)
+        shared = self.engine.shares_files
         for svc in self.services.values():
             svc.data_dir.mkdir(parents=True, exist_ok=True)
+            # An engine on this machine bind-mounts the run directory; a remote one cannot see it, so
+            # the configuration is copied in and the ledgers live in the container (kept across kill,
+            # start and restart) until stop() copies them back.
+            volumes = {
+                str(self.config_path.resolve()): {"bind": "/config/system.json", "mode": "ro"},
+                str(svc.data_dir.resolve()): {"bind": "/data", "mode": "rw"},
+            }
             svc.container = self.client.containers.create(
                 self.image,
                 svc.command,
@@ -311,14 +363,13 @@ class DockerTopology:
                 labels={**self.labels, SERVICE_LABEL: svc.name},
                 network=self.network_name,
                 networking_config={self.network_name: self._endpoint(svc.name)},
-                ports={f"{SERVICE_PORT}/tcp": ("127.0.0.1", svc.host_port)},
-                volumes={
-                    str(self.config_path.resolve()): {"bind": "/config/system.json", "mode": "ro"},
-                    str(svc.data_dir.resolve()): {"bind": "/data", "mode": "rw"},
-                },
+                ports={f"{SERVICE_PORT}/tcp": (self.engine.publish_ip, svc.host_port)},
+                volumes=volumes if shared else None,
                 user=f"{os.getuid()}:{os.getgid()}",  # ledgers on the host belong to whoever ran the harness
                 stop_signal="SIGTERM",
             )
+            if not shared:
+                svc.container.put_archive("/", _config_archive(self.config_path.read_bytes()))
         for svc in self.services.values():
             self.container(svc.name).start()
             svc.starts += 1
@@ -330,6 +381,13 @@ class DockerTopology:
         from docker.errors import APIError, NotFound
 
         for svc in self.services.values():
+            if not self.engine.shares_files and svc.container is not None:
+                # Stopped first, so the ledger files are copied at rest (SQLite's file and its WAL agree).
+                with contextlib.suppress(NotFound, APIError):
+                    if svc.status() == "paused":
+                        svc.container.unpause()
+                    svc.container.stop(timeout=STOP_GRACE_S)
+                _copy_data_out(svc.container, svc.data_dir)
             _save_logs(svc.container, svc.log_path)
             if svc.container is not None:
                 with contextlib.suppress(NotFound, APIError):
@@ -398,9 +456,17 @@ class ToxiproxyContainer(ToxiproxyServer):
     on 127.0.0.1. Everything else (toxics, links, reset) is the ToxiproxyServer client, unchanged."""
 
     def __init__(
-        self, client: DockerClient, network_name: str, labels: dict[str, str], log_path: Path, published: list[int]
+        self,
+        client: DockerClient,
+        network_name: str,
+        labels: dict[str, str],
+        log_path: Path,
+        published: list[int],
+        engine: Engine | None = None,
     ) -> None:
-        super().__init__(log_path, binary=Path("/toxiproxy"))
+        self.engine = engine or Engine(DEFAULT_SOCKET, "default socket")
+        # The API is dialled where the engine publishes it (self.host is what ToxiproxyServer.url uses).
+        super().__init__(log_path, binary=Path("/toxiproxy"), host=self.engine.address)
         self.client = client
         self.network_name = network_name
         self.labels = labels
@@ -414,8 +480,9 @@ class ToxiproxyContainer(ToxiproxyServer):
 
     def start(self, timeout_s: float = 30.0) -> None:
         self.port = free_port()
-        ports: dict[str, tuple[str, int]] = {f"{TOXIPROXY_API_PORT}/tcp": ("127.0.0.1", self.port)}
-        ports.update({f"{p}/tcp": ("127.0.0.1", hp) for p, hp in self.published.items()})
+        bind = self.engine.publish_ip
+        ports: dict[str, tuple[str, int]] = {f"{TOXIPROXY_API_PORT}/tcp": (bind, self.port)}
+        ports.update({f"{p}/tcp": (bind, hp) for p, hp in self.published.items()})
         self.container = self.client.containers.create(
             self.image,
             ["-host=0.0.0.0", f"-port={TOXIPROXY_API_PORT}", *SERVER_FLAGS],
@@ -462,22 +529,26 @@ class DockerTestbed(Testbed):
 
     guarded = False  # containers carry the run's label: `harness down --all` finds them
 
-    def __init__(self, system: SystemConfig, run_dir: Path, client: DockerClient | None = None) -> None:
+    def __init__(
+        self, system: SystemConfig, run_dir: Path, client: DockerClient | None = None, engine: Engine | None = None
+    ) -> None:
         # Not Testbed.__init__: it would prepare local processes.
         self.power_loss: list[str] = []  # containers have no power-loss layer (make_testbed refuses one)
         self.run_dir = run_dir
         self._guardian = None
-        self.client = client or docker_client()
+        # The engine is resolved once (harness/testbed/engine.py); every published port is dialled at its address.
+        self.engine = engine or resolve()
+        self.client = client or docker_client(engine=self.engine)
         self.run_id = f"{run_dir.name[:40]}-{secrets.token_hex(3)}".lower()
         self.network_name = f"payswitch-{self.run_id}"
-        self.labels = {RUN_LABEL: self.run_id, PID_LABEL: str(os.getpid())}
+        self.labels = {RUN_LABEL: self.run_id, PID_LABEL: str(os.getpid()), HOST_LABEL: socket.gethostname()}
         self.system, self.links = route_through_toxiproxy(system)
         customer_ports = [link_port(link) for name, link in self.links.items() if name.startswith("customers->")]
         self.toxiproxy: ToxiproxyContainer = ToxiproxyContainer(
-            self.client, self.network_name, self.labels, RunDir(run_dir).log("toxiproxy"), customer_ports
+            self.client, self.network_name, self.labels, RunDir(run_dir).log("toxiproxy"), customer_ports, self.engine
         )
         self.topology: DockerTopology = DockerTopology(  # type: ignore[assignment]
-            self.system, run_dir, self.client, self.network_name, self.labels
+            self.system, run_dir, self.client, self.network_name, self.labels, engine=self.engine
         )
         self.nemesis = Nemesis(
             self.toxiproxy, self.links, self.topology, RunDir(run_dir).faults, RunDir(run_dir).proxy_counters
@@ -518,13 +589,14 @@ class DockerTestbed(Testbed):
     def customer_urls(self) -> dict[str, str]:
         """Where customers (Locust, on the host) reach each bank: the published `customers->BANK` listener."""
         return {
-            code: f"http://127.0.0.1:{self.toxiproxy.host_port(self.links[f'customers->{code}'])}"
+            code: self.engine.url_for_http(self.toxiproxy.host_port(self.links[f"customers->{code}"]))
             for code in self.topology.bank_codes
         }
 
     def versions(self) -> dict[str, str]:
         out = {**super().versions(), "backend": "docker"}
         out["docker_engine"] = engine_version(self.client)
+        out["docker_endpoint"] = self.engine.describe()
         if self.images is not None:
             out["app_image"], out["toxiproxy_image"] = self.images.app, self.images.toxiproxy
         return out
