@@ -291,7 +291,11 @@ class _Connection(asyncio.Protocol):
                 self._queue.append((request, keep_alive, refusal))
                 continue
             if len(buf) < length:
-                if request.header("expect") == "100-continue" and not buf and self.transport is not None:
+                if (
+                    (request.header("expect") or "").lower() == "100-continue"
+                    and not buf
+                    and self.transport is not None
+                ):
                     self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
                 return
             if length:
