@@ -1,5 +1,5 @@
 """Request and answer bodies of the switch and bank APIs, how requests are parsed, and how a refusal
-is answered. Every handler parses through here and every refusal is answered by one middleware
+is answered. Every handler parses through here and every refusal is answered by one error hook
 (mock_switch/service.py), so the rules below hold on every route:
 
 - A malformed request gets HTTP 400 with status RJCT, reason FF01 and a message naming the field or
@@ -107,7 +107,7 @@ class Answer(BaseModel):
 
 
 class Refused(Exception):
-    """A request the service will not carry out; the error middleware answers it (one place)."""
+    """A request the service will not carry out; the error hook answers it (one place)."""
 
     def __init__(self, http: int, message: str, reason: Reason | None = None) -> None:
         super().__init__(message)
