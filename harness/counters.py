@@ -26,14 +26,12 @@ dropped or a broken connection lost, which a healthy link keeps at zero.
 
 from __future__ import annotations
 
-import json
 import math
-import threading
 from collections.abc import Mapping
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
-from harness.history import read_jsonl
+from harness.history import JsonlAppender, read_jsonl
 
 EVENTS = ("start", "apply", "heal", "heal-failed")
 DIRECTIONS = ("upstream", "downstream")
@@ -72,8 +70,7 @@ class CounterWriter:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._out: IO[str] | None = None
-        self._lock = threading.Lock()
+        self._file = JsonlAppender(path)
 
     def write(
         self,
@@ -89,18 +86,10 @@ class CounterWriter:
             line["error"] = error
         else:
             line["links"] = links or {}
-        with self._lock:
-            if self._out is None:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                self._out = self.path.open("a")
-            self._out.write(json.dumps(line) + "\n")
-            self._out.flush()
+        self._file.append(line)
 
     def close(self) -> None:
-        with self._lock:
-            if self._out is not None:
-                self._out.close()
-                self._out = None
+        self._file.close()
 
 
 def delta(before: Mapping[str, Any], after: Mapping[str, Any], link: str) -> dict[str, dict[str, int]]:

@@ -20,9 +20,10 @@ beside them, never mixed in; status queries (`status_query`) follow up an unknow
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any, Literal, NotRequired, TypedDict
+from typing import IO, Any, Literal, NotRequired, TypedDict
 
 import orjson
 
@@ -108,6 +109,30 @@ def read_jsonl(
 ) -> list[dict[str, Any]]:
     """Every object of a run-directory JSONL file; a bad line raises RunFileError naming file and line."""
     return list(iter_jsonl(path, check))
+
+
+class JsonlAppender:
+    """Appends objects to a run-directory JSONL file, opened on the first line and flushed per line
+    (a killed harness keeps what it wrote); safe to share between threads."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._out: IO[bytes] | None = None
+        self._lock = threading.Lock()
+
+    def append(self, line: Mapping[str, Any]) -> None:
+        with self._lock:
+            if self._out is None:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                self._out = self.path.open("ab")
+            self._out.write(orjson.dumps(line) + b"\n")
+            self._out.flush()
+
+    def close(self) -> None:
+        with self._lock:
+            if self._out is not None:
+                self._out.close()
+                self._out = None
 
 
 def iter_jsonl(

@@ -11,17 +11,15 @@ figure, the report and the web session's replayable scenario all use it.
 
 from __future__ import annotations
 
-import json
 import math
-import threading
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from operator import itemgetter
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from harness.errors import TimelineError
-from harness.history import read_jsonl
+from harness.history import JsonlAppender, read_jsonl
 
 EVENTS = ("apply", "heal", "heal-failed")
 CLOSING = ("heal", "heal-failed")
@@ -70,24 +68,15 @@ class TimelineWriter:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._out: IO[str] | None = None
-        self._lock = threading.Lock()
+        self._file = JsonlAppender(path)
 
     def write(self, event: str, fault: str, kind: str, targets: Sequence[str], at: float, **extra: Any) -> None:
         line: dict[str, Any] = {"event": event, "fault": fault, "kind": kind, "targets": list(targets), "at": at}
         line.update({k: v for k, v in extra.items() if v is not None and v != {}})
-        with self._lock:
-            if self._out is None:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                self._out = self.path.open("a")
-            self._out.write(json.dumps(line) + "\n")
-            self._out.flush()
+        self._file.append(line)
 
     def close(self) -> None:
-        with self._lock:
-            if self._out is not None:
-                self._out.close()
-                self._out = None
+        self._file.close()
 
 
 def fault_windows(faults: Iterable[Mapping[str, Any]]) -> list[FaultWindow]:

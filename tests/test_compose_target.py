@@ -26,18 +26,16 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import support
 import yaml
-from support import eventually
+from support import eventually, loopback_addresses, target_scenario_file
 
 from harness import target as targets
 from harness.conform import suite
 from harness.errors import TestbedError
-from harness.links import link_names
-from harness.procs import free_port
 from harness.scenario import ScenarioError
 from harness.scenario import load as load_scenario
 from harness.target import ComposeSettings
-from mock_switch.config import account_number
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE_FILE = ROOT / "tests" / "fixtures" / "compose" / "docker-compose.yaml"
@@ -47,48 +45,23 @@ ACCOUNTS = 100
 
 
 def addresses() -> tuple[dict[str, str], dict[str, dict[str, str]]]:
-    """Each service's own address, and each link's listener -> upstream, on loopback ports free now."""
-    direct = {name: f"127.0.0.1:{free_port()}" for name in ("switch", *CODES)}
-    links = {}
-    for name in link_names(CODES):
-        links[name] = {"listen": f"127.0.0.1:{free_port()}", "upstream": direct[name.partition("->")[2]]}
-    return direct, links
+    return loopback_addresses(CODES)
 
 
 def target_file(tmp: Path, direct: dict[str, str], links: dict[str, Any], compose: dict[str, Any]) -> Path:
-    data = {
-        "contract": "1.0",
-        "name": "own mock as a compose project",
-        "currency": "KES",
-        "switch": {"url": f"http://{direct['switch']}"},
-        "participants": [
-            {"code": c, "url": f"http://{direct[c]}", "account": account_number(i, 0)} for i, c in enumerate(CODES)
-        ],
-        "links": links,
-        "compose": compose,
-        "load": {"accounts": ACCOUNTS},
-    }
-    path = tmp / f"target-{len(list(tmp.glob('target-*')))}.yaml"
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-    return path
+    return support.target_file(tmp, "own mock as a compose project", CODES, direct, links, compose=compose)
 
 
 def scenario_file(tmp: Path, tfile: Path, faults: list[dict[str, Any]], name: str = "compose-faults") -> Path:
-    data = {
-        "name": name,
-        "description": "a compose project's containers crashed and paused by their labels, and a slow link",
-        "target": str(tfile),
-        "load": {"rate": 10, "duration": 22},
-        "faults": faults,
-        "expect": {
-            # The machine is shared: availability is measured and shown, not judged here.
-            "availability": {"baseline_success_ratio": None, "steady_success_ratio": None},
-            "consistency": {"verdict": "consistent", "max_time_to_consistency_s": None},
-        },
-    }
-    path = tmp / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-    return path
+    return target_scenario_file(
+        tmp,
+        tfile,
+        faults,
+        name=name,
+        description="a compose project's containers crashed and paused by their labels, and a slow link",
+        rate=10,
+        duration=22,
+    )
 
 
 # -- refused at load: no engine needed ---------------------------------------------------------------

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -21,19 +20,15 @@ from typing import Any
 
 import pytest
 import yaml
-from support import eventually
+from support import own_services
 
 from harness import target as targets
 from harness.conform import suite
-from harness.procs import free_port, signal_group
+from harness.procs import free_port
 from mock_switch.config import SystemConfig, account_number
 
 ROOT = Path(__file__).resolve().parent.parent
 CODES = ("ACME", "BETA", "CRED")  # not the mock's default BNKA, BNKB ...
-
-
-def _up(url: str) -> bool:
-    return suite.call("GET", url + "/health", None, 1.0).http == 200
 
 
 def target_for(system: SystemConfig, switch_url: str, bank_urls: dict[str, str], cap_amount: int) -> dict[str, Any]:
@@ -75,33 +70,11 @@ def own_system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
             for c in CODES
         ],
     }  # fmt: skip
-    (tmp / "system.json").write_text(json.dumps(config))
-    system = SystemConfig.load(tmp / "system.json")
-    procs: list[subprocess.Popen[bytes]] = []
-    log = (tmp / "services.log").open("wb")
-    try:
-        for name in ("switch", *CODES):
-            args = ["switch"] if name == "switch" else ["bank", name]
-            command = [sys.executable, "-m", "mock_switch", *args, "--config", str(tmp / "system.json"),
-                       "--data-dir", str(tmp / name)]  # fmt: skip
-            # One process group of their own, led by the switch: not the test's, not the harness's.
-            group = 0 if not procs else procs[0].pid
-            procs.append(subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, process_group=group))
-        for name, url in urls.items():
-            eventually(lambda url=url: _up(url), timeout=60, what=f"{name} at {url}")
+    with own_services(tmp, config, CODES):
+        system = SystemConfig.load(tmp / "system.json")
         tfile = tmp / "own.yaml"
         tfile.write_text(yaml.safe_dump(target_for(system, urls["switch"], {c: urls[c] for c in CODES}, cap + 1)))
         yield tfile
-    finally:
-        if procs:
-            signal_group(procs[0].pid, signal.SIGTERM)
-            for p in procs:
-                try:
-                    p.wait(timeout=15)
-                except subprocess.TimeoutExpired:
-                    signal_group(procs[0].pid, signal.SIGKILL)
-                    p.wait(timeout=15)
-        log.close()
 
 
 def conform(tfile: Path) -> subprocess.CompletedProcess[str]:

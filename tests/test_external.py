@@ -20,42 +20,21 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import support
 import yaml
-from support import eventually
+from support import loopback_addresses, own_services, target_scenario_file
 
 from harness import target as targets
-from harness.conform import suite
-from harness.links import link_names
-from harness.procs import free_port, signal_group
 from harness.scenario import ScenarioError
 from harness.scenario import load as load_scenario
-from mock_switch.config import account_number
 
 ROOT = Path(__file__).resolve().parent.parent
 CODES = ("ACME", "BETA", "CRED")  # not the mock's default BNKA, BNKB ...
 ACCOUNTS = 100
 
 
-def _up(url: str) -> bool:
-    return suite.call("GET", url + "/health", None, 1.0).http == 200
-
-
 def target_file(tmp: Path, direct: dict[str, str], links: dict[str, dict[str, str]], **extra: Any) -> Path:
-    data = {
-        "contract": "1.0",
-        "name": "own mock behind Toxiproxy",
-        "currency": "KES",
-        "switch": {"url": f"http://{direct['switch']}"},
-        "participants": [
-            {"code": c, "url": f"http://{direct[c]}", "account": account_number(i, 0)} for i, c in enumerate(CODES)
-        ],
-        "links": links,
-        "load": {"accounts": ACCOUNTS},
-        **extra,
-    }
-    path = tmp / f"target-{len(list(tmp.glob('target-*')))}.yaml"
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-    return path
+    return support.target_file(tmp, "own mock behind Toxiproxy", CODES, direct, links, **extra)
 
 
 @pytest.fixture(scope="module")
@@ -68,11 +47,7 @@ def own_system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path,
 def started(tmp: Path, resilience: str) -> Iterator[tuple[Path, Path]]:
     """Switch + 3 banks started like a user's own system, dialling each other through the listener
     addresses of its target file (which the harness's Toxiproxy will open). Yields (tmp, target file)."""
-    direct = {name: f"127.0.0.1:{free_port()}" for name in ("switch", *CODES)}
-    links = {}
-    for name in link_names(CODES):
-        callee = name.partition("->")[2]
-        links[name] = {"listen": f"127.0.0.1:{free_port()}", "upstream": direct[callee]}
+    direct, links = loopback_addresses(CODES)
     config = {
         "currency": "KES",
         "switch": {
@@ -86,53 +61,32 @@ def started(tmp: Path, resilience: str) -> Iterator[tuple[Path, Path]]:
         ],
         "status_query": {"initial_s": 0.05, "max_s": 0.5},
     }  # fmt: skip
-    (tmp / "system.json").write_text(json.dumps(config))
-    procs: list[subprocess.Popen[bytes]] = []
-    log = (tmp / "services.log").open("wb")
-    try:
-        for name in ("switch", *CODES):
-            args = ["switch"] if name == "switch" else ["bank", name]
-            command = [sys.executable, "-m", "mock_switch", *args, "--config", str(tmp / "system.json"),
-                       "--data-dir", str(tmp / name)]  # fmt: skip
-            group = 0 if not procs else procs[0].pid  # their own group, led by the switch
-            procs.append(subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, process_group=group))
+    with own_services(tmp, config, CODES) as procs:
         for name, proc in zip(("switch", *CODES), procs, strict=True):
             (tmp / f"{name}.pid").write_text(f"{proc.pid}\n")  # as a service manager would
-        for name, addr in direct.items():
-            eventually(lambda url=f"http://{addr}": _up(url), timeout=60, what=f"{name} at {addr}")
-        yield tmp, target_file(tmp, direct, links)
-    finally:
-        restarted = [int((tmp / f"{c}.pid").read_text()) for c in CODES if (tmp / f"{c}.pid").exists()]
-        for pid in set(restarted) - {p.pid for p in procs}:  # started again by a start_command
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGTERM)
-        if procs:
-            signal_group(procs[0].pid, signal.SIGTERM)
-            for p in procs:
-                try:
-                    p.wait(timeout=15)
-                except subprocess.TimeoutExpired:
-                    signal_group(procs[0].pid, signal.SIGKILL)
-                    p.wait(timeout=15)
-        log.close()
+        try:
+            yield tmp, target_file(tmp, direct, links)
+        finally:
+            restarted = [int((tmp / f"{c}.pid").read_text()) for c in CODES if (tmp / f"{c}.pid").exists()]
+            for pid in set(restarted) - {p.pid for p in procs}:  # started again by a start_command
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGTERM)
 
 
-def scenario_file(tmp: Path, tfile: Path, faults: list[dict[str, Any]], name: str = "external-latency") -> Path:
-    data = {
-        "name": name,
-        "description": "the user's own system (here: the bundled mock started by hand), a latency fault",
-        "target": str(tfile),
-        "load": {"rate": 12, "duration": 16},
-        "faults": faults,
-        "expect": {
-            # The machine is shared: the availability figures are measured and shown, not judged here.
-            "availability": {"baseline_success_ratio": None, "steady_success_ratio": None},
-            "consistency": {"verdict": "consistent", "max_time_to_consistency_s": None},
-        },
-    }
-    path = tmp / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-    return path
+def scenario_file(
+    tmp: Path, tfile: Path, faults: list[dict[str, Any]], name: str = "external-latency", duration: float = 16
+) -> Path:
+    """`duration` leaves the checker a few seconds after the last heal: a run that never recovers fails
+    by design, and a restarted bank on a busy machine needs some of that tail to come back."""
+    return target_scenario_file(
+        tmp,
+        tfile,
+        faults,
+        name=name,
+        description="the user's own system (here: the bundled mock started by hand), a latency fault",
+        rate=12,
+        duration=duration,
+    )
 
 
 def harness(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -384,7 +338,7 @@ def test_process_faults_act_through_the_target_pid_file_and_start_command(own_sy
         {"name": "pause-beta", "kind": "pause", "targets": "BETA", "start": 4, "duration": 3},
         {"name": "crash-beta", "kind": "crash", "targets": "BETA", "start": 9, "duration": 3},
     ]
-    path = scenario_file(tmp, controlled, faults, name="external-process")
+    path = scenario_file(tmp, controlled, faults, name="external-process", duration=20)
     done = harness("run", str(path), "--out", str(tmp / "process-runs"), cwd=tmp)
     assert done.returncode == 0, done.stdout + done.stderr
     after = int(pid_file.read_text())
@@ -491,7 +445,7 @@ def test_three_fault_kinds_reconciled_from_export_files(own_system: tuple[Path, 
         {"name": "cred-cut-off", "kind": "partition", "targets": "CRED", "start": 8, "duration": 3},
         {"name": "crash-beta", "kind": "crash", "targets": "BETA", "start": 12, "duration": 3},
     ]
-    path = scenario_file(tmp, exported, faults, name="external-export")
+    path = scenario_file(tmp, exported, faults, name="external-export", duration=21)
     done = harness("run", str(path), "--out", str(tmp / "export-runs"), cwd=tmp)
     assert done.returncode == 0, done.stdout + done.stderr
     assert int(pid_file.read_text()) != before  # crashed, and started again by the start command
