@@ -355,10 +355,13 @@ class _Connection(asyncio.Protocol):
                     self.transport.resume_reading()
         finally:
             self._task = None
-        if self._closing and self.transport is not None:
-            self._linger() if (self._buf or self._head or self._discard) else self.transport.close()
-        elif self.server.closing and self.transport is not None:
-            self.transport.close()
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        if self._closing:
+            self._linger() if (self._buf or self._head or self._discard) else transport.close()
+        elif self.server.closing:
+            transport.close()
 
     def _write(self, request: Request, response: Response, keep_alive: bool) -> None:
         transport = self.transport
