@@ -1,5 +1,5 @@
 """Request and answer bodies of the switch and bank APIs, how requests are parsed, and how a refusal
-is answered. Every handler parses through here and every refusal is answered by one middleware
+is answered. Every handler parses through here and every refusal is answered by one error hook
 (mock_switch/service.py), so the rules below hold on every route:
 
 - A malformed request gets HTTP 400 with status RJCT, reason FF01 and a message naming the field or
@@ -24,10 +24,10 @@ from dataclasses import dataclass
 from typing import Annotated, Any, Literal, TypeVar
 
 import orjson
-from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
 from mock_switch.codes import Reason, Status, http_status
+from mock_switch.http_server import Request, Response
 
 # At least one character that is not a dot: a path segment '.' or '..' is rewritten by every HTTP
 # client, so such a payment could never be asked about. (pydantic's regex engine has no lookahead.)
@@ -107,7 +107,7 @@ class Answer(BaseModel):
 
 
 class Refused(Exception):
-    """A request the service will not carry out; the error middleware answers it (one place)."""
+    """A request the service will not carry out; the error hook answers it (one place)."""
 
     def __init__(self, http: int, message: str, reason: Reason | None = None) -> None:
         super().__init__(message)
@@ -115,7 +115,7 @@ class Refused(Exception):
         self.message = message
         self.reason = reason
 
-    def response(self) -> web.Response:
+    def response(self) -> Response:
         return error_response(self.http_status, self.message, self.reason)
 
 
@@ -137,10 +137,10 @@ Location = Literal["path", "query", "header"]
 _ASCII_DIGITS = re.compile(r"[0-9]{1,19}")  # fullmatch: no sign, no space, no '_', no trailing newline
 
 
-def _raw(request: web.Request, name: str, location: Location) -> str | None:
+def _raw(request: Request, name: str, location: Location) -> str | None:
     if location == "path":
         return request.match_info[name]
-    values = request.query.getall(name, []) if location == "query" else request.headers.getall(name, [])
+    values = request.query_all(name) if location == "query" else request.header_all(name)
     if len(values) > 1:
         raise InvalidRequest(f"{location} '{name}': given {len(values)} times; give it once")
     return values[0] if values else None
@@ -157,7 +157,7 @@ class IntParam:
     maximum: int = SQLITE_MAX
     default: int | None = None
 
-    def read(self, request: web.Request) -> int | None:
+    def read(self, request: Request) -> int | None:
         raw = _raw(request, self.name, self.location)
         if raw is None:
             return self.default
@@ -165,7 +165,7 @@ class IntParam:
             return value
         raise InvalidRequest(f"{self.location} '{self.name}': must be an integer from {self.minimum} to {self.maximum}")
 
-    def require(self, request: web.Request) -> int:
+    def require(self, request: Request) -> int:
         value = self.read(request)
         assert value is not None, f"{self.name} has no default"
         return value
@@ -186,7 +186,7 @@ class TextParam:
     description: str
     kind: TypeAdapter[str]
 
-    def read(self, request: web.Request) -> str | None:
+    def read(self, request: Request) -> str | None:
         raw = _raw(request, self.name, self.location)
         if raw is None:
             return None
@@ -195,7 +195,7 @@ class TextParam:
         except ValidationError as exc:
             raise InvalidRequest(f"{self.location} '{self.name}': {exc.errors()[0]['msg']}") from None
 
-    def require(self, request: web.Request) -> str:
+    def require(self, request: Request) -> str:
         value = self.read(request)
         assert value is not None, f"{self.name} is optional"
         return value
@@ -287,11 +287,11 @@ def parse(model: type[M], raw: bytes) -> M:
         raise InvalidRequest(f"field '{loc}': {err['msg']}") from None
 
 
-async def read_body(request: web.Request, model: type[M]) -> M:
+async def read_body(request: Request, model: type[M]) -> M:
     """The request's JSON body as `model`: only `application/json` in UTF-8 is read."""
     charset = (request.charset or "utf-8").lower()
     if request.content_type != "application/json" or charset not in ("utf-8", "utf8"):
-        sent = request.headers.get("Content-Type")
+        sent = request.header("Content-Type")
         raise UnsupportedMediaType(
             "send the body as application/json (UTF-8), "
             + (f"not {sent[:80]!r}" if sent is not None else "with that Content-Type")
@@ -302,15 +302,15 @@ async def read_body(request: web.Request, model: type[M]) -> M:
 # -- answers ----------------------------------------------------------------------------------------
 
 
-def json_response(data: Any, status: int = 200) -> web.Response:
-    return web.Response(body=orjson.dumps(data), status=status, content_type="application/json")
+def json_response(data: Any, status: int = 200) -> Response:
+    return Response(orjson.dumps(data), status)
 
 
-def answer(payment_id: str, status: Status, reason: Reason | None = None, message: str | None = None) -> web.Response:
+def answer(payment_id: str, status: Status, reason: Reason | None = None, message: str | None = None) -> Response:
     return json_response(_answer_body(payment_id, status, reason, message), http_status(status, reason))
 
 
-def error_response(http: int, message: str, reason: Reason | None = Reason.FF01) -> web.Response:
+def error_response(http: int, message: str, reason: Reason | None = Reason.FF01) -> Response:
     """A refusal: RJCT with `reason` (if any) and a message, under any 4xx."""
     return json_response(_answer_body("", Status.RJCT, reason, message), http)
 

@@ -9,8 +9,6 @@ import time
 from pathlib import Path
 from urllib.parse import quote
 
-from aiohttp import web
-
 from mock_switch.api import (
     AFTER_ENTRY,
     AFTER_ID,
@@ -29,6 +27,7 @@ from mock_switch.bank_ledger import SCHEMA, BankLedger, Originate, Payment, Rece
 from mock_switch.bugs import one_in
 from mock_switch.codes import Reason, Status
 from mock_switch.config import SystemConfig
+from mock_switch.http_server import Request, Response
 from mock_switch.openapi import bank_document
 from mock_switch.peer import Peer, Reply, resolve
 from mock_switch.service import Service
@@ -50,7 +49,7 @@ class BankService(Service):
         self.credit_delay_s = self.bank.credit_delay_ms / 1000
         self.crediting: set[str] = set()  # credits being processed by the (slow) core banking
         self.switch: Peer | None = None
-        r = self.app.router
+        r = self.router
         r.add_post("/payments", self.post_payment)
         r.add_get("/payments/{payment_id}", self.get_payment)
         r.add_get("/payments", self.list_payments)
@@ -72,7 +71,7 @@ class BankService(Service):
 
     # -- outgoing payments --------------------------------------------------------------------
 
-    async def post_payment(self, request: web.Request) -> web.Response:
+    async def post_payment(self, request: Request) -> Response:
         req = await read_body(request, PaymentRequest)
         if req.currency != self.config.currency:
             raise InvalidRequest(f"field 'currency': accounts are held in {self.config.currency}")
@@ -100,7 +99,7 @@ class BankService(Service):
         await self.wait_for_outcome(p.payment_id, deadline)
         return await self._answer_payment(p.payment_id)
 
-    async def _answer_payment(self, payment_id: str) -> web.Response:
+    async def _answer_payment(self, payment_id: str) -> Response:
         known = self.ledger.payment_status(payment_id)
         assert known is not None
         status, reason = known
@@ -169,7 +168,7 @@ class BankService(Service):
             return
         await self._resolve_with_switch(p.payment_id)
 
-    async def get_payment(self, request: web.Request) -> web.Response:
+    async def get_payment(self, request: Request) -> Response:
         payment_id = PAYMENT_ID_PATH.require(request)  # before anything is remembered about it
         p = self.ledger.customer_status_query(payment_id, remember_not_received=self.robust, now=time.time())
         await self.store.durable()
@@ -177,7 +176,7 @@ class BankService(Service):
             return answer(payment_id, Status.RJCT, Reason.AG09, "no such payment")
         return answer(payment_id, p.status, p.reason)
 
-    async def get_party(self, request: web.Request) -> web.Response:
+    async def get_party(self, request: Request) -> Response:
         """Name enquiry: this bank asks the switch's directory, over its link to the switch."""
         assert self.switch is not None
         # Validated here, not only at the switch: a raw '../transfers' would walk the switch's paths.
@@ -189,7 +188,7 @@ class BankService(Service):
 
     # -- incoming credits ---------------------------------------------------------------------
 
-    async def post_credit(self, request: web.Request) -> web.Response:
+    async def post_credit(self, request: Request) -> Response:
         req = await read_body(request, CreditRequest)
         if req.currency != self.config.currency:
             raise InvalidRequest(f"field 'currency': accounts are held in {self.config.currency}")
@@ -219,7 +218,7 @@ class BankService(Service):
             )
         return answer(req.payment_id, c.status, c.reason)
 
-    async def get_credit(self, request: web.Request) -> web.Response:
+    async def get_credit(self, request: Request) -> Response:
         payment_id = PAYMENT_ID_PATH.require(request)  # before anything is remembered about it
         if payment_id in self.crediting:
             return answer(payment_id, Status.PDNG, None, "credit in progress")
@@ -231,34 +230,34 @@ class BankService(Service):
             return answer(payment_id, Status.RJCT, Reason.AG09, "no such payment")
         return answer(payment_id, c.status, c.reason)
 
-    async def set_behaviour(self, request: web.Request) -> web.Response:
+    async def set_behaviour(self, request: Request) -> Response:
         req = await read_body(request, BehaviourRequest)
         self.credit_delay_s = req.credit_delay_ms / 1000
         return json_response({"credit_delay_ms": req.credit_delay_ms})
 
     # -- read models --------------------------------------------------------------------------
 
-    async def list_payments(self, request: web.Request) -> web.Response:
+    async def list_payments(self, request: Request) -> Response:
         rows = self.ledger.payments(AFTER_ID.read(request) or "", LIMIT.require(request))
         await self.store.durable()
         return json_response(rows)
 
-    async def list_credits(self, request: web.Request) -> web.Response:
+    async def list_credits(self, request: Request) -> Response:
         rows = self.ledger.credits(AFTER_ID.read(request) or "", LIMIT.require(request))
         await self.store.durable()
         return json_response(rows)
 
-    async def list_accounts(self, request: web.Request) -> web.Response:
+    async def list_accounts(self, request: Request) -> Response:
         rows = self.ledger.accounts()
         await self.store.durable()
         return json_response(rows)
 
-    async def list_entries(self, request: web.Request) -> web.Response:
+    async def list_entries(self, request: Request) -> Response:
         rows = self.ledger.entries(AFTER_ENTRY.require(request), LIMIT.require(request))
         await self.store.durable()
         return json_response(rows)
 
-    async def get_totals(self, request: web.Request) -> web.Response:
+    async def get_totals(self, request: Request) -> Response:
         totals = self.ledger.totals()
         await self.store.durable()
         return json_response(totals)

@@ -9,39 +9,31 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Coroutine
 from typing import Any
-
-from aiohttp import web
 
 from mock_switch.api import MAX_BODY, Refused, answer, error_response, json_response
 from mock_switch.codes import Status
 from mock_switch.http_client import HttpClient
+from mock_switch.http_server import HttpError, HttpServer, Request, Response, Router
 from mock_switch.store import Store
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 log = logging.getLogger("mock_switch")
 
 
-@web.middleware
-async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+def _errors(request: Request, exc: Exception) -> Response:
     """The one place a refusal is answered: every error body is an `Answer` (RJCT, reason, message)."""
-    try:
-        return await handler(request)
-    except Refused as exc:
+    if isinstance(exc, Refused):
         return exc.response()
-    except web.HTTPException as exc:
-        if 400 <= exc.status < 500:  # unknown route, wrong method, body too large: still a coded answer
-            resp = error_response(exc.status, f"{request.method} {request.path}: {exc.reason}")
-            if "Allow" in exc.headers:  # 405 must say which methods the resource has (RFC 9110)
-                resp.headers["Allow"] = exc.headers["Allow"]
-            return resp
-        raise
-    except Exception as exc:
-        log.exception("unhandled error on %s %s", request.method, request.path)
-        resp = answer("", Status.PDNG, None, f"internal error: {type(exc).__name__}")
-        resp.set_status(500)
+    if isinstance(exc, HttpError) and 400 <= exc.status < 500:
+        # unknown route, wrong method, body too large, unreadable request: still a coded answer
+        resp = error_response(exc.status, f"{request.method} {request.path}: {exc.message}")
+        resp.headers.update(exc.headers)  # 405 must say which methods the resource has (RFC 9110)
         return resp
+    log.error("unhandled error on %s %s", request.method, request.path, exc_info=exc)
+    resp = answer("", Status.PDNG, None, f"internal error: {type(exc).__name__}")
+    resp.set_status(500)
+    return resp
 
 
 class Service:
@@ -53,22 +45,20 @@ class Service:
         self.store = store
         self.openapi = openapi
         self.started_at = time.time()
-        self.app = web.Application(middlewares=[_errors], client_max_size=MAX_BODY)
-        self.app.router.add_get("/health", self._health)
-        self.app.router.add_get("/openapi.json", self._openapi)
-        self.app.on_startup.append(self._on_startup)
-        self.app.on_cleanup.append(self._on_cleanup)
+        self.router = Router()  # the one routing table; subclasses add their routes
+        self.router.add_get("/health", self._health)
+        self.router.add_get("/openapi.json", self._openapi)
         self.session: HttpClient | None = None  # calls to the other services (mock_switch/peer.py)
         # Work that must finish even if the caller hangs up: driving a payment to an outcome.
         self.inflight: dict[str, asyncio.Task[None]] = {}
 
     # -- lifecycle ----------------------------------------------------------------------------
 
-    async def _on_startup(self, app: web.Application) -> None:
+    async def _on_startup(self) -> None:
         self.session = HttpClient(keepalive_s=30.0)
         await self.started()
 
-    async def _on_cleanup(self, app: web.Application) -> None:
+    async def _on_cleanup(self) -> None:
         for task in list(self.inflight.values()):
             task.cancel()
         await asyncio.gather(*self.inflight.values(), return_exceptions=True)
@@ -118,7 +108,7 @@ class Service:
 
     # -- common routes ------------------------------------------------------------------------
 
-    async def _health(self, request: web.Request) -> web.Response:
+    async def _health(self, request: Request) -> Response:
         return json_response(
             {
                 "service": self.name,
@@ -128,7 +118,7 @@ class Service:
             }
         )
 
-    async def _openapi(self, request: web.Request) -> web.Response:
+    async def _openapi(self, request: Request) -> Response:
         return json_response(self.openapi)
 
     # -- running ------------------------------------------------------------------------------
@@ -161,13 +151,13 @@ class Service:
             # Polling the parent pid works whichever harness thread started us, unlike
             # PR_SET_PDEATHSIG, which fires when that *thread* exits.
             watchdog = asyncio.create_task(self._watch_parent(parent_pid, stop))
-        runner = web.AppRunner(self.app, access_log=None, handle_signals=False, shutdown_timeout=2.0)
-        await runner.setup()
-        site = web.TCPSite(runner, host, port, backlog=1024, reuse_address=True)
-        await site.start()
+        await self._on_startup()  # recovery is under way before the first request is read
+        server = HttpServer(self.router, _errors, MAX_BODY)
+        await server.start(host, port, backlog=1024)
         print(f"{self.name} listening on {host}:{port} pid={os.getpid()}", file=sys.stderr, flush=True)
         await stop.wait()
         if parent_pid is not None:
             watchdog.cancel()
         log.warning("%s: shutting down", self.name)
-        await runner.cleanup()
+        await server.close(grace_s=2.0)
+        await self._on_cleanup()

@@ -8,8 +8,6 @@ import logging
 import time
 from pathlib import Path
 
-from aiohttp import web
-
 from mock_switch.api import (
     AFTER_ID,
     DEADLINE_MS,
@@ -26,6 +24,7 @@ from mock_switch.api import (
 )
 from mock_switch.codes import Reason, Status
 from mock_switch.config import Party, SystemConfig
+from mock_switch.http_server import Request, Response
 from mock_switch.openapi import switch_document
 from mock_switch.peer import Peer, Reply, resolve
 from mock_switch.service import Service
@@ -53,7 +52,7 @@ class SwitchService(Service):
             self.directory[p.account] = p
             self.directory[p.msisdn] = p
         self.peers: dict[str, Peer] = {}
-        r = self.app.router
+        r = self.router
         r.add_post("/transfers", self.post_transfer)
         r.add_get("/transfers/{payment_id}", self.get_transfer)
         r.add_get("/transfers", self.list_transfers)
@@ -77,7 +76,7 @@ class SwitchService(Service):
 
     # -- credit transfer ------------------------------------------------------------------------
 
-    async def post_transfer(self, request: web.Request) -> web.Response:
+    async def post_transfer(self, request: Request) -> Response:
         req = await read_body(request, TransferRequest)
         self._validate(req)
         loop = asyncio.get_running_loop()
@@ -111,13 +110,13 @@ class SwitchService(Service):
         if req.creditor_bank == req.debtor_bank:
             raise InvalidRequest("field 'creditor_bank': on-us payments do not go through the switch")
 
-    def _budget(self, request: web.Request, debtor_bank: str) -> float:
+    def _budget(self, request: Request, debtor_bank: str) -> float:
         """Seconds the payer bank will wait for us: its X-Deadline-Ms header, else its config."""
         deadline_ms = DEADLINE_MS.read(request)
         budget = deadline_ms / 1000 if deadline_ms is not None else self.config.bank(debtor_bank).switch_timeout_s
         return max(0.0, budget - DEADLINE_MARGIN_S)
 
-    async def _answer(self, payment_id: str) -> web.Response:
+    async def _answer(self, payment_id: str) -> Response:
         known = self.ledger.status(payment_id)
         assert known is not None
         await self.store.durable()
@@ -181,7 +180,7 @@ class SwitchService(Service):
 
     # -- status query -----------------------------------------------------------------------
 
-    async def get_transfer(self, request: web.Request) -> web.Response:
+    async def get_transfer(self, request: Request) -> Response:
         payment_id = PAYMENT_ID_PATH.require(request)  # before anything is remembered about it
         # ROBUST remembers "not received" so a late copy of the transfer is refused; NAIVE forgets.
         t = self.ledger.status_query(payment_id, remember_not_received=self.robust, now=time.time())
@@ -192,43 +191,43 @@ class SwitchService(Service):
 
     # -- directory, reads, settlement -------------------------------------------------------
 
-    async def get_party(self, request: web.Request) -> web.Response:
+    async def get_party(self, request: Request) -> Response:
         p = self.directory.get(PARTY_ID_PATH.require(request))
         if p is None:
             raise Refused(404, "unknown party", Reason.AC01)
         return json_response({"bank": p.bank, "account": p.account, "msisdn": p.msisdn, "name": p.name})
 
-    async def list_transfers(self, request: web.Request) -> web.Response:
+    async def list_transfers(self, request: Request) -> Response:
         rows = self.ledger.transfers(AFTER_ID.read(request) or "", LIMIT.require(request))
         await self.store.durable()
         return json_response(rows)
 
-    async def list_participants(self, request: web.Request) -> web.Response:
+    async def list_participants(self, request: Request) -> Response:
         rows = self.ledger.participants()
         await self.store.durable()
         return json_response(rows)
 
-    async def list_windows(self, request: web.Request) -> web.Response:
+    async def list_windows(self, request: Request) -> Response:
         rows = self.ledger.windows()
         await self.store.durable()
         return json_response(rows)
 
-    async def get_window(self, request: web.Request) -> web.Response:
+    async def get_window(self, request: Request) -> Response:
         w = self.ledger.window(WINDOW_ID.require(request))
         await self.store.durable()
         return json_response(w)
 
-    async def close_window(self, request: web.Request) -> web.Response:
+    async def close_window(self, request: Request) -> Response:
         w = self.ledger.close_window(time.time())
         await self.store.durable()
         return json_response(w)
 
-    async def settle_window(self, request: web.Request) -> web.Response:
+    async def settle_window(self, request: Request) -> Response:
         w = self.ledger.settle_window(WINDOW_ID.require(request), time.time())
         await self.store.durable()
         return json_response(w)
 
-    async def list_movements(self, request: web.Request) -> web.Response:
+    async def list_movements(self, request: Request) -> Response:
         rows = self.ledger.movements()
         await self.store.durable()
         return json_response(rows)
