@@ -612,15 +612,17 @@ def chart_data(avail: Mapping[str, Any], samples: Sequence[Mapping[str, Any]], s
     for b in per_second:
         reasons.update(b.get("errors") or {})
     top = [r for r, _ in reasons.most_common(8)]
-    t, thr, ok, p50, p95, p99 = [], [], [], [], [], []
+    t, thr, thr_min, ok, p50, p95, p99 = [], [], [], [], [], [], []
     errs: dict[str, list[int]] = {r: [] for r in top}
     other: list[int] = []
     for b in buckets:
         t.append(b[0]["t"])
         count = sum(x["count"] for x in b)
-        good = sum(x["good"] for x in b)
         thr.append(round(count / len(b), 2))
-        ok.append(round(good / count * 100, 3) if count else None)
+        thr_min.append(min(x["count"] for x in b))  # the slowest second: a crash's zero is not averaged away
+        # Worst second of the bucket, as for latency: a one-second outage stays visible at any length.
+        ratios = [x["good"] / x["count"] for x in b if x["count"]]
+        ok.append(round(min(ratios) * 100, 3) if ratios else None)
         # Worst second of the bucket: merging must not hide a latency spike.
         p50.append(_worst(b, "p50_ms"))
         p95.append(_worst(b, "p95_ms"))
@@ -633,10 +635,10 @@ def chart_data(avail: Mapping[str, Any], samples: Sequence[Mapping[str, Any]], s
         other.append(sum(n for r, n in merged.items() if r not in errs))
     if any(other):
         errs["other"] = other
-    anomalies = {
-        "t": [round(s["at"] - start, 2) for s in samples],
-        "open": [s["open_anomalies"] for s in samples],
-    }
+    at, opened = minmax_downsample(
+        [round(s["at"] - start, 2) for s in samples], [s["open_anomalies"] for s in samples], MAX_POINTS
+    )
+    anomalies = {"t": at, "open": opened, "samples": len(samples)}
     faults = [
         {
             "name": f["fault"],
@@ -654,6 +656,7 @@ def chart_data(avail: Mapping[str, Any], samples: Sequence[Mapping[str, Any]], s
         "end": end,
         "t": t,
         "throughput": thr,
+        "throughput_min": thr_min if step > 1 else None,
         "success_pct": ok,
         "p50": p50,
         "p95": p95,
@@ -666,6 +669,28 @@ def chart_data(avail: Mapping[str, Any], samples: Sequence[Mapping[str, Any]], s
         "slo_pct": round(float(slo["success_ratio"]) * 100, 3) if slo.get("success_ratio") else None,
         "latency_slo_ms": slo.get("latency_slo_ms"),
     }
+
+
+def minmax_downsample(t: Sequence[float], v: Sequence[float], max_points: int) -> tuple[list[float], list[float]]:
+    """At most `max_points` of a series (t ascending): cut into max_points // 2 runs of consecutive
+    points, each keeps its lowest and its highest point in time order. The extremes of the whole
+    series are always kept, and a spike or a dip of one point stays on the chart at any length."""
+    n = len(t)
+    if n <= max_points:
+        return list(t), list(v)
+    runs = max(1, max_points // 2)
+    out_t: list[float] = []
+    out_v: list[float] = []
+    for k in range(runs):
+        lo, hi = k * n // runs, (k + 1) * n // runs
+        if lo >= hi:
+            continue
+        i_min = min(range(lo, hi), key=v.__getitem__)
+        i_max = max(range(lo, hi), key=v.__getitem__)
+        for i in sorted({i_min, i_max}):
+            out_t.append(t[i])
+            out_v.append(v[i])
+    return out_t, out_v
 
 
 def _worst(bucket: Sequence[Mapping[str, Any]], key: str) -> float | None:
