@@ -24,7 +24,7 @@ import pytest
 from harness.checkers.reconcile import reconcile
 from harness.errors import ScenarioError
 from harness.observe import sampler
-from harness.observe.sampler import DuplicateEffects, live_counts, walk
+from harness.observe.sampler import DuplicateEffects, LiveReconciler, live_counts, walk
 from harness.report import page
 from harness.scenario import MAX_LOAD_DURATION_S
 from harness.scenario import load as load_scenario
@@ -120,12 +120,14 @@ def test_every_chunk_holds_each_payment_whole_and_a_bounded_number_of_rows(ledge
     assert seen == every
 
 
-def unaligned_walk(switch_url: str, bank_urls: dict[str, str], page: int, fetch: sampler.Fetch) -> Iterator[Any]:
+def unaligned_walk(
+    switch_url: str, bank_urls: dict[str, str], page: int, fetch: sampler.Fetch, start: str = ""
+) -> Iterator[Any]:
     """A broken variant: pages of each list taken side by side, not cut at a common payment id."""
     lists = [("switch", "transfers", switch_url + "/transfers")]
     for code, url in bank_urls.items():
         lists += [(code, "payments", url + "/payments"), (code, "credits", url + "/credits")]
-    cursors = [""] * len(lists)
+    cursors = [start] * len(lists)
     while True:
         chunk: dict[str, Any] = {
             "switch": {"transfers": []},
@@ -149,6 +151,26 @@ def test_a_walk_that_does_not_align_its_chunks_is_caught(
     urls = {code: code for code in ledgers["banks"]}
     monkeypatch.setattr(sampler, "walk", unaligned_walk)
     assert live_counts("switch", urls, 1e12, 100, books.fetch) != whole(ledgers, None)
+
+
+@pytest.mark.parametrize("variant", ["recorded", "broken-more"])
+def test_the_floor_skips_old_clean_payments_and_still_counts_every_anomaly(
+    ledgers: dict[str, Any], variant: str
+) -> None:
+    snap = ledgers if variant == "recorded" else broken_more(ledgers)
+    books = Books(snap)
+    live = LiveReconciler("switch", {code: code for code in snap["banks"]}, 40, books.fetch)
+    expected = whole(snap, None)
+    later = snap["taken_at"] + 3600.0  # every payment is long final
+    assert live.counts(settled_before=later, now=later) == expected
+    everything = live.rows_read
+    assert live.floor  # the ids before the first anomalous one are not read again ...
+    for _ in range(2):
+        assert live.counts(settled_before=later, now=later) == expected  # ... and nothing is missed
+    assert live.rows_read < everything
+    fresh = LiveReconciler("switch", {code: code for code in snap["banks"]}, 40, books.fetch)
+    fresh.counts(settled_before=later, now=snap["taken_at"])  # nothing a minute old yet: no floor
+    assert fresh.floor == ""
 
 
 def test_a_read_list_that_does_not_page_is_refused() -> None:

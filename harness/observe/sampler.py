@@ -31,6 +31,9 @@ from harness.observe import snapshot
 
 PAGE = 5000  # payment ids per chunk: a sample holds about this many rows per ledger list at a time
 ENTRY_HORIZON = 200_000  # entries per bank whose keys a sample remembers for duplicate effects
+# A payment clean this long after it was first seen is taken as final by the live samples' floor
+# (LiveReconciler): every timeout of the mock and its status-query retries end well within it.
+FLOOR_MARGIN_S = 60.0
 KEEP_SAMPLES = 100  # samples kept in memory (the live panel shows the last); all go to the file
 
 
@@ -47,16 +50,17 @@ def _page(url: str, after: str | int | None, limit: int) -> list[dict[str, Any]]
 
 
 def walk(
-    switch_url: str, bank_urls: dict[str, str], page: int = PAGE, fetch: Fetch = _page
+    switch_url: str, bank_urls: dict[str, str], page: int = PAGE, fetch: Fetch = _page, start: str = ""
 ) -> Iterator[dict[str, Any]]:
     """The required reads (transfers, payments, credits) as a series of partial snapshots, each
-    holding every row of a range of payment ids and nothing else; at most about 2 pages per list
-    are in memory at once. ValueError when a list does not page (a row not after the cursor)."""
+    holding every row of a range of payment ids (after `start`) and nothing else; at most about 2
+    pages per list are in memory at once. ValueError when a list does not page (a row not after
+    the cursor)."""
     lists: list[tuple[str, str, str]] = [("switch", "transfers", switch_url + "/transfers")]
     for code, url in bank_urls.items():
         lists += [(code, "payments", url + "/payments"), (code, "credits", url + "/credits")]
     buffers: list[deque[dict[str, Any]]] = [deque() for _ in lists]
-    cursors: list[str] = [""] * len(lists)
+    cursors: list[str] = [start] * len(lists)
     done = [False] * len(lists)
     while True:
         for i, (_, _, url) in enumerate(lists):
@@ -125,14 +129,62 @@ class DuplicateEffects:
 def live_counts(
     switch_url: str, bank_urls: dict[str, str], settled_before: float, page: int = PAGE, fetch: Fetch = _page
 ) -> Counter[str]:
-    """Open anomalies by class over the whole ledgers, a chunk at a time (duplicate effects apart).
-    Looks `walk` up at call time (a test swaps in a broken walk to show the comparison catches it)."""
-    counts: Counter[str] = Counter()
-    for chunk in walk(switch_url, bank_urls, page, fetch):
-        rec = reconcile(chunk, settled_before=settled_before, with_books=False)
-        for cls, views in rec.anomalies.items():
-            counts[cls] += len(views)
-    return counts
+    """Open anomalies by class over the whole ledgers, a chunk at a time (duplicate effects apart)."""
+    return LiveReconciler(switch_url, bank_urls, page, fetch, floor_margin_s=None).counts(settled_before)
+
+
+def _first_seen(rows: list[dict[str, Any]]) -> float:
+    stamps = [r.get("created_at") or r.get("received_at") or 0.0 for r in rows]
+    return min(stamps) if stamps else 0.0
+
+
+class LiveReconciler:
+    """The live samples' reconciliation, with a floor: a prefix of payment ids (in id order, across
+    every list) found clean and final when each was at least `floor_margin_s` old is not read again
+    (a payment id's arrivals of one Locust process sort in arrival order), so a sample's reads are
+    the payments since the oldest one not yet clean, not the whole run. The floor stops at the first
+    id that is anomalous, young or in flight; a payment below it that changes afterwards (a late
+    duplicate more than the margin after it looked final) is left to the final reconciliation,
+    which reads everything. `floor_margin_s=None`: no floor, every sample reads everything."""
+
+    def __init__(
+        self, switch_url: str, bank_urls: dict[str, str], page: int = PAGE, fetch: Fetch = _page,
+        floor_margin_s: float | None = FLOOR_MARGIN_S,
+    ) -> None:  # fmt: skip
+        self.switch_url, self.bank_urls, self.page, self.fetch = switch_url, bank_urls, page, fetch
+        self.floor_margin_s = floor_margin_s
+        self.floor = ""
+        self.rows_read = 0  # rows the last call read (what a sample costs)
+
+    def counts(self, settled_before: float, now: float | None = None) -> Counter[str]:
+        counts: Counter[str] = Counter()
+        final_before = None if self.floor_margin_s is None else (now or time.time()) - self.floor_margin_s
+        floor, advancing, read = self.floor, final_before is not None, 0
+        # Looked up at call time: a test swaps in a broken walk to show the comparison catches it.
+        for chunk in walk(self.switch_url, self.bank_urls, self.page, self.fetch, start=self.floor):
+            rec = reconcile(chunk, settled_before=settled_before, with_books=False)
+            for cls, views in rec.anomalies.items():
+                counts[cls] += len(views)
+            by_id: dict[str, list[dict[str, Any]]] = {}
+            for row in (
+                *chunk["switch"]["transfers"],
+                *(r for b in chunk["banks"].values() for r in (*b["payments"], *b["credits"])),
+            ):
+                by_id.setdefault(str(row["payment_id"]), []).append(row)
+            read += sum(len(v) for v in by_id.values())
+            if advancing:
+                assert final_before is not None
+                clean = rec.settled_ids | rec.failed_ids
+                for pid in sorted(by_id):
+                    rows = by_id[pid]
+                    tombstones = all(r.get("fingerprint") is None for r in rows)  # status-query answers only
+                    if (pid in clean or tombstones) and _first_seen(rows) < final_before:
+                        floor = pid
+                    else:
+                        advancing = False
+                        break
+        self.floor, self.rows_read = floor, read
+        return counts
 
 
 class ConsistencySampler(threading.Thread):
@@ -146,6 +198,7 @@ class ConsistencySampler(threading.Thread):
         self.stop_event = threading.Event()
         self.samples: deque[dict[str, Any]] = deque(maxlen=KEEP_SAMPLES)
         self.effects = DuplicateEffects()
+        self.live = LiveReconciler(switch_url, bank_urls)
         self._lock = threading.Lock()  # held while settling: no sample reads a half-settled ledger
 
     def sample(self) -> dict[str, Any]:
@@ -161,7 +214,7 @@ class ConsistencySampler(threading.Thread):
     def sample_now(self) -> dict[str, Any]:
         """One sample, now; inside held(), or through sample()."""
         at = time.time()
-        counts = live_counts(self.switch_url, self.bank_urls, settled_before=at - self.grace_s)
+        counts = self.live.counts(settled_before=at - self.grace_s, now=at)
         if self.offers("bank_books"):
             for code, url in self.bank_urls.items():
                 self.effects.update(code, url)
