@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import copy
 import json
+import math
+import random
 import tarfile
 from bisect import bisect_right
 from collections import Counter
@@ -21,8 +23,10 @@ from typing import Any
 
 import pytest
 
+from harness.checkers import evidence as evidence_mod
 from harness.checkers.reconcile import reconcile
 from harness.errors import ScenarioError
+from harness.history import read_history
 from harness.observe import sampler
 from harness.observe.sampler import DuplicateEffects, LiveReconciler, live_counts, walk
 from harness.report import page
@@ -244,3 +248,34 @@ def test_a_load_longer_than_the_proven_bound_is_refused_naming_the_field(tmp_pat
     with pytest.raises(ScenarioError, match=r"long\.yaml: load\.duration: .* split the run") as caught:
         load_scenario(too_long)
     assert "benchmarks/soak.py" in str(caught.value)
+
+
+def test_evidence_windows_found_by_binary_search_hold_what_a_full_scan_holds(tmp_path: Path) -> None:
+    """A fault a minute over hours must not cost a scan of the whole history per window: the window's
+    payments are found by binary search over completion times, and they are the same payments, in
+    the same order, with the same follow-ups, as a full scan finds, on the saved real run."""
+    with tarfile.open(FIXTURE) as tar:
+        tar.extractall(tmp_path, filter="data")
+    history = read_history(tmp_path / "naive-run" / "history.jsonl")
+    h = evidence_mod._History(history)
+    assert h.start is not None and h.end is not None
+    rnd = random.Random(5)
+    scopes = [evidence_mod.scope_of(t) for t in (["switch"], ["BNKB"], ["switch->BNKB"], ["BNKA->switch"])]
+    for _ in range(200):
+        lo = rnd.uniform(h.start - 1, h.end + 1)
+        completes = sorted(op["complete"] for op in rnd.sample(h.payments, 2))  # ends on a payment: closed or not
+        hi = rnd.choice([lo + rnd.uniform(0, 8), math.inf, lo, completes[1]])
+        lo = rnd.choice([lo, -math.inf, completes[0]])
+        scope, closed = rnd.choice(scopes), rnd.random() < 0.5
+        scope = rnd.choice([scope, scope.untouched])
+
+        def inside(t: float, lo: float = lo, hi: float = hi, closed: bool = closed) -> bool:
+            return lo <= t <= hi if closed else lo <= t < hi
+
+        got = h.tally(scope, lo, hi, 2000.0, closed)
+        assert [op["id"] for op in got.payments] == [
+            op["id"] for op in h.payments if inside(op["complete"]) and scope(op)
+        ]
+        firsts = [op["id"] for op in h.first if inside(op["complete"]) and scope(op)]
+        assert got.firsts == len(firsts)
+        assert got.follow_ups == (sum(h.status_queries[i] for i in firsts), sum(h.resends[i] for i in firsts))
