@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import re
 import subprocess
@@ -34,6 +35,8 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from harness.history import iter_jsonl
 
 FAULT_CYCLE = (  # (name, kind, targets, duration s, attributes), one a minute in turn, 20 s into it
     ("slow-payee", "latency", "switch->BNKB", 8, {"latency": 1500}),
@@ -144,6 +147,22 @@ class Watch:
             self.samples.append((time.time() - t0, self.phase(), own[0], locust))
 
 
+def sampler_gaps(run_dir: Path) -> tuple[str, str] | None:
+    """Mean seconds between live consistency samples in the first and the last minute: what a sample
+    costs shows here (a sampler that reads the whole ledgers every time falls further apart)."""
+    path = run_dir / "consistency.jsonl"
+    if not path.exists():
+        return None
+    ats = [float(row["at"]) for row in iter_jsonl(path)]
+    if len(ats) < 4:
+        return None
+
+    def mean_gap(xs: list[float]) -> str:
+        return f"{(xs[-1] - xs[0]) / (len(xs) - 1):.1f} s" if len(xs) > 1 else "n/a"
+
+    return mean_gap([a for a in ats if a < ats[0] + 60]), mean_gap([a for a in ats if a > ats[-1] - 60])
+
+
 def checked(cmd: list[str], env: dict[str, str]) -> tuple[float, float, int]:
     """Run a command; (wall seconds, peak RSS MB from the kernel's accounting, exit code)."""
     start = time.monotonic()
@@ -219,8 +238,11 @@ def main() -> None:
         f"harness RSS during load: first {load[0][2]:.0f} MB, peak {max(s[2] for s in load):.0f} MB,"
         f" second half {min(s[2] for s in half):.0f}..{max(s[2] for s in half):.0f} MB;"
         f" after the load (settle, snapshot, in-process check and report): peak"
-        f" {max((s[2] for s in after), default=0):.0f} MB (VmHWM of the whole run {watch.peak_hwm:.0f} MB)"
+        f" {max((s[2] for s in after), default=math.nan):.0f} MB (VmHWM of the whole run {watch.peak_hwm:.0f} MB)"
     )
+    gaps = sampler_gaps(run_dir)
+    if gaps:
+        print(f"consistency samples: {gaps[0]} apart in the first minute of load, {gaps[1]} in the last")
     print(
         f"separate `harness check`: {checker_s:.1f} s, checker_rss_mb={checker_rss:.0f} (exit {check_code});"
         f" history {history_mib:.1f} MiB; report {report_kib:.0f} KiB"

@@ -29,7 +29,7 @@ from typing import Any
 from harness.checkers.reconcile import Anomaly, reconcile
 from harness.observe import snapshot
 
-PAGE = 5000  # payment ids per chunk: a sample holds about this many rows per ledger list at a time
+PAGE = 1000  # payment ids per chunk: a sample holds at most about twice this many rows per ledger list
 ENTRY_HORIZON = 200_000  # entries per bank whose keys a sample remembers for duplicate effects
 # A payment clean this long after it was first seen is taken as final by the live samples' floor
 # (LiveReconciler): every timeout of the mock and its status-query retries end well within it.
