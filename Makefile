@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.installed
 TOOLS  := .tools/bin
 TOXIPROXY_VERSION := v2.12.0
 
-.PHONY: demo test setup tools lint typecheck unit scenarios hunt docker-images docker-scenarios bench teeth clean
+.PHONY: demo test setup tools lint typecheck unit scenarios hunt soak docker-images docker-scenarios bench teeth clean
 
 demo: setup
 	$(BIN)/harness demo
@@ -55,6 +55,12 @@ scenarios: setup
 HUNT_S ?= 600
 hunt: setup
 	HARNESS_CHAOS_HUNT_S=$(HUNT_S) $(BIN)/pytest scenarios/test_random_chaos.py -k robust -s --harness-out reports/hunt
+
+# A soak run for people (not in CI): SOAK_MIN minutes of load (30 by default) at 40 payments/s with a
+# fault a minute, then the checks; prints how much the harness and the checkers took (README "Long runs").
+SOAK_MIN ?= 30
+soak: setup
+	$(BIN)/python benchmarks/soak.py --minutes $(SOAK_MIN)
 
 # Docker backend: the wheelhouse (pip, on the host) and the images, with no container registry: a
 # Debian base by debootstrap (root), Toxiproxy from .tools/bin. Skips what is already up to date.

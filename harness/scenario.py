@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 
 from harness import links
 from harness.errors import ScenarioError as ScenarioError  # its home; importable from here as before
@@ -52,6 +52,11 @@ class TopologySpec(_Strict):
         return ["switch", *self.bank_codes]
 
 
+# The longest load a scenario may ask for: what benchmarks/soak.py has shown the harness's memory
+# (flat during the run) and the checkers' (linear in the payments) to stay bounded over; README
+# "Long runs (soak)" has the figures.
+MAX_LOAD_DURATION_S = 4 * 3600.0
+
 # Fields that mean something under one load model only (see LoadSpec).
 CLOSED_ONLY = ("users", "spawn_rate")
 OPEN_ONLY = ("rate", "base_rate", "max_in_flight", "arrivals")
@@ -76,7 +81,7 @@ class LoadSpec(_Strict):
     # closed model only
     users: int = Field(20, ge=1, le=2000)
     spawn_rate: float = Field(50, gt=0)
-    duration: float = Field(30, gt=0, le=600, description="seconds of load")
+    duration: float = Field(30, gt=0, description="seconds of load (at most MAX_LOAD_DURATION_S)")
     # What a customer does after an unknown outcome: ask for the status, re-send, or nothing.
     unknown_policy: Literal["status", "retry", "none"] = "status"
     processes: int = Field(1, ge=1, le=8)
@@ -87,6 +92,17 @@ class LoadSpec(_Strict):
     payer_banks: list[str] | None = None
     amount_min: int = Field(100, gt=0)
     amount_max: int = Field(20_000, gt=0)
+
+    @field_validator("duration")
+    @classmethod
+    def _bounded(cls, v: float) -> float:
+        if v > MAX_LOAD_DURATION_S:
+            raise ValueError(
+                f"{v:g} s is over the {MAX_LOAD_DURATION_S:g} s ({MAX_LOAD_DURATION_S / 3600:g} h) a run is proven"
+                " to stay bounded for (README 'Long runs (soak)'); split the run into several of at most that,"
+                " or measure a longer one with benchmarks/soak.py first"
+            )
+        return v
 
     @model_validator(mode="after")
     def _one_model(self) -> LoadSpec:

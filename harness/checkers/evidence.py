@@ -46,6 +46,7 @@ fault on the switch touches every payment and has none (its figures face the bar
 from __future__ import annotations
 
 import math
+from bisect import bisect_left, bisect_right
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -182,6 +183,13 @@ class _History:
         completes = [op["complete"] for op in self.payments]
         self.start = min(completes) if completes else None
         self.end = max(completes) if completes else None
+        # By completion, each with its place in the invoke order, so a window's payments are a
+        # binary search away (a long run with a fault a minute: log(n) per window, not n).
+        order = sorted(range(len(self.payments)), key=lambda i: completes[i])
+        self._completes = [completes[i] for i in order]
+        self._places = order
+        first_ids = {id(op) for op in self.first}
+        self._first_places = [k for k, i in enumerate(order) if id(self.payments[i]) in first_ids]
 
     def tally(
         self, scope: Callable[[Mapping[str, Any]], bool], lo: float, hi: float, slo_ms: float, closed: bool = True
@@ -189,11 +197,13 @@ class _History:
         """Payments of `scope` completed in [lo, hi] ([lo, hi) when not `closed`), and the follow-ups
         of those first completed there."""
 
-        def inside(t: float) -> bool:
-            return lo <= t <= hi if closed else lo <= t < hi
-
-        payments = [op for op in self.payments if inside(op["complete"]) and scope(op)]
-        firsts = [op["id"] for op in self.first if inside(op["complete"]) and scope(op)]
+        i = bisect_left(self._completes, lo)
+        j = (bisect_right if closed else bisect_left)(self._completes, hi)
+        places = sorted(self._places[i:j])  # back in the invoke order, as every window reads them
+        payments = [op for op in (self.payments[k] for k in places) if scope(op)]
+        lo_f, hi_f = bisect_left(self._first_places, i), bisect_left(self._first_places, j)
+        first_places = sorted(self._places[k] for k in self._first_places[lo_f:hi_f])
+        firsts = [op["id"] for op in (self.payments[k] for k in first_places) if scope(op)]
         follow = (sum(self.status_queries[i] for i in firsts), sum(self.resends[i] for i in firsts))
         return _Tally(max(0.0, hi - lo), payments, len(firsts), follow, slo_ms)
 

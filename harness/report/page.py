@@ -12,6 +12,7 @@ import hashlib
 import json
 import math
 import time
+from bisect import bisect_right
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -612,15 +613,17 @@ def chart_data(avail: Mapping[str, Any], samples: Sequence[Mapping[str, Any]], s
     for b in per_second:
         reasons.update(b.get("errors") or {})
     top = [r for r, _ in reasons.most_common(8)]
-    t, thr, ok, p50, p95, p99 = [], [], [], [], [], []
+    t, thr, thr_min, ok, p50, p95, p99 = [], [], [], [], [], [], []
     errs: dict[str, list[int]] = {r: [] for r in top}
     other: list[int] = []
     for b in buckets:
         t.append(b[0]["t"])
         count = sum(x["count"] for x in b)
-        good = sum(x["good"] for x in b)
         thr.append(round(count / len(b), 2))
-        ok.append(round(good / count * 100, 3) if count else None)
+        thr_min.append(min(x["count"] for x in b))  # the slowest second: a crash's zero is not averaged away
+        # Worst second of the bucket, as for latency: a one-second outage stays visible at any length.
+        ratios = [x["good"] / x["count"] for x in b if x["count"]]
+        ok.append(round(min(ratios) * 100, 3) if ratios else None)
         # Worst second of the bucket: merging must not hide a latency spike.
         p50.append(_worst(b, "p50_ms"))
         p95.append(_worst(b, "p95_ms"))
@@ -633,10 +636,10 @@ def chart_data(avail: Mapping[str, Any], samples: Sequence[Mapping[str, Any]], s
         other.append(sum(n for r, n in merged.items() if r not in errs))
     if any(other):
         errs["other"] = other
-    anomalies = {
-        "t": [round(s["at"] - start, 2) for s in samples],
-        "open": [s["open_anomalies"] for s in samples],
-    }
+    at, opened = minmax_downsample(
+        [round(s["at"] - start, 2) for s in samples], [s["open_anomalies"] for s in samples], MAX_POINTS
+    )
+    anomalies = {"t": at, "open": opened, "samples": len(samples)}
     faults = [
         {
             "name": f["fault"],
@@ -654,6 +657,7 @@ def chart_data(avail: Mapping[str, Any], samples: Sequence[Mapping[str, Any]], s
         "end": end,
         "t": t,
         "throughput": thr,
+        "throughput_min": thr_min if step > 1 else None,
         "success_pct": ok,
         "p50": p50,
         "p95": p95,
@@ -666,6 +670,28 @@ def chart_data(avail: Mapping[str, Any], samples: Sequence[Mapping[str, Any]], s
         "slo_pct": round(float(slo["success_ratio"]) * 100, 3) if slo.get("success_ratio") else None,
         "latency_slo_ms": slo.get("latency_slo_ms"),
     }
+
+
+def minmax_downsample(t: Sequence[float], v: Sequence[float], max_points: int) -> tuple[list[float], list[float]]:
+    """At most `max_points` of a series (t ascending): cut into max_points // 2 runs of consecutive
+    points, each keeps its lowest and its highest point in time order. The extremes of the whole
+    series are always kept, and a spike or a dip of one point stays on the chart at any length."""
+    n = len(t)
+    if n <= max_points:
+        return list(t), list(v)
+    runs = max(1, max_points // 2)
+    out_t: list[float] = []
+    out_v: list[float] = []
+    for k in range(runs):
+        lo, hi = k * n // runs, (k + 1) * n // runs
+        if lo >= hi:
+            continue
+        i_min = min(range(lo, hi), key=v.__getitem__)
+        i_max = max(range(lo, hi), key=v.__getitem__)
+        for i in sorted({i_min, i_max}):
+            out_t.append(t[i])
+            out_v.append(v[i])
+    return out_t, out_v
 
 
 def _worst(bucket: Sequence[Mapping[str, Any]], key: str) -> float | None:
@@ -729,9 +755,24 @@ def service_faults(faults: Iterable[Mapping[str, Any]]) -> list[dict[str, Any]]:
     return list(seen.values())
 
 
-def _during(op: Mapping[str, Any], periods: Sequence[tuple[float, float]]) -> bool:
-    t = op["complete"]
-    return any(a <= t <= b for a, b in periods)
+class _During:
+    """Whether an operation completed inside one of the periods (ends included): a binary search
+    over the periods merged, so a long run with a fault a minute costs log(faults) per operation."""
+
+    def __init__(self, periods: Sequence[tuple[float, float]]) -> None:
+        merged: list[list[float]] = []
+        for a, b in sorted(periods):
+            if merged and a <= merged[-1][1]:
+                merged[-1][1] = max(merged[-1][1], b)
+            else:
+                merged.append([a, b])
+        self.starts = [a for a, _ in merged]
+        self.ends = [b for _, b in merged]
+
+    def __call__(self, op: Mapping[str, Any]) -> bool:
+        t = op["complete"]
+        k = bisect_right(self.starts, t) - 1
+        return k >= 0 and t <= self.ends[k]
 
 
 def bank_breakdown(
@@ -743,8 +784,9 @@ def bank_breakdown(
     """Success ratio by payer and by payee bank, during faults and outside them."""
     payer: dict[str, _Tally] = defaultdict(_Tally)
     payee: dict[str, _Tally] = defaultdict(_Tally)
+    during_fault = _During(periods)
     for op in payments:
-        good, during = is_available(op, slo_ms), _during(op, periods)
+        good, during = is_available(op, slo_ms), during_fault(op)
         if op.get("payer"):
             payer[op["payer"]].add(good, during)
         if op.get("payee"):
@@ -777,11 +819,12 @@ def link_breakdown(
     marker sits on the links a fault held, not on every link of a bank it touched."""
     reach = crossed(ledgers)
     tallies: dict[str, _Tally] = defaultdict(_Tally)
+    during_fault = _During(periods)
     for op in payments:
         payer, payee = op.get("payer"), op.get("payee")
         if not payer or not payee:
             continue
-        good, during = is_available(op, slo_ms), _during(op, periods)
+        good, during = is_available(op, slo_ms), during_fault(op)
         for link in payment_route(payer, payee)[: reach(op)]:
             tallies[link].add(good, during)
     _, held = touched

@@ -89,8 +89,13 @@
     return s;
   }
 
-  make("chart-throughput", [line("payments/s", C.blue, "/s", { fill: "rgba(0,114,178,0.08)" })],
-       [D.t, D.throughput], { labels: true, unit: "payments/s", y: { range: function (u, lo, hi) { return [0, Math.max(hi || 0, 1) * 1.1]; } } });
+  var thrSeries = [line("payments/s", C.blue, "/s", { fill: "rgba(0,114,178,0.08)" })], thrData = [D.t, D.throughput];
+  if (D.throughput_min) {  // merged points: the slowest second of each beside the mean
+    thrSeries.push(line("slowest second", C.grey, "/s", { width: 1 }));
+    thrData.push(D.throughput_min);
+  }
+  make("chart-throughput", thrSeries,
+       thrData, { labels: true, unit: "payments/s", y: { range: function (u, lo, hi) { return [0, Math.max(hi || 0, 1) * 1.1]; } } });
   var target = D.t.map(function () { return D.slo_pct; });
   make("chart-success", [line("success %", C.green, " %"), line("target %", C.grey, " %", { dash: [6, 4], width: 1 })],
        [D.t, D.success_pct, target], { unit: "%", y: { range: function (u, lo) { return [Math.min(lo == null ? 90 : lo, 90), 100.5]; } } });
