@@ -291,3 +291,29 @@ def test_reckon_when_the_master_died_before_the_stop(tmp_path: Path) -> None:
     # due up to 5.5 s + HEARD_SLACK_S (2 s) after t: a1..a7 recorded unknown; a8, a9 never started
     assert (lost["name"], lost["master_lost"], lost["unreported"], lost["not_started"]) == ("w1", True, 7, 2)
     assert "master ended" in collect.describe_lost(lost)
+
+
+def test_a_late_workers_first_test_start_waits_for_its_runner(tmp_path: Path) -> None:
+    """A worker joining a running master gets its first spawn message while Locust still constructs its
+    WorkerRunner, so test_start fires with `environment.runner` unset; taken as is, the worker ran as a
+    local process (pid-named ids, history written to the master's path) and never sent a batch.
+    `runner_of` waits (bounded) for the runner in a worker; elsewhere it does not wait."""
+    probe = (
+        "import sys, time\n"
+        "sys.argv = ['locust', '--worker']\n"
+        "import gevent\n"
+        "from harness.load.locustfile import runner_of\n"
+        "class Env:\n"
+        "    runner = None\n"
+        "env, runner = Env(), object()\n"
+        "def assign():\n"
+        "    env.runner = runner\n"
+        "gevent.spawn_later(0.2, assign)\n"
+        "assert runner_of(env) is runner, 'test_start went on without the runner'\n"
+        "sys.argv = ['locust']\n"
+        "started = time.monotonic()\n"
+        "assert runner_of(Env()) is None and time.monotonic() - started < 5\n"
+        "print('ok')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]

@@ -1190,9 +1190,20 @@ def watch_parent(parent: int, runner: Runner) -> None:
         runner.environment.web_ui.stop()  # type: ignore[no-untyped-call]  # in web mode the server keeps Locust up
 
 
+def runner_of(environment: Environment, wait_s: float = 10.0) -> Runner | None:
+    """The environment's runner. A worker that joins a running master gets its first spawn message
+    while Locust is still constructing its WorkerRunner (the constructor waits for the master's ack,
+    and the spawn follows at once), so test_start can fire before `environment.runner` is assigned:
+    wait for it (bounded) rather than take the worker for a local process."""
+    deadline = time.monotonic() + wait_s
+    while environment.runner is None and "--worker" in sys.argv and time.monotonic() < deadline:
+        gevent.sleep(0.01)
+    return environment.runner
+
+
 def on_test_start(environment: Environment, **_kwargs: Any) -> None:
     state.stopping = False
-    runner = environment.runner
+    runner = runner_of(environment)
     if isinstance(runner, MasterRunner):
         if state.spool is not None:
             expected = int(getattr(environment.parsed_options, "remote_workers", 0) or 0)
