@@ -110,6 +110,8 @@ def test_every_peer_url_points_at_the_toxiproxy_container() -> None:
 @pytest.mark.slow
 def test_payments_cross_the_containers(bed: DockerTestbed) -> None:
     assert pay(bed, "d-ok")["status"] == "ACSC"
+    # Toxiproxy's container runs Go on one thread, as the local process does (proxies.server_env).
+    assert "GOMAXPROCS=1" in bed.toxiproxy.container.attrs["Config"]["Env"]
     assert get(bed.direct_urls["switch"] + "/transfers/d-ok")[1]["status"] == "ACSC"
 
 

@@ -110,3 +110,26 @@ def test_free_port_never_hands_out_a_port_twice(monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setattr(procs, "_HANDED_OUT", collections.deque(maxlen=16))
     monkeypatch.setattr(procs.socket, "socket", Probe)
     assert [procs.free_port() for _ in range(3)] == [41001, 41002, 41003]
+
+
+def test_toxiproxy_runs_go_on_one_thread_unless_told_otherwise(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """GOMAXPROCS=1 roughly halves Toxiproxy's CPU per payment (harness/testbed/proxies.py); a
+    GOMAXPROCS the user set is passed on instead."""
+    from harness.testbed.proxies import ToxiproxyServer
+
+    def started_with(value: str | None) -> str:
+        if value is None:
+            monkeypatch.delenv("GOMAXPROCS", raising=False)
+        else:
+            monkeypatch.setenv("GOMAXPROCS", value)
+        server = ToxiproxyServer(tmp_path / f"toxiproxy-{value}.log")
+        server.start()
+        try:
+            assert server.proc is not None
+            environ = Path(f"/proc/{server.proc.pid}/environ").read_bytes().split(b"\0")
+            return next(x.decode() for x in environ if x.startswith(b"GOMAXPROCS="))
+        finally:
+            server.stop()
+
+    assert started_with(None) == "GOMAXPROCS=1"
+    assert started_with("2") == "GOMAXPROCS=2"

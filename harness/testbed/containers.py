@@ -63,7 +63,7 @@ from harness.testbed.engine import DEFAULT_SOCKET, Engine, connect, resolve
 from harness.testbed.engine import DockerUnavailable as DockerUnavailable
 from harness.testbed.images import TOXIPROXY_REPO
 from harness.testbed.local import TopologyError
-from harness.testbed.proxies import SERVER_FLAGS, TOXIPROXY_VERSION, ToxiproxyError, ToxiproxyServer
+from harness.testbed.proxies import SERVER_FLAGS, TOXIPROXY_VERSION, ToxiproxyError, ToxiproxyServer, server_env
 from mock_switch.config import SystemConfig
 
 if TYPE_CHECKING:
@@ -486,6 +486,7 @@ class ToxiproxyContainer(ToxiproxyServer):
         self.container = self.client.containers.create(
             self.image,
             ["-host=0.0.0.0", f"-port={TOXIPROXY_API_PORT}", *SERVER_FLAGS],
+            environment=server_env(),
             name=f"{self.network_name}-{TOXIPROXY_ALIAS}",
             labels={**self.labels, SERVICE_LABEL: TOXIPROXY_ALIAS},
             network=self.network_name,

@@ -36,6 +36,17 @@ TOXIPROXY_VERSION = "v2.12.0"
 # Every toxiproxy-server the harness starts (process or container) gets these flags: its own
 # per-proxy byte counters at GET /metrics, which the nemesis samples at each apply and heal.
 SERVER_FLAGS = ("-proxy-metrics",)
+
+
+def server_env() -> dict[str, str]:
+    """Environment for every toxiproxy-server the harness starts. Go's scheduler on one thread:
+    with GOMAXPROCS=1 Toxiproxy's CPU per payment fell from 0.74-0.82 to 0.46-0.49 ms (mostly kernel
+    time handing each chunk between threads; benchmarks/cpu_per_payment.py) and the services sharing
+    its cores got faster too; one core still carries about 2,000 payments/s. A GOMAXPROCS in the
+    harness's own environment wins."""
+    return {"GOMAXPROCS": os.environ.get("GOMAXPROCS") or "1"}
+
+
 # The two counters Toxiproxy (2.5 and later) keeps per proxy and direction, in bytes. They are
 # credited when a connection's direction ends (io.Copy returns), not while bytes flow, and
 # `sent` only when the write ended without an error (a reset connection's bytes stay unsent).
@@ -91,7 +102,7 @@ class ToxiproxyServer:
             stdin=subprocess.DEVNULL,
             start_new_session=True,
             preexec_fn=parent_death_preexec,  # a Go binary cannot watch its parent for us
-            env=owned_env(),
+            env={**owned_env(), **server_env()},
         )
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
