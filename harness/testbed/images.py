@@ -1,7 +1,7 @@
 """Images of the docker backend, built from docker/*.Dockerfile: offline when asked, never twice.
 
 - **app** (`payswitch-chaos/app`): the switch and the banks (mock_switch) with only what they import
-  (aiohttp, orjson, pydantic, uvloop), pinned to the versions of the host's environment so both
+  (orjson, pydantic, uvloop), pinned to the versions of the host's environment so both
   backends run the same code. No package registry is reachable inside `docker build`, so the wheels
   are downloaded on the host, with pip, into a wheelhouse (.tools/wheelhouse) that the build copies
   in and installs with `pip install --no-index`.
@@ -56,8 +56,9 @@ OFFLINE_BASE = "payswitch-chaos/base:bookworm"
 DEFAULT_BASE = "python:3.11-slim"
 DEBIAN_SUITE = "bookworm"
 DEBOOTSTRAP_PACKAGES = ("python3", "python3-venv")
-# What mock_switch imports (see mock_switch/*.py); Locust and the harness stay on the host.
-APP_PACKAGES = ("aiohttp", "orjson", "pydantic", "uvloop")
+# What mock_switch imports (see mock_switch/*.py; it serves and calls HTTP itself, so no aiohttp);
+# Locust and the harness stay on the host.
+APP_PACKAGES = ("orjson", "pydantic", "uvloop")
 PYTHON_VERSION = f"{sys.version_info.major}.{sys.version_info.minor}"
 
 Log = Callable[[str], None]
@@ -117,7 +118,7 @@ def requirements() -> str:
 
 
 def _constraints() -> str:
-    # Transitive dependencies (multidict, yarl, pydantic-core ...) pinned to the host's versions too.
+    # Transitive dependencies (pydantic-core, typing-extensions ...) pinned to the host's versions too.
     pins = {}
     for dist in md.distributions():
         name = dist.metadata["Name"]
