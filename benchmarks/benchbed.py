@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from harness.load.control import LoadOptions, start_locust
 from harness.rundir import RunDir
@@ -222,3 +223,37 @@ def measure_locust(
         decided.close()
     lines = sum(1 for _ in result.history.open("rb")) if result.history is not None else 0
     return Measured(used_and_sys(before, after), c1 - c0, t1 - t0, stop_cpu_ms, lines)
+
+
+# -- issue 12's targets, printed by the benchmarks that measure them -------------------------------
+
+DIRECT_TARGET_PER_S = 1000  # end to end, no proxy (switch_throughput.py)
+HARNESS_TARGET_PER_S = 600  # through Toxiproxy + Locust + history (harness_throughput.py)
+P99_TARGET_MS = 250.0
+
+
+def target_words(rate: float, p99_ms: float, target_per_s: int) -> str:
+    """`target_per_s=<t> p99_target_ms=<p> target_met=yes|no` for a benchmark's last line."""
+    met = rate >= target_per_s and p99_ms < P99_TARGET_MS
+    return f"target_per_s={target_per_s} p99_target_ms={P99_TARGET_MS:.0f} target_met={'yes' if met else 'no'}"
+
+
+def direct_run(seconds: float, concurrency: int, durability: Durability = "fsync") -> dict[str, Any]:
+    """The system alone, no proxy: a closed loop of `concurrency` customers in this process straight
+    at the banks for `seconds` (after a 1 s warm-up); harness.load.customers.summarise's figures."""
+    import asyncio
+    import tempfile
+
+    from harness.load.customers import drive, summarise
+    from harness.testbed.local import local_system
+
+    with (
+        tempfile.TemporaryDirectory(prefix="switch-bench-") as tmp,
+        local_system(Path(tmp), accounts=1000, durability=durability) as topo,
+    ):
+        urls = {code: topo.bank(code).url for code in topo.bank_codes}
+        asyncio.run(drive(topo.system, urls, 1.0, concurrency, prefix="warm"))  # connections, caches
+        started = time.monotonic()
+        results = asyncio.run(drive(topo.system, urls, seconds, concurrency, prefix="bench"))
+        elapsed = time.monotonic() - started
+    return {**summarise(results, elapsed), "seconds": round(elapsed, 2)}

@@ -2,20 +2,15 @@
 
 Starts the switch and 4 banks on loopback with durable (fsync, group-commit) ledgers, drives
 payments as fast as a closed loop of customers can for --seconds, and prints on its last line:
-payments_per_s=<n> p50_ms=<x> p99_ms=<y>
+payments_per_s=<n> p50_ms=<x> p99_ms=<y> target_per_s=1000 p99_target_ms=250 target_met=<yes|no>
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
-import tempfile
-import time
-from pathlib import Path
 
-from harness.load.customers import drive, summarise
-from harness.testbed.local import local_system
+from benchbed import DIRECT_TARGET_PER_S, direct_run, target_words
 
 
 def main() -> None:
@@ -24,16 +19,13 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=64, help="customers paying back to back")
     parser.add_argument("--durability", choices=["fsync", "os"], default="fsync")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory(prefix="switch-bench-") as tmp:
-        with local_system(Path(tmp), accounts=1000, durability=args.durability) as topo:
-            urls = {code: topo.bank(code).url for code in topo.bank_codes}
-            asyncio.run(drive(topo.system, urls, 1.0, args.concurrency, prefix="warm"))  # connections, caches
-            started = time.monotonic()
-            results = asyncio.run(drive(topo.system, urls, args.seconds, args.concurrency, prefix="bench"))
-            elapsed = time.monotonic() - started
-        s = summarise(results, elapsed)
-    print(json.dumps({"outcomes": s["outcomes"], "reasons": s["reasons"], "seconds": round(elapsed, 2)}))
-    print(f"payments_per_s={s['payments_per_s']:.0f} p50_ms={s['p50_ms']:.1f} p99_ms={s['p99_ms']:.1f}")
+    s = direct_run(args.seconds, args.concurrency, args.durability)
+    print(json.dumps({"outcomes": s["outcomes"], "reasons": s["reasons"], "seconds": s["seconds"]}))
+    rate, p99 = float(s["payments_per_s"]), float(s["p99_ms"])
+    print(
+        f"payments_per_s={rate:.0f} p50_ms={s['p50_ms']:.1f} p99_ms={p99:.1f}"
+        f" {target_words(rate, p99, DIRECT_TARGET_PER_S)}"
+    )
 
 
 if __name__ == "__main__":
