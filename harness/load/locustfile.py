@@ -93,7 +93,6 @@ import math
 import os
 import re
 import secrets
-import ssl
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -103,6 +102,7 @@ from typing import IO, Any, Literal
 from urllib.parse import urlsplit
 
 import gevent
+import gevent.ssl
 import orjson
 from gevent import GreenletExit
 from gevent.event import Event
@@ -694,7 +694,7 @@ class Customer(User):
             return known
         tls: dict[str, Any] = {}
         if base.startswith("https://"):  # as FastHttpUser's default (insecure): a test bank's own certificate
-            tls = {"insecure": True, "ssl_context_factory": ssl._create_unverified_context}
+            tls = {"insecure": True, "ssl_context_factory": gevent.ssl._create_unverified_context}
         client = HTTPClient.from_url(
             base, concurrency=self.concurrency, connection_timeout=self.connection_timeout,
             network_timeout=self.network_timeout, **tls,
