@@ -7,11 +7,15 @@ first use). The parts that need no engine (mirror lookup, routing) run everywher
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
+import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import pytest
 from support import eventually, get, payment, post
@@ -187,6 +191,37 @@ def test_disconnect_takes_the_container_off_the_network_and_heal_puts_it_back(be
     )
     applied = timeline(bed, "d-island")[0]
     assert applied["event"] == "apply" and applied["via"] == "network" and applied["targets"] == ["BNKB"]
+
+
+def held_by_the_proxy(url: str, timeout_s: float = 8.0) -> float:
+    """Seconds from connecting to `url` (a Toxiproxy listener) until the proxy closes the connection."""
+    split = urlsplit(url)
+    started = time.monotonic()
+    with socket.create_connection((split.hostname or "", split.port or 80), timeout=timeout_s) as sock:
+        sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        with contextlib.suppress(ConnectionError):
+            while sock.recv(4096):
+                pass
+    return time.monotonic() - started
+
+
+@pytest.mark.docker
+@pytest.mark.slow
+def test_a_disconnected_upstream_does_not_hold_the_proxy_for_seconds(bed: DockerTestbed) -> None:
+    # While BNKB is off the network its alias does not resolve, and Docker's embedded DNS leaves about
+    # one lookup in 35 unanswered. Toxiproxy resolves inside its one accept loop per proxy: with the
+    # resolver's default 5 s timeout, every new connection waited 5 s behind such a lookup (and the
+    # queue outlived the heal). With DNS_OPTIONS (timeout:1) no connection is held for long.
+    bed.nemesis.apply(FaultSpec(name="d-dns", kind="disconnect", targets=["BNKB"], start=0, duration=1))
+    try:
+        held: list[float] = []
+        deadline = time.monotonic() + 15.0  # bounded: ~100 dials when each fails fast
+        while len(held) < 100 and time.monotonic() < deadline:
+            held.append(held_by_the_proxy(bed.customer_urls["BNKB"]))
+    finally:
+        bed.nemesis.heal("d-dns")
+    assert len(held) >= 40, f"only {len(held)} connections in 15 s: the proxy held them {max(held):.1f} s at most"
+    assert max(held) < 3.0, f"the proxy held a connection {max(held):.1f} s (5 s: the DNS stall is back)"
 
 
 # -- nothing survives a run ----------------------------------------------------------------------------
