@@ -17,11 +17,6 @@ from types import TracebackType
 
 from mock_switch.config import Durability
 
-# Loop turns a group commit may wait for more units while each turn brings some (see Store.durable):
-# a CPU figure, since one COMMIT costs ~0.14 ms of CPU (WAL frames, locks, fsync) however many units
-# it carries (benchmarks/ledger_cpu.py: batch 1 -> 8 takes 0.95 -> 0.35 ms per payment).
-MAX_WAIT_TURNS = 2
-
 
 class Store:
     def __init__(self, path: Path, schema: str, durability: Durability = "fsync") -> None:
@@ -36,7 +31,6 @@ class Store:
         self._in_txn = False
         self._waiters: list[asyncio.Future[None]] = []
         self._flush_scheduled = False
-        self._turns_waited = 0
         self.commits = 0  # group commits done, for benchmarks and tests
         self._loop: asyncio.AbstractEventLoop | None = None
         self._unit = _Unit(self)
@@ -57,9 +51,8 @@ class Store:
         self._waiters.append(fut)
         if not self._flush_scheduled:
             self._flush_scheduled = True
-            self._turns_waited = 0
             # call_soon lets every handler that is ready in this loop turn add its units first.
-            loop.call_soon(self._flush_when_quiet, len(self._waiters), loop)
+            loop.call_soon(self._flush)
         await fut
 
     def commit(self) -> None:
@@ -68,17 +61,6 @@ class Store:
             self.conn.execute("COMMIT")
             self._in_txn = False
             self.commits += 1
-
-    def _flush_when_quiet(self, waiters_seen: int, loop: asyncio.AbstractEventLoop) -> None:
-        """Commit, unless handlers are still joining: under load, requests read in the last loop turn
-        run their units in this one, so while a turn brings more waiters, wait one more turn (at most
-        MAX_WAIT_TURNS) and let one COMMIT (one fsync) cover them all. With one request at a time this
-        commits in the next turn, as before. Nobody is answered before the COMMIT either way."""
-        if len(self._waiters) > waiters_seen and self._turns_waited < MAX_WAIT_TURNS:
-            self._turns_waited += 1
-            loop.call_soon(self._flush_when_quiet, len(self._waiters), loop)
-            return
-        self._flush()
 
     def _flush(self) -> None:
         self._flush_scheduled = False
