@@ -18,13 +18,15 @@ from mock_switch.config import SystemConfig, party
 from mock_switch.store import Store
 
 SCHEMA = """
+-- Tables keyed by text are WITHOUT ROWID: one b-tree per table, not a table plus its key's index.
+-- CHECKs spell lists with OR: SQLite builds a temporary b-tree for IN of 3+ values on every write.
 CREATE TABLE IF NOT EXISTS accounts (
     account TEXT PRIMARY KEY,
     msisdn TEXT NOT NULL,
     name TEXT NOT NULL,
     balance INTEGER NOT NULL CHECK (balance >= 0),
     blocked INTEGER NOT NULL DEFAULT 0
-);
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS payments (
     payment_id TEXT PRIMARY KEY,
     fingerprint TEXT,
@@ -32,13 +34,13 @@ CREATE TABLE IF NOT EXISTS payments (
     creditor_bank TEXT,
     creditor_account TEXT,
     amount INTEGER,
-    status TEXT NOT NULL CHECK (status IN ('PDNG', 'ACSC', 'RJCT')),
+    status TEXT NOT NULL CHECK (status = 'PDNG' OR status = 'ACSC' OR status = 'RJCT'),
     reason TEXT,
     created_at REAL NOT NULL,
     decided_at REAL,
     -- on a "not received" tombstone: when a copy of the payment first arrived after that answer
     late_at REAL
-);
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS credits (
     payment_id TEXT PRIMARY KEY,
     fingerprint TEXT,
@@ -51,12 +53,12 @@ CREATE TABLE IF NOT EXISTS credits (
     received_at REAL NOT NULL,
     -- on a "not received" tombstone: when the credit first arrived after that answer (refused)
     late_at REAL
-);
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS entries (
     entry_id INTEGER PRIMARY KEY,
     payment_id TEXT NOT NULL,
     account TEXT NOT NULL REFERENCES accounts(account),
-    kind TEXT NOT NULL CHECK (kind IN ('DEBIT', 'REVERSAL', 'CREDIT')),
+    kind TEXT NOT NULL CHECK (kind = 'DEBIT' OR kind = 'REVERSAL' OR kind = 'CREDIT'),
     amount INTEGER NOT NULL,
     at REAL NOT NULL,
     UNIQUE (payment_id, kind)
@@ -207,25 +209,27 @@ class BankLedger:
     def finalise(self, payment_id: str, now: float) -> Payment:
         """The switch committed: the held debit becomes final."""
         with self.store.unit() as db:
-            db.execute(
-                "UPDATE payments SET status = 'ACSC', decided_at = ? WHERE payment_id = ? AND status = 'PDNG'",
+            row = db.execute(
+                "UPDATE payments SET status = 'ACSC', decided_at = ? WHERE payment_id = ? AND status = 'PDNG'"
+                " RETURNING *",
                 (now, payment_id),
-            )
-        return self._must(payment_id)
+            ).fetchone()
+        return Payment.from_row(row) if row else self._must(payment_id)  # not pending: already decided
 
     def reverse(self, payment_id: str, reason: Reason, now: float) -> Payment:
         """The payment failed (or, in naive mode, we gave up): give the customer the money back."""
         with self.store.unit() as db:
-            p = self._must(payment_id)
-            if p.status is not Status.PDNG:
-                return p
-            assert p.debtor_account is not None and p.amount is not None
-            db.execute(
-                "UPDATE payments SET status = 'RJCT', reason = ?, decided_at = ? WHERE payment_id = ?",
+            row = db.execute(
+                "UPDATE payments SET status = 'RJCT', reason = ?, decided_at = ?"
+                " WHERE payment_id = ? AND status = 'PDNG' RETURNING *",
                 (reason.value, now, payment_id),
-            )
+            ).fetchone()
+            if row is None:  # not pending: already decided
+                return self._must(payment_id)
+            p = Payment.from_row(row)
+            assert p.debtor_account is not None and p.amount is not None
             self._post(payment_id, p.debtor_account, "REVERSAL", p.amount, now)
-        return self._must(payment_id)
+        return p
 
     def customer_status_query(self, payment_id: str, remember_not_received: bool, now: float) -> Payment | None:
         p = self.payment(payment_id)

@@ -8,7 +8,7 @@ the others (sent minus received) over committed, not yet settled transfers.
 from __future__ import annotations
 
 import sqlite3
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
@@ -19,6 +19,8 @@ from mock_switch.config import SystemConfig
 from mock_switch.store import Store
 
 SCHEMA = """
+-- Tables keyed by text are WITHOUT ROWID: one b-tree per table, not a table plus its key's index.
+-- CHECKs spell lists with OR: SQLite builds a temporary b-tree for IN of 3+ values on every write.
 CREATE TABLE IF NOT EXISTS participants (
     bank TEXT PRIMARY KEY,
     name TEXT NOT NULL,
@@ -28,7 +30,7 @@ CREATE TABLE IF NOT EXISTS participants (
     -- highest exposure (see SwitchLedger.exposure) ever seen: proves the cap was never exceeded
     peak_exposure INTEGER NOT NULL DEFAULT 0,
     settlement_balance INTEGER NOT NULL
-);
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS windows (
     window_id INTEGER PRIMARY KEY,
     -- CLOSING: no new transfers, waiting for the ones reserved in it to be decided
@@ -46,7 +48,7 @@ CREATE TABLE IF NOT EXISTS transfers (
     creditor_bank TEXT,
     creditor_account TEXT,
     amount INTEGER,
-    status TEXT NOT NULL CHECK (status IN ('PDNG', 'ACSC', 'RJCT')),
+    status TEXT NOT NULL CHECK (status = 'PDNG' OR status = 'ACSC' OR status = 'RJCT'),
     reason TEXT,
     -- the window that was open when the transfer was reserved; it commits into that window
     window_id INTEGER REFERENCES windows(window_id),
@@ -55,7 +57,7 @@ CREATE TABLE IF NOT EXISTS transfers (
     -- on a "not received" tombstone: when a copy of the transfer first arrived after that answer
     late_at REAL,
     CHECK (status != 'ACSC' OR window_id IS NOT NULL)
-);
+) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS transfers_by_window ON transfers(window_id, status);
 -- Running per-window figures, so the cap check never scans transfers.
 CREATE TABLE IF NOT EXISTS window_exposure (
@@ -64,7 +66,7 @@ CREATE TABLE IF NOT EXISTS window_exposure (
     committed_net INTEGER NOT NULL DEFAULT 0,  -- sent minus received, committed
     pending_debits INTEGER NOT NULL DEFAULT 0,  -- reserved by this bank, not yet decided
     PRIMARY KEY (window_id, bank)
-);
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS window_positions (
     window_id INTEGER NOT NULL REFERENCES windows(window_id),
     bank TEXT NOT NULL REFERENCES participants(bank),
@@ -241,11 +243,10 @@ class SwitchLedger:
     def commit(self, payment_id: str, now: float) -> Transfer:
         """Payee accepted: move positions; the transfer lands in the window it was reserved in."""
         with self.store.unit() as db:
-            t = self._pending(payment_id)
+            t = self._decide(payment_id, "ACSC", None, now)
             if t is None:
                 return self._must_get(payment_id)
             assert t.amount is not None and t.window_id is not None
-            db.execute("UPDATE transfers SET status = 'ACSC', decided_at = ? WHERE payment_id = ?", (now, payment_id))
             db.execute(
                 "UPDATE participants SET reserved = reserved - ?, position = position + ? WHERE bank = ?",
                 (t.amount, t.amount, t.debtor_bank),
@@ -258,19 +259,15 @@ class SwitchLedger:
             self._window_figures(t.window_id, t.debtor_bank or "", pending=-t.amount, net=t.amount)
             self._window_figures(t.window_id, t.creditor_bank or "", net=-t.amount)
             self._finish_closing(t.window_id, now)
-        return replace(t, status=Status.ACSC, decided_at=now)
+        return t
 
     def abort(self, payment_id: str, reason: Reason, now: float) -> Transfer:
         """Payee rejected (or, in naive mode, did not answer in time): release the reservation."""
         with self.store.unit() as db:
-            t = self._pending(payment_id)
+            t = self._decide(payment_id, "RJCT", reason, now)
             if t is None:
                 return self._must_get(payment_id)
             assert t.amount is not None and t.window_id is not None
-            db.execute(
-                "UPDATE transfers SET status = 'RJCT', reason = ?, decided_at = ? WHERE payment_id = ?",
-                (reason.value, now, payment_id),
-            )
             if self.bug != "phantom-reservation":  # BUG(phantom-reservation): never released
                 db.execute(
                     "UPDATE participants SET reserved = reserved - ? WHERE bank = ?",
@@ -278,7 +275,7 @@ class SwitchLedger:
                 )
             self._window_figures(t.window_id, t.debtor_bank or "", pending=-t.amount)
             self._finish_closing(t.window_id, now)
-        return replace(t, status=Status.RJCT, reason=reason, decided_at=now)
+        return t
 
     def exposure(self, bank: str) -> int:
         """What the net debit cap limits: position + reservations + what closing/closed, unsettled
@@ -342,9 +339,14 @@ class SwitchLedger:
         rows = self.db.execute("SELECT * FROM transfers WHERE status = 'PDNG' ORDER BY received_at")
         return [Transfer.from_row(r) for r in rows]
 
-    def _pending(self, payment_id: str) -> Transfer | None:
-        t = self._must_get(payment_id)
-        return t if t.status is Status.PDNG else None
+    def _decide(self, payment_id: str, status: str, reason: Reason | None, now: float) -> Transfer | None:
+        """A pending transfer becomes final; the transfer as decided, or None if it was not pending."""
+        row = self.db.execute(
+            "UPDATE transfers SET status = ?, reason = ?, decided_at = ? WHERE payment_id = ? AND status = 'PDNG'"
+            " RETURNING *",
+            (status, reason.value if reason else None, now, payment_id),
+        ).fetchone()
+        return Transfer.from_row(row) if row else None
 
     def _must_get(self, payment_id: str) -> Transfer:
         t = self.get(payment_id)

@@ -69,8 +69,9 @@ def books(topo: LocalTopology) -> dict[str, str]:
         with closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
             tables = [r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")]
             for table in tables:
-                for row in conn.execute(f"SELECT * FROM {table} ORDER BY rowid"):
-                    h.update(repr((table, tuple(row))).encode())
+                # Sorted here: WITHOUT ROWID tables have no rowid to order by.
+                for row in sorted(repr(tuple(r)) for r in conn.execute(f"SELECT * FROM {table}")):
+                    h.update(repr((table, row)).encode())
         digests[name] = h.hexdigest()
     return digests
 
