@@ -87,7 +87,7 @@ class BankService(Service):
             raise InvalidRequest(f"field 'currency': accounts are held in {self.config.currency}")
         if req.creditor_bank == self.code:
             raise InvalidRequest("field 'creditor_bank': on-us transfers are not offered by this mock")
-        deadline = asyncio.get_running_loop().time() + self.bank.customer_timeout_s
+        deadline = self.loop().time() + self.bank.customer_timeout_s
         kind, p = self.ledger.originate(req, req.fingerprint(), time.time())
         await self.store.durable()  # the debit is durable before the switch hears of it
         if kind is Originate.DUPLICATE:

@@ -39,6 +39,7 @@ class Disconnected(Exception):
 
 class _Connection(asyncio.Protocol):
     def __init__(self) -> None:
+        self.loop = asyncio.get_running_loop()  # asked once: each ask costs a getpid() system call
         self.transport: asyncio.Transport | None = None
         self.closed = False
         self.idle_since = 0.0
@@ -82,7 +83,7 @@ class _Connection(asyncio.Protocol):
         """Send `request`; the answer's (status, body, reusable). At `deadline` (loop time) the
         exchange fails with TimeoutError and the connection is closed."""
         assert self.transport is not None
-        loop = asyncio.get_running_loop()
+        loop = self.loop
         waiter = self._waiter = loop.create_future()
         self._buf.clear()
         self._head = None
@@ -160,15 +161,13 @@ class HttpClient:
         if headers:
             head += "".join([f"{name}: {value}\r\n" for name, value in headers.items()])
         request = (head + "\r\n").encode("latin-1") + (body or b"")
-        loop = asyncio.get_running_loop()
-        deadline = None if timeout_s is None else loop.time() + timeout_s
         conn = self._idle_connection((host, port))
-        if conn is None:
-            if timeout_s is None:
+        if conn is not None:
+            deadline = None if timeout_s is None else conn.loop.time() + timeout_s
+        else:
+            deadline = None if timeout_s is None else asyncio.get_running_loop().time() + timeout_s
+            async with asyncio.timeout_at(deadline):
                 conn = await self._connect(host, port)
-            else:
-                async with asyncio.timeout_at(deadline):
-                    conn = await self._connect(host, port)
         try:
             status, answer, reusable = await conn.exchange(request, deadline)
         except BaseException:  # broken, timed out or cancelled: its answer may still come; never reuse

@@ -211,6 +211,7 @@ class _Date:
 class _Connection(asyncio.Protocol):
     def __init__(self, server: HttpServer) -> None:
         self.server = server
+        self.loop = asyncio.get_running_loop()  # asked once: each ask costs a getpid() system call
         self.transport: asyncio.Transport | None = None
         self._buf = bytearray()
         self._head: tuple[Request, int, bool] | None = None  # request awaiting its body, length, keep-alive
@@ -253,7 +254,7 @@ class _Connection(asyncio.Protocol):
         except HttpError as exc:
             self._refuse(exc)
         if self._queue and self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._answer_all())
+            self._task = self.loop.create_task(self._answer_all())
         if len(self._queue) >= MAX_PIPELINE and not self._paused and self.transport is not None:
             self._paused = True
             self.transport.pause_reading()
@@ -399,7 +400,7 @@ class _Connection(asyncio.Protocol):
         assert transport is not None
         if transport.can_write_eof():
             transport.write_eof()
-        self._lingering = asyncio.get_running_loop().call_later(LINGER_S, transport.close)
+        self._lingering = self.loop.call_later(LINGER_S, transport.close)
 
     @property
     def idle(self) -> bool:
