@@ -84,7 +84,8 @@ class _Connection(asyncio.Protocol):
         exchange fails with TimeoutError and the connection is closed."""
         assert self.transport is not None
         loop = self.loop
-        waiter = self._waiter = loop.create_future()
+        waiter: asyncio.Future[tuple[int, bytes, bool]] = loop.create_future()
+        self._waiter = waiter
         self._buf.clear()
         self._head = None
         self.transport.write(request)
