@@ -289,6 +289,8 @@ def parse(model: type[M], raw: bytes) -> M:
 
 async def read_body(request: Request, model: type[M]) -> M:
     """The request's JSON body as `model`: only `application/json` in UTF-8 is read."""
+    if request.header_all("content-type") == ["application/json"]:  # what the services send
+        return parse(model, await request.read())
     charset = (request.charset or "utf-8").lower()
     if request.content_type != "application/json" or charset not in ("utf-8", "utf8"):
         sent = request.header("Content-Type")

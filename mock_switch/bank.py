@@ -9,6 +9,8 @@ import time
 from pathlib import Path
 from urllib.parse import quote
 
+import orjson
+
 from mock_switch.api import (
     AFTER_ENTRY,
     AFTER_ID,
@@ -29,11 +31,19 @@ from mock_switch.codes import Reason, Status
 from mock_switch.config import SystemConfig
 from mock_switch.http_server import Request, Response
 from mock_switch.openapi import bank_document
-from mock_switch.peer import Peer, Reply, resolve
+from mock_switch.peer import Peer, Reply, classify, resolve
 from mock_switch.service import Service
 from mock_switch.store import Store
 
 log = logging.getLogger("mock_switch.bank")
+
+
+def _is_json(raw: bytes) -> bool:
+    try:
+        orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        return False
+    return True
 
 
 class BankService(Service):
@@ -77,7 +87,7 @@ class BankService(Service):
             raise InvalidRequest(f"field 'currency': accounts are held in {self.config.currency}")
         if req.creditor_bank == self.code:
             raise InvalidRequest("field 'creditor_bank': on-us transfers are not offered by this mock")
-        deadline = asyncio.get_running_loop().time() + self.bank.customer_timeout_s
+        deadline = self.loop().time() + self.bank.customer_timeout_s
         kind, p = self.ledger.originate(req, req.fingerprint(), time.time())
         await self.store.durable()  # the debit is durable before the switch hears of it
         if kind is Originate.DUPLICATE:
@@ -181,10 +191,15 @@ class BankService(Service):
         assert self.switch is not None
         # Validated here, not only at the switch: a raw '../transfers' would walk the switch's paths.
         party_id = quote(PARTY_ID_PATH.require(request), safe="")
-        reply = await self.switch.call("GET", f"/parties/{party_id}", self.bank.switch_timeout_s)
-        if reply.http_status in (200, 404):
-            return json_response(reply.body, reply.http_status)
-        return answer("", Status.RJCT, Reason.AB06, f"name enquiry failed: {reply.error}")
+        # Pure forwarding: the switch's JSON answer is passed on as it came, not decoded and
+        # encoded again. Never cached: every enquiry crosses the link, faults included.
+        got = await self.switch.exchange("GET", f"/parties/{party_id}", self.bank.switch_timeout_s)
+        if isinstance(got, str):
+            return answer("", Status.RJCT, Reason.AB06, f"name enquiry failed: {got}")
+        http, raw = got
+        if http in (200, 404):
+            return Response(raw, http) if _is_json(raw) else json_response(None, http)
+        return answer("", Status.RJCT, Reason.AB06, f"name enquiry failed: {classify(http, raw).error}")
 
     # -- incoming credits ---------------------------------------------------------------------
 

@@ -10,8 +10,12 @@ Failures are told apart the way `peer.Reply` needs them:
 - `NotSent`: the connection could not be made, so nothing was sent;
 - `Disconnected`: the connection broke (reset, closed early, an answer it cannot read) after the
   request may have been sent: its effect is unknown;
-- the caller's timeout (`asyncio.timeout`) cancels the exchange: the connection is closed, never
-  reused (its answer may still arrive).
+- a timeout (`timeout_s`, or the caller's own `asyncio.timeout`) ends the exchange with
+  `TimeoutError`: the connection is closed, never reused (its answer may still arrive).
+
+`timeout_s` is one timer on the loop that fails the waiting answer, not `asyncio.timeout` (a
+context manager, a handle and a task cancellation per call, about 10 us of CPU per call measured
+by cProfile); `asyncio.timeout` bounds only the connect, when a new connection is needed.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ class Disconnected(Exception):
 
 class _Connection(asyncio.Protocol):
     def __init__(self) -> None:
+        self.loop = asyncio.get_running_loop()  # asked once: each ask costs a getpid() system call
         self.transport: asyncio.Transport | None = None
         self.closed = False
         self.idle_since = 0.0
@@ -74,14 +79,23 @@ class _Connection(asyncio.Protocol):
 
     # -- exchange -----------------------------------------------------------------------------
 
-    async def exchange(self, request: bytes) -> tuple[int, bytes, bool]:
-        """Send `request`; the answer's (status, body, reusable)."""
+    async def exchange(self, request: bytes, deadline: float | None = None) -> tuple[int, bytes, bool]:
+        """Send `request`; the answer's (status, body, reusable). At `deadline` (loop time) the
+        exchange fails with TimeoutError and the connection is closed."""
         assert self.transport is not None
-        self._waiter = asyncio.get_running_loop().create_future()
+        loop = self.loop
+        waiter: asyncio.Future[tuple[int, bytes, bool]] = loop.create_future()
+        self._waiter = waiter
         self._buf.clear()
         self._head = None
         self.transport.write(request)
-        return await self._waiter
+        if deadline is None:
+            return await waiter
+        timer = loop.call_at(deadline, self._fail, TimeoutError())
+        try:
+            return await waiter
+        finally:
+            timer.cancel()
 
     def _parse(self) -> None:
         if self._head is None:
@@ -138,18 +152,25 @@ class HttpClient:
 
     async def request(
         self, method: str, host: str, port: int, path: str, body: bytes | None = None,
-        headers: Mapping[str, str] | None = None,
+        headers: Mapping[str, str] | None = None, timeout_s: float | None = None,
     ) -> tuple[int, bytes]:  # fmt: skip
-        """One exchange: (HTTP status, body). Bound it with the caller's `asyncio.timeout`."""
-        head = [f"{method} {path} HTTP/1.1", f"Host: {host}:{port}"]
+        """One exchange: (HTTP status, body); TimeoutError after `timeout_s` (connecting included).
+        Without `timeout_s`, bound it with the caller's `asyncio.timeout`."""
+        head = f"{method} {path} HTTP/1.1\r\nHost: {host}:{port}\r\n"
         if body is not None:
-            head += ["Content-Type: application/json", f"Content-Length: {len(body)}"]
+            head += f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
         if headers:
-            head += [f"{name}: {value}" for name, value in headers.items()]
-        request = ("\r\n".join(head) + "\r\n\r\n").encode("latin-1") + (body or b"")
-        conn = self._idle_connection((host, port)) or await self._connect(host, port)
+            head += "".join([f"{name}: {value}\r\n" for name, value in headers.items()])
+        request = (head + "\r\n").encode("latin-1") + (body or b"")
+        conn = self._idle_connection((host, port))
+        if conn is not None:
+            deadline = None if timeout_s is None else conn.loop.time() + timeout_s
+        else:
+            deadline = None if timeout_s is None else asyncio.get_running_loop().time() + timeout_s
+            async with asyncio.timeout_at(deadline):
+                conn = await self._connect(host, port)
         try:
-            status, answer, reusable = await conn.exchange(request)
+            status, answer, reusable = await conn.exchange(request, deadline)
         except BaseException:  # broken, timed out or cancelled: its answer may still come; never reuse
             conn.close()
             raise

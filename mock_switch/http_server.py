@@ -45,6 +45,7 @@ LINGER_S = 2.0  # after a refusal that closes the connection: how long unread in
 _REASONS = {s.value: s.phrase for s in HTTPStatus}
 _TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")
 _DIGITS = re.compile(r"[0-9]{1,18}")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")  # not allowed in a request target
 
 
 class HttpError(Exception):
@@ -194,22 +195,23 @@ class Router:
 
 
 class _Date:
-    """The Date header, formatted once a second."""
+    """The Date header line and the blank line after it, formatted once a second."""
 
     second = -1
     value = b""
 
     @classmethod
-    def now(cls) -> bytes:
+    def line(cls) -> bytes:
         t = int(time.time())
         if t != cls.second:
-            cls.second, cls.value = t, formatdate(t, usegmt=True).encode()
+            cls.second, cls.value = t, b"Date: " + formatdate(t, usegmt=True).encode() + b"\r\n\r\n"
         return cls.value
 
 
 class _Connection(asyncio.Protocol):
     def __init__(self, server: HttpServer) -> None:
         self.server = server
+        self.loop = asyncio.get_running_loop()  # asked once: each ask costs a getpid() system call
         self.transport: asyncio.Transport | None = None
         self._buf = bytearray()
         self._head: tuple[Request, int, bool] | None = None  # request awaiting its body, length, keep-alive
@@ -252,7 +254,7 @@ class _Connection(asyncio.Protocol):
         except HttpError as exc:
             self._refuse(exc)
         if self._queue and self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._answer_all())
+            self._task = self.loop.create_task(self._answer_all())
         if len(self._queue) >= MAX_PIPELINE and not self._paused and self.transport is not None:
             self._paused = True
             self.transport.pause_reading()
@@ -317,15 +319,20 @@ class _Connection(asyncio.Protocol):
             raise HttpError(400, "malformed request line")
         if len(lines) > MAX_HEADERS + 1:
             raise HttpError(431, f"more than {MAX_HEADERS} headers")
+        # A NUL, or a CR or LF that is not a line end, anywhere in the header lines (one look at
+        # the whole text instead of three per line).
+        fields = text[len(lines[0]) :]
+        if "\x00" in fields or fields.count("\r") != len(lines) - 1 or fields.count("\n") != len(lines) - 1:
+            raise HttpError(400, "malformed header line")
         headers: dict[str, list[str]] = {}
         for line in lines[1:]:
             name, sep, value = line.partition(":")
-            if not sep or not _TOKEN.fullmatch(name) or "\x00" in value or "\r" in value or "\n" in value:
+            if not sep or not _TOKEN.fullmatch(name):
                 raise HttpError(400, "malformed header line")
             headers.setdefault(name.lower(), []).append(value.strip(" \t"))
         path, _, query = target.partition("?")
         request = Request(method, path, query, version, headers)
-        if "\x00" in target or any(c < " " or c == "\x7f" for c in target):
+        if _CONTROL.search(target):
             raise HttpError(400, "malformed request target")
         if "transfer-encoding" in headers:
             raise HttpError(411, "send the body with a Content-Length, not a Transfer-Encoding")
@@ -369,15 +376,15 @@ class _Connection(asyncio.Protocol):
             return
         status = response.status
         body = response.body
-        head = [f"HTTP/1.1 {status} {_REASONS.get(status, 'Unknown')}\r\n"
-                f"Content-Type: {response.content_type}\r\nContent-Length: {len(body)}\r\n"]  # fmt: skip
-        for name, value in response.headers.items():
-            head.append(f"{name}: {value}\r\n")
+        head = (f"HTTP/1.1 {status} {_REASONS.get(status, 'Unknown')}\r\n"
+                f"Content-Type: {response.content_type}\r\nContent-Length: {len(body)}\r\n")  # fmt: skip
+        if response.headers:
+            head += "".join([f"{name}: {value}\r\n" for name, value in response.headers.items()])
         if not keep_alive or self.server.closing:
-            head.append("Connection: close\r\n")
+            head += "Connection: close\r\n"
         elif request.version == "HTTP/1.0":
-            head.append("Connection: keep-alive\r\n")
-        data = "".join(head).encode("latin-1") + b"Date: " + _Date.now() + b"\r\n\r\n"
+            head += "Connection: keep-alive\r\n"
+        data = head.encode("latin-1") + _Date.line()
         transport.write(data if request.method == "HEAD" else data + body)
 
     def _refuse(self, exc: HttpError) -> None:
@@ -393,7 +400,7 @@ class _Connection(asyncio.Protocol):
         assert transport is not None
         if transport.can_write_eof():
             transport.write_eof()
-        self._lingering = asyncio.get_running_loop().call_later(LINGER_S, transport.close)
+        self._lingering = self.loop.call_later(LINGER_S, transport.close)
 
     @property
     def idle(self) -> bool:

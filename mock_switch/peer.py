@@ -58,20 +58,33 @@ class Peer:
         body: dict[str, Any] | None = None,
         headers: dict[str, str] | None = None,
     ) -> Reply:
+        answer = await self.exchange(method, path, timeout_s, body, headers)
+        return Reply(error=answer) if isinstance(answer, str) else classify(*answer)
+
+    async def exchange(
+        self,
+        method: str,
+        path: str,
+        timeout_s: float,
+        body: dict[str, Any] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> tuple[int, bytes] | str:
+        """The raw answer (HTTP status, body bytes), or why there is none (a `Reply.error`)."""
         data = orjson.dumps(body) if body is not None else None
         try:
-            async with asyncio.timeout(timeout_s):
-                http, raw = await self.client.request(method, self.host, self.port, self.prefix + path, data, headers)
+            return await self.client.request(
+                method, self.host, self.port, self.prefix + path, data, headers, timeout_s=timeout_s
+            )
         except TimeoutError:
-            return Reply(error="timeout")
+            return "timeout"
         except NotSent:
-            return Reply(error="refused")
+            return "refused"
         except (Disconnected, OSError):
-            return Reply(error="disconnected")
-        return _classify(http, raw)
+            return "disconnected"
 
 
-def _classify(http: int, raw: bytes) -> Reply:
+def classify(http: int, raw: bytes) -> Reply:
+    """What an answer (HTTP status, body bytes) says."""
     try:
         body = orjson.loads(raw) if raw else None
     except orjson.JSONDecodeError:

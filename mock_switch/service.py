@@ -51,6 +51,7 @@ class Service:
         self.session: HttpClient | None = None  # calls to the other services (mock_switch/peer.py)
         # Work that must finish even if the caller hangs up: driving a payment to an outcome.
         self.inflight: dict[str, asyncio.Task[None]] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -69,8 +70,16 @@ class Service:
     async def started(self) -> None:
         """Hook: recover unfinished payments after a restart."""
 
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The running loop, asked once per loop: each ask costs a getpid() system call, and the
+        request path asks several times per payment."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            loop = self._loop = asyncio.get_running_loop()
+        return loop
+
     def spawn(self, payment_id: str, work: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
-        task = asyncio.create_task(work)
+        task = self.loop().create_task(work)
         self.inflight[payment_id] = task
         task.add_done_callback(lambda t: self._done(payment_id, t))
         return task
@@ -86,7 +95,7 @@ class Service:
         task = self.inflight.get(payment_id)
         if task is None or task.done():
             return
-        loop = asyncio.get_running_loop()
+        loop = self.loop()
         if deadline <= loop.time():
             return
         # What asyncio.wait({task}, timeout) does, without its sets and bookkeeping (this runs for

@@ -3,7 +3,6 @@ commits or aborts, answers status queries, and runs deferred net settlement wind
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from pathlib import Path
@@ -79,8 +78,7 @@ class SwitchService(Service):
     async def post_transfer(self, request: Request) -> Response:
         req = await read_body(request, TransferRequest)
         self._validate(req)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self._budget(request, req.debtor_bank)
+        deadline = self.loop().time() + self._budget(request, req.debtor_bank)
         kind, t = self.ledger.begin_transfer(req, req.fingerprint(), time.time())
         await self.store.durable()  # the reservation is durable before anyone hears of it
         if kind is Begin.DUPLICATE:

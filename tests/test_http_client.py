@@ -137,3 +137,79 @@ def test_an_unreadable_answer_is_disconnected() -> None:
         return b"HTTP/1.1 2xx\r\n\r\n", True
 
     assert calls(Server(garbage), ("POST", 5.0))[0].error == "disconnected"
+
+
+def test_exchange_hands_over_the_answer_bytes_as_they_came() -> None:
+    """The name enquiry forwards the switch's answer without decoding it: Peer.exchange gives the
+    raw status and body, and the reason there is none as the Reply error word."""
+    odd = b'{"bank": "BNKB",  "name":"A\\u00e9"}'  # spacing and escapes a re-encoding would change
+
+    async def main() -> tuple[object, object]:
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(b"HTTP/1.1 404 Not Found\r\nContent-Length: %d\r\n\r\n%s" % (len(odd), odd))
+            await writer.drain()
+            writer.close()
+
+        port = free_port()
+        listening = await asyncio.start_server(handle, "127.0.0.1", port)
+        client = HttpClient()
+        first = await Peer("test->peer", f"http://127.0.0.1:{port}", client).exchange("GET", "/parties/x", 5.0)
+        listening.close()
+        refused = await Peer("test->none", f"http://127.0.0.1:{free_port()}", client).exchange("GET", "/", 5.0)
+        client.close()
+        return first, refused
+
+    first, refused = asyncio.run(main())
+    assert first == (404, odd)
+    assert refused == "refused"
+
+
+def test_without_timeout_s_the_callers_asyncio_timeout_bounds_the_exchange() -> None:
+    async def main() -> int:
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await reader.readuntil(b"\r\n\r\n")
+            await asyncio.sleep(3600)
+
+        port = free_port()
+        listening = await asyncio.start_server(handle, "127.0.0.1", port)
+        client = HttpClient()
+        try:
+            async with asyncio.timeout(0.2):
+                await client.request("GET", "127.0.0.1", port, "/slow")
+        except TimeoutError:
+            pass
+        else:
+            raise AssertionError("no timeout")
+        idle = sum(len(pool) for pool in client._idle.values())
+        client.close()
+        listening.close()
+        return idle
+
+    assert asyncio.run(main()) == 0  # the timed-out connection is not kept for reuse
+
+
+def test_timeout_s_ends_a_silent_exchange_with_timeout_error() -> None:
+    async def main() -> tuple[float, int]:
+        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await reader.readuntil(b"\r\n\r\n")
+            await asyncio.sleep(3600)
+
+        port = free_port()
+        listening = await asyncio.start_server(handle, "127.0.0.1", port)
+        client = HttpClient()
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        try:
+            await client.request("GET", "127.0.0.1", port, "/slow", timeout_s=0.2)
+        except TimeoutError:
+            waited = loop.time() - started
+        else:
+            raise AssertionError("no timeout")
+        idle = sum(len(pool) for pool in client._idle.values())
+        client.close()
+        listening.close()
+        return waited, idle
+
+    waited, idle = asyncio.run(main())
+    assert waited >= 0.2 and idle == 0  # no earlier than asked; the connection is not reused
