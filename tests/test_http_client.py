@@ -165,14 +165,20 @@ def test_exchange_hands_over_the_answer_bytes_as_they_came() -> None:
     assert refused == "refused"
 
 
+async def silent_server() -> tuple[asyncio.Server, int]:
+    """A server on loopback that reads a request's head and never answers; and its port."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        await asyncio.sleep(3600)
+
+    port = free_port()
+    return await asyncio.start_server(handle, "127.0.0.1", port), port
+
+
 def test_without_timeout_s_the_callers_asyncio_timeout_bounds_the_exchange() -> None:
     async def main() -> int:
-        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            await reader.readuntil(b"\r\n\r\n")
-            await asyncio.sleep(3600)
-
-        port = free_port()
-        listening = await asyncio.start_server(handle, "127.0.0.1", port)
+        listening, port = await silent_server()
         client = HttpClient()
         try:
             async with asyncio.timeout(0.2):
@@ -191,12 +197,7 @@ def test_without_timeout_s_the_callers_asyncio_timeout_bounds_the_exchange() -> 
 
 def test_timeout_s_ends_a_silent_exchange_with_timeout_error() -> None:
     async def main() -> tuple[float, int]:
-        async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            await reader.readuntil(b"\r\n\r\n")
-            await asyncio.sleep(3600)
-
-        port = free_port()
-        listening = await asyncio.start_server(handle, "127.0.0.1", port)
+        listening, port = await silent_server()
         client = HttpClient()
         loop = asyncio.get_running_loop()
         started = loop.time()
