@@ -163,10 +163,9 @@ class HttpClient:
             head += "".join([f"{name}: {value}\r\n" for name, value in headers.items()])
         request = (head + "\r\n").encode("latin-1") + (body or b"")
         conn = self._idle_connection((host, port))
-        if conn is not None:
-            deadline = None if timeout_s is None else conn.loop.time() + timeout_s
-        else:
-            deadline = None if timeout_s is None else asyncio.get_running_loop().time() + timeout_s
+        loop = conn.loop if conn is not None else asyncio.get_running_loop()
+        deadline = None if timeout_s is None else loop.time() + timeout_s
+        if conn is None:
             async with asyncio.timeout_at(deadline):
                 conn = await self._connect(host, port)
         try:
